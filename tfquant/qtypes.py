@@ -1,0 +1,82 @@
+"""The project's vocabulary: enums and small frozen value types.
+
+No other module spells these as bare strings; parse user text with ``<Enum>.parse``, which
+names the allowed values when it fails.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TypeVar
+
+from tfquant.errors import TfquantError
+
+_E = TypeVar("_E", bound="_ParsableEnum")
+
+
+class _ParsableEnum(str, enum.Enum):
+    """A string enum whose ``parse`` gives a user-facing error for unknown values."""
+
+    @classmethod
+    def parse(cls: type[_E], value: "str | _E", *, what: str | None = None) -> _E:
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            allowed = ", ".join(m.value for m in cls)
+            label = what or cls.__name__
+            raise TfquantError(
+                f"unknown {label} {value!r}; choose one of: {allowed}"
+            ) from None
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Mode(_ParsableEnum):
+    """What the TFLite converter produces.
+
+    fp32: float model. fp16: float16 weights (dequantized at load). dynamic: int8 weights,
+    float activations (dynamic-range quantization). int8: full-integer int8 (per-tensor
+    affine activations, symmetric weights). int16x8: int16 symmetric activations, int8
+    weights (runs on reference kernels on x86).
+    """
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    DYNAMIC = "dynamic"
+    INT8 = "int8"
+    INT16X8 = "int16x8"
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self in (Mode.INT8, Mode.INT16X8)
+
+
+class Granularity(_ParsableEnum):
+    """Weight quantization granularity (activations are always per-tensor in TFLite)."""
+
+    PER_CHANNEL = "per_channel"
+    PER_TENSOR = "per_tensor"
+
+
+class IODType(_ParsableEnum):
+    """Dtype of the model's input and output tensors."""
+
+    FLOAT32 = "float32"
+    INT8 = "int8"
+    INT16 = "int16"
+
+
+class Runtime(_ParsableEnum):
+    """How the LiteRT interpreter executes a model.
+
+    xnnpack: the default delegate (XNNPACK) applied by the interpreter. builtin: the builtin
+    (optimized and reference) kernels, no default delegate. delegate: an external delegate
+    library such as Hexagon's ``libhexagon_interface.so``.
+    """
+
+    XNNPACK = "xnnpack"
+    BUILTIN = "builtin"
+    DELEGATE = "delegate"
