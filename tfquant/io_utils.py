@@ -57,6 +57,11 @@ def append_jsonl(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, sort_keys=True) + "\n"
+    if target.exists() and target.stat().st_size > 0:
+        with open(target, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":  # a torn line from a crash: start a fresh line
+                line = "\n" + line
     with open(target, "a", encoding="utf-8") as f:
         f.write(line)
         f.flush()

@@ -48,10 +48,13 @@ def _check_bits(bits: int) -> None:
 def affine_params(x_min: np.ndarray | float, x_max: np.ndarray | float, *, bits: int = 8) -> QuantParams:
     """Affine (asymmetric) parameters for the range [x_min, x_max], widened to contain 0."""
     _check_bits(bits)
-    lo = np.minimum(np.asarray(x_min, dtype=np.float64), 0.0)
-    hi = np.maximum(np.asarray(x_max, dtype=np.float64), 0.0)
-    if np.any(hi < lo):
-        raise TfquantError("x_max must be >= x_min")
+    raw_lo = np.asarray(x_min, dtype=np.float64)
+    raw_hi = np.asarray(x_max, dtype=np.float64)
+    if not (np.all(np.isfinite(raw_lo)) and np.all(np.isfinite(raw_hi))):
+        raise TfquantError("range bounds must be finite; check the calibration data for NaN/Inf")
+    if np.any(raw_hi < raw_lo):
+        raise TfquantError(f"x_max must be >= x_min, got x_min={raw_lo}, x_max={raw_hi}")
+    lo, hi = np.minimum(raw_lo, 0.0), np.maximum(raw_hi, 0.0)
     qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     span = np.where(hi - lo > 0, hi - lo, 1.0)
     scale = span / (qmax - qmin)

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# tfquant batch reproduction.
+#
+#   ./run_all.sh                 main job: every zoo model x every TFLite variant, measured in
+#                                the LiteRT interpreter -> results/default/{results.jsonl,results.md}
+#   ./run_all.sh --tests         the test suite (what .ci/run runs)
+#   ./run_all.sh --full          the main job with the long schedules
+#   ./run_all.sh ARGS...         extra ARGS go to experiments/ptq_zoo.py (e.g. --models cnn,vit)
+#
+# Each call first bootstraps, idempotently: a Python 3.11 venv in .venv, the pinned
+# requirements (re-installed only when requirements.txt changes), and the Fashion-MNIST IDX
+# files from the Debian package dataset-fashion-mnist (installed when running as root).
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+FMNIST_DIR="${TFQUANT_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}"
+
+log() { echo "[run_all] $*" >&2; }
+
+find_python() {
+  for py in "${PYTHON:-}" python3.11 python3; do
+    [ -n "$py" ] || continue
+    if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+      echo "$py"; return 0
+    fi
+  done
+  return 1
+}
+
+bootstrap_venv() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    local py
+    py=$(find_python) || { log "error: Python 3.11 not found; install python3.11 (with venv) or set PYTHON=/path/to/python3.11"; exit 1; }
+    log "creating venv in .venv with $py"
+    "$py" -m venv "$VENV"
+  fi
+  local stamp="$VENV/.requirements.sha256" want
+  want=$(sha256sum requirements.txt | cut -d' ' -f1)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    log "installing pinned requirements into .venv (first run: a few minutes)"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null
+    "$VENV/bin/python" -m pip install --quiet -r requirements.txt
+    echo "$want" > "$stamp"
+  fi
+}
+
+bootstrap_data() {
+  if [ -f "$FMNIST_DIR/t10k-images-idx3-ubyte.gz" ] || [ -f "$FMNIST_DIR/t10k-images-idx3-ubyte" ]; then
+    return 0
+  fi
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing Fashion-MNIST (Debian package dataset-fashion-mnist)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  else
+    log "error: Fashion-MNIST not found in $FMNIST_DIR; run 'sudo apt-get install dataset-fashion-mnist' or set TFQUANT_FASHION_MNIST_DIR to a folder with the IDX files"
+    exit 1
+  fi
+}
+
+bootstrap_venv
+bootstrap_data
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+if [ "${1:-}" = "--tests" ]; then
+  shift
+  exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests "$@"
+fi
+exec "$VENV/bin/python" experiments/ptq_zoo.py "$@"
