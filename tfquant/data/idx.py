@@ -33,13 +33,15 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """
     p = Path(path)
     if not p.is_file():
-        raise TfquantError(f"IDX file {str(p)!r} does not exist")
+        raise TfquantError(f"IDX file {str(p)!r} does not exist; check the path")
     opener = gzip.open if p.suffix == ".gz" else open
     try:
         with opener(p, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as e:
-        raise TfquantError(f"cannot read IDX file {str(p)!r} ({e}); re-download or re-install it") from None
+        raise TfquantError(
+            f"cannot read IDX file {str(p)!r} ({e}); re-download or re-install it"
+        ) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
         raise TfquantError(f"{str(p)!r} is not an IDX file (bad magic number); check the path")
     dtype = _DTYPES[raw[2]]

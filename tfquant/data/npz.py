@@ -1,0 +1,129 @@
+"""Preprocessed arrays from an .npz file (``npz:PATH``).
+
+Layout: arrays ``x`` (float NHWC, already preprocessed) and ``y`` (integer class labels)
+serve every split; ``x_<split>`` / ``y_<split>`` (e.g. ``x_train``, ``y_test``) take
+precedence for that split. Write one with::
+
+    np.savez("data.npz", x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
+
+The number of classes is ``1 + max label`` over every ``y*`` array in the file, so all
+splits agree on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from tfquant.data.preprocess import check_finite
+from tfquant.errors import TfquantError
+
+_SAVE_HINT = "save it with np.savez(PATH, x=images_float32_nhwc, y=int_labels)"
+
+
+@dataclasses.dataclass(frozen=True)
+class NpzSplit:
+    """One validated split of an .npz file.
+
+    Attributes:
+      x: float32 (N, H, W, C).
+      y: int64 (N,).
+      num_classes: ``1 + max label`` over all label arrays in the file.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    num_classes: int
+
+
+def load_npz(path: str | os.PathLike[str], split: str) -> NpzSplit:
+    """Reads and validates ``split`` of an .npz file.
+
+    Raises:
+      TfquantError: the file is missing or unreadable, a key is missing, ``x`` is not 4-D
+        float, ``x`` and ``y`` differ in length, ``y`` is not 1-D non-negative integers, or
+        ``x`` holds NaN/Inf.
+    """
+    p = Path(path)
+    where = f"npz:{p}"
+    if not p.is_file():
+        raise TfquantError(f"{where}: file does not exist; {_SAVE_HINT}")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            keys = sorted(f.files)
+            x_key, y_key = _keys_for(keys, split, where)
+            x, y = f[x_key], f[y_key]
+            labels = [f[k] for k in keys if k == "y" or k.startswith("y_")]
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise TfquantError(
+            f"{where}: cannot read the file ({_first_line(e)}); {_SAVE_HINT}"
+        ) from None
+    where = f"{where} split {split!r} ({x_key}, {y_key})"
+    x = _check_x(x, where)
+    y = _check_y(y, where, y_key)
+    if len(x) != len(y):
+        raise TfquantError(
+            f"{where}: {x_key} has {len(x)} examples but {y_key} has {len(y)}; "
+            "save one label per input"
+        )
+    check_finite(x, where)
+    top = max((int(a.max()) for a in labels if a.size and a.dtype.kind in "iu"), default=0)
+    return NpzSplit(x=x, y=y, num_classes=top + 1)
+
+
+def _keys_for(keys: list[str], split: str, where: str) -> tuple[str, str]:
+    """The (x, y) key pair serving ``split``: ``x_<split>``/``y_<split>``, else ``x``/``y``."""
+    for pair in ((f"x_{split}", f"y_{split}"), ("x", "y")):
+        present = [k for k in pair if k in keys]
+        if len(present) == 2:
+            return pair
+        if present:
+            missing = next(k for k in pair if k not in keys)
+            raise TfquantError(
+                f"{where} has {present[0]!r} but no {missing!r} (arrays: {keys}); "
+                f"save both, e.g. np.savez(PATH, {pair[0]}=..., {pair[1]}=...)"
+            )
+    raise TfquantError(
+        f"{where} has arrays {keys} but split {split!r} needs 'x_{split}' and 'y_{split}' "
+        "or 'x' and 'y'; " + _SAVE_HINT
+    )
+
+
+def _check_x(x: np.ndarray, where: str) -> np.ndarray:
+    if x.ndim != 4:
+        raise TfquantError(
+            f"{where}: x has shape {x.shape}, expected 4-D NHWC (N, H, W, C); "
+            "add a channel axis with x[..., None] for grayscale images"
+        )
+    if x.dtype.kind != "f":
+        raise TfquantError(
+            f"{where}: x has dtype {x.dtype}, expected preprocessed float32; "
+            "convert it, e.g. x.astype(np.float32) / 255 for uint8 pixels"
+        )
+    return x.astype(np.float32, copy=False)
+
+
+def _check_y(y: np.ndarray, where: str, key: str) -> np.ndarray:
+    if y.dtype.kind not in "iu":
+        raise TfquantError(
+            f"{where}: {key} has dtype {y.dtype}, expected integer class labels; "
+            "cast with y.astype(np.int64) (or y.argmax(-1) for one-hot labels)"
+        )
+    if y.ndim != 1:
+        raise TfquantError(
+            f"{where}: {key} has shape {y.shape}, expected 1-D labels (N,); use y.reshape(-1)"
+        )
+    if y.size and y.min() < 0:
+        raise TfquantError(
+            f"{where}: {key} holds negative labels (min {y.min()}); "
+            "labels must be 0..num_classes-1"
+        )
+    return y.astype(np.int64, copy=False)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]
