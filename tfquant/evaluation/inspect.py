@@ -1,0 +1,202 @@
+"""What is inside a .tflite: per-tensor dtype, shape, scales and zero points; op counts.
+
+Read from the LiteRT interpreter of the main subgraph (subgraph 0), without allocating tensors
+(so a model with ops this runtime cannot prepare can still be inspected) and without
+delegates (so the ops are the model's own: CONV_2D, FULLY_CONNECTED, QUANTIZE, ...).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+from typing import Any
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+from tfquant.errors import TfquantError
+from tfquant.evaluation.interpreter import ModelLike, _one_line, _read_model, _REEXPORT, describe_model
+from tfquant.evaluation.report import text_table
+
+_NAME_WIDTH = 48
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of the main subgraph.
+
+    Attributes:
+      index: Tensor index.
+      name: Tensor name.
+      dtype: numpy dtype name (``float32``, ``int8``, ``int32``, ...).
+      shape: Shape (as stored; the batch dimension of inputs is usually 1).
+      scales: Quantization scales Δ: empty (not quantized), one (per-tensor) or one per
+        channel along ``quantized_dimension``.
+      zero_points: Zero points z, one per scale.
+      quantized_dimension: Axis of per-channel quantization (meaningful with > 1 scale).
+    """
+
+    index: int
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    scales: tuple[float, ...]
+    zero_points: tuple[int, ...]
+    quantized_dimension: int
+
+    @property
+    def is_quantized(self) -> bool:
+        return len(self.scales) > 0
+
+    @property
+    def is_per_channel(self) -> bool:
+        return len(self.scales) > 1
+
+    @classmethod
+    def from_details(cls, d: dict[str, Any]) -> "TensorInfo":
+        qp = d["quantization_parameters"]
+        return cls(
+            index=int(d["index"]),
+            name=str(d["name"]),
+            dtype=np.dtype(d["dtype"]).name,
+            shape=tuple(int(s) for s in d["shape"]),
+            scales=tuple(float(s) for s in np.asarray(qp["scales"]).reshape(-1)),
+            zero_points=tuple(int(z) for z in np.asarray(qp["zero_points"]).reshape(-1)),
+            quantized_dimension=int(qp["quantized_dimension"]),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelReport:
+    """Contents of a .tflite model.
+
+    Attributes:
+      path: File path, or ``None`` when inspected from bytes.
+      size_bytes: Size of the flatbuffer.
+      tensors: Every tensor of the main subgraph with its quantization parameters.
+      op_counts: Builtin op name (``CONV_2D``, ``QUANTIZE``, ...) -> count, main subgraph.
+      ops: Op names in execution order.
+      inputs: The model's input tensors.
+      outputs: The model's output tensors.
+      num_subgraphs: Subgraphs in the model (control flow adds some; only subgraph 0 is
+        listed).
+    """
+
+    path: str | None
+    size_bytes: int
+    tensors: tuple[TensorInfo, ...]
+    op_counts: dict[str, int]
+    ops: tuple[str, ...]
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    num_subgraphs: int
+
+    @property
+    def num_ops(self) -> int:
+        return len(self.ops)
+
+    def tensor(self, name: str) -> TensorInfo:
+        """The tensor called ``name``."""
+        for t in self.tensors:
+            if t.name == name:
+                return t
+        raise TfquantError(f"no tensor named {name!r}; see report.tensors for the names")
+
+
+def inspect_model(model: ModelLike) -> ModelReport:
+    """Lists tensors (dtype, shape, scales, zero points) and op counts of a .tflite model.
+
+    Raises:
+      TfquantError: missing or corrupt file.
+    """
+    data = _read_model(model)
+    try:
+        interpreter = Interpreter(
+            model_content=data,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+    except ValueError as e:
+        raise TfquantError(
+            f"{describe_model(model)} is not a valid .tflite model ({_one_line(e)}); {_REEXPORT}"
+        ) from None
+    wrapper = interpreter._interpreter  # noqa: SLF001  (node names; no public API)
+    ops = tuple(str(wrapper.NodeName(i)) for i in range(wrapper.NumNodes()))
+    del wrapper
+    tensors = tuple(TensorInfo.from_details(d) for d in interpreter.get_tensor_details())
+    return ModelReport(
+        path=None if isinstance(model, (bytes, bytearray, memoryview)) else os.fspath(model),
+        size_bytes=len(data),
+        tensors=tensors,
+        op_counts=dict(collections.Counter(ops)),
+        ops=ops,
+        inputs=tuple(TensorInfo.from_details(d) for d in interpreter.get_input_details()),
+        outputs=tuple(TensorInfo.from_details(d) for d in interpreter.get_output_details()),
+        num_subgraphs=int(interpreter.num_subgraphs()),
+    )
+
+
+def _short(name: str, width: int = _NAME_WIDTH) -> str:
+    return name if len(name) <= width else name[: width - 3] + "..."
+
+
+def format_scales(t: TensorInfo) -> str:
+    """``-`` (float), ``0.00392`` (per-tensor) or ``32 ch [1.2e-03, 4.5e-03] axis 0``."""
+    if not t.scales:
+        return "-"
+    if len(t.scales) == 1:
+        return f"{t.scales[0]:.6g}"
+    return f"{len(t.scales)} ch [{min(t.scales):.3g}, {max(t.scales):.3g}] axis {t.quantized_dimension}"
+
+
+def format_zero_points(t: TensorInfo) -> str:
+    """``-``, ``-128``, ``0 (all 32)`` or ``[-3, 5] (32)`` for per-channel zero points."""
+    if not t.zero_points:
+        return "-"
+    if len(t.zero_points) == 1:
+        return str(t.zero_points[0])
+    lo, hi = min(t.zero_points), max(t.zero_points)
+    n = len(t.zero_points)
+    return f"{lo} (all {n})" if lo == hi else f"[{lo}, {hi}] ({n})"
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def format_report(report: ModelReport) -> str:
+    """Human-readable text for ``python -m tfquant inspect``: tensors table, then op counts."""
+    where = report.path if report.path is not None else "<bytes>"
+    lines = [
+        f"model: {where} ({report.size_bytes:,} bytes, {report.num_ops} ops, "
+        f"{len(report.tensors)} tensors, {report.num_subgraphs} subgraph(s); subgraph 0 below)"
+    ]
+    for role, infos in (("input", report.inputs), ("output", report.outputs)):
+        for t in infos:
+            q = f", scale {format_scales(t)}, zero point {format_zero_points(t)}" if t.is_quantized else ""
+            lines.append(f"{role}: {t.name} {t.dtype} {_shape(t.shape)}{q}")
+    records = [
+        {
+            "index": t.index,
+            "name": _short(t.name),
+            "dtype": t.dtype,
+            "shape": _shape(t.shape),
+            "scales": format_scales(t),
+            "zero_points": format_zero_points(t),
+        }
+        for t in report.tensors
+    ]
+    lines.append("")
+    lines.append(
+        text_table(
+            records,
+            ["index", "name", "dtype", "shape", "scales", "zero_points"],
+            headers={"scales": "scale(s)", "zero_points": "zero point(s)"},
+        ).rstrip("\n")
+    )
+    lines.append("")
+    lines.append("ops:")
+    width = max((len(k) for k in report.op_counts), default=0)
+    for name, count in sorted(report.op_counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        lines.append(f"  {name.ljust(width)}  {count}")
+    return "\n".join(lines) + "\n"
