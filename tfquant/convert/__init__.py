@@ -1,0 +1,26 @@
+"""Keras / SavedModel -> .tflite, as a :class:`~tfquant.recipes.Recipe` says.
+
+The only stage that touches ``tf.lite.TFLiteConverter``. Modules, in pipeline order:
+
+* ``loading``         -- .keras / .h5 / SavedModel -> Keras model
+* ``representative``  -- calibration-data checks and the batched representative dataset
+* ``converter``       -- recipe -> converter flags -> .tflite bytes (mode table is there)
+* ``runtime_check``   -- does an int16x8 model run in the installed LiteRT?
+* ``metadata``        -- the recipe embedded in the flatbuffer (no TensorFlow needed)
+* ``artifacts``       -- ``OUT.tflite`` + ``OUT.recipe.json``, written atomically
+
+Example::
+
+    from tfquant import convert, variant
+    recipe = variant("int8_per_channel").replace(num_calibration_examples=len(x_cal))
+    tflite = convert.convert(model, recipe, calibration_data=x_cal)
+    convert.save(tflite, "out/cnn_int8.tflite", recipe)
+    assert convert.read_recipe("out/cnn_int8.tflite") == recipe
+"""
+
+from tfquant.convert.artifacts import save
+from tfquant.convert.converter import convert
+from tfquant.convert.loading import load_model
+from tfquant.convert.metadata import METADATA_NAME, read_recipe
+
+__all__ = ["METADATA_NAME", "convert", "load_model", "read_recipe", "save"]

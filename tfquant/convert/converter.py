@@ -1,0 +1,304 @@
+"""Keras / SavedModel -> .tflite bytes, as a :class:`~tfquant.recipes.Recipe` says.
+
+This is the only module that drives ``tf.lite.TFLiteConverter``. Mode mapping:
+
+=========  ==============================================================================
+fp32       plain conversion.
+fp16       ``optimizations=[DEFAULT]``, ``target_spec.supported_types=[float16]``: float16
+           weights, dequantized to float32 at load.
+dynamic    ``optimizations=[DEFAULT]``, no representative dataset: int8 weights, float
+           activations. The converter leaves weight tensors with fewer than 1024 elements
+           in float32.
+int8       ``optimizations=[DEFAULT]``, ``representative_dataset``,
+           ``supported_ops=[TFLITE_BUILTINS_INT8]`` (strict: no float fallback). int32
+           bias. io_dtype int8 -> int8 input/output tensors, else float32 I/O with
+           QUANTIZE/DEQUANTIZE at the edges.
+int16x8    ``supported_ops=[EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]``
+           only (strict, see below): int16 symmetric activations, int8 weights, int64
+           bias. io_dtype int16 -> int16 input/output tensors.
+=========  ==============================================================================
+
+Weight granularity per_tensor sets ``converter._experimental_disable_per_channel = True``
+(present in TF 2.21). Read back from the flatbuffer it makes every CONV_2D and
+FULLY_CONNECTED weight single-scale in dynamic, int8 and int16x8 alike; the separate
+``_experimental_disable_per_channel_quantization_for_dense_layers`` only affects
+FULLY_CONNECTED (convs stay per-channel), so it is not needed. Inspect granularity *before*
+``allocate_tensors()``: on allocation LiteRT rewrites per-tensor params to one copy per
+channel for the hybrid (dynamic) conv kernel and for int8 FULLY_CONNECTED under the default
+XNNPACK delegate.
+
+int16x8 is strict, whatever the recipe: no ``TFLITE_BUILTINS`` float fallback, so a model
+labelled int16x8 is int16 end to end (a recipe cannot record which ops fell back, and a
+float island would make the int16x8 numbers meaningless). An op the converter cannot
+quantize to 16x8 (e.g. ``POW``) raises :class:`TfquantError` naming it.
+
+int16x8 support in the TF 2.21 converter + ai-edge-litert 2.3.0 runtime, found by converting
+single-layer Keras models with the strict ops set (20 calibration examples) and invoking
+them once (in brackets: max |error| / max |Keras output| on one random input):
+
+* converts to int16 and runs: CONV_2D (3.7e-3), DEPTHWISE_CONV_2D (3.8e-3),
+  FULLY_CONNECTED 2-D (3.0e-3) and 3-D (1.7e-3), ADD (1.7e-3), SUB (5.3e-3), MUL (3.9e-3),
+  MEAN (GlobalAveragePooling 6.4e-5, last axis 7.6e-5), ReLU / ReLU6 fused into the conv
+  (4.6e-3), RELU, MAX_POOL_2D (2.1e-5), AVERAGE_POOL_2D (8.3e-5), SOFTMAX (2.2e-3),
+  GELU exact and tanh (one GELU op; 6.7e-5, 8.6e-5), TANH (8.9e-5), LOGISTIC (3.2e-5),
+  RSQRT (1.3e-3), BATCH_MATMUL of two activations (2.8e-5), TRANSPOSE (2.2e-5),
+  CONCATENATION (2.8e-3), FILL (7.1e-5); Keras MultiHeadAttention as a whole
+  (FULLY_CONNECTED, BATCH_MATMUL, SOFTMAX, TRANSPOSE, RESHAPE; 5.7e-3).
+* rejected by the converter: POW ("Quantization to 16x8-bit not yet supported for op:
+  'POW'"). (A bare ``tf.math.erf`` is no TFLite builtin in any mode.)
+* accepted by the converter but **no int16 kernel** in LiteRT: SQUARED_DIFFERENCE
+  ("SquaredDifference only supports FLOAT32 and INT32"), hence Keras LayerNormalization,
+  whose int16 graph aborts the interpreter process (SIGABRT) in ``invoke()``. Adding the
+  ``TFLITE_BUILTINS`` fallback set does not help: the converter still makes it int16.
+  :mod:`tfquant.convert.runtime_check` turns this into a TfquantError.
+
+Calibration examples are fed in batches (see :mod:`tfquant.convert.representative`).
+The converter's own logging (C++ stderr lines, Python warnings) is captured during
+conversion and used only to explain failures, so the library prints nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
+
+import numpy as np
+import tensorflow as tf
+
+from tfquant.convert import representative, runtime_check
+from tfquant.convert.loading import check_model_path, is_keras_savedmodel, load_model
+from tfquant.convert.metadata import embed_recipe
+from tfquant.errors import TfquantError
+from tfquant.qtypes import Granularity, IODType, Mode
+from tfquant.recipes import Recipe
+
+_IO_TF_DTYPE = {IODType.INT8: tf.int8, IODType.INT16: tf.int16}
+
+_HINTS = {
+    Mode.FP32: "replace the op with TFLite builtin ops in the model",
+    Mode.FP16: "replace the op with TFLite builtin ops in the model",
+    Mode.DYNAMIC: "replace the op with TFLite builtin ops in the model",
+    Mode.INT8: "try mode dynamic or fp16, or replace the op in the model",
+    Mode.INT16X8: "try mode int8 (int16x8 has fewer kernels), or replace the op in the model",
+}
+
+
+@contextlib.contextmanager
+def _captured_output() -> Iterator[list[str]]:
+    """Captures fd 1/2 output, Python warnings and TF logging; yields a list filled on exit.
+
+    The converter and calibrator write from C++ straight to the file descriptors, so
+    redirecting ``sys.stderr`` is not enough.
+    """
+    captured: list[str] = []
+    tf_logger = logging.getLogger("tensorflow")
+    old_level = tf_logger.level
+    saved: dict[int, int] = {}
+    with tempfile.TemporaryFile(mode="w+b") as sink, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tf_logger.setLevel(logging.ERROR)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # a replaced stream may lack flush()
+                stream.flush()  # so the caller's pending output is not captured
+        for fd in (1, 2):
+            saved[fd] = os.dup(fd)
+            os.dup2(sink.fileno(), fd)
+        try:
+            yield captured
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
+            tf_logger.setLevel(old_level)
+            sink.seek(0)
+            captured.append(sink.read().decode("utf-8", "replace"))
+
+
+_KEY_PATTERNS = (
+    r"error: ([^\n]+)",
+    r"(Quantization to [^\n]+)",
+    r"(Failed to quantize[^\n]*)",
+    r"([^\n]*not supported[^\n]*)",
+    r"([^\n]*unsupported[^\n]*)",
+)
+
+
+def _key_message(error: BaseException, log: str) -> str:
+    """The one line of a converter failure that says what went wrong.
+
+    The exception text is searched first: the captured log also holds unrelated lines
+    (e.g. "CUDA error: Failed call to cuInit" on a machine without a GPU).
+    """
+    for text in (str(error), log):
+        for pattern in _KEY_PATTERNS:
+            m = re.search(pattern, text, flags=re.IGNORECASE)
+            if m:
+                return " ".join(m.group(1).split())[:300]
+    first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    return " ".join(first.split())[:300]
+
+
+def _single_input(shapes: list[tuple[int | None, ...]], what: str) -> tuple[int | None, ...]:
+    if len(shapes) != 1:
+        raise TfquantError(
+            f"{what} has {len(shapes)} inputs; calibration_data feeds exactly one, so "
+            "convert a single-input model"
+        )
+    return shapes[0]
+
+
+def _keras_input_shapes(model: tf.keras.Model) -> list[tuple[int | None, ...]]:
+    inputs = getattr(model, "inputs", None)
+    if not inputs:
+        raise TfquantError(
+            "the Keras model has no defined input; build it with tf.keras.Input(shape=...) "
+            "or call it on one batch before converting"
+        )
+    return [tuple(t.shape) for t in inputs]
+
+
+def _savedmodel_input_shapes(path: Path) -> list[tuple[int | None, ...]]:
+    """Loads the SavedModel (so a broken one fails clearly) and returns its input shapes."""
+    try:
+        with _captured_output():
+            loaded = tf.saved_model.load(str(path))
+    except Exception as e:  # protobuf / TF errors of many types
+        raise TfquantError(
+            f"could not load SavedModel {str(path)!r} ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:160]}); check the directory is a complete SavedModel"
+        ) from None
+    signature = loaded.signatures.get("serving_default")
+    if signature is None:
+        raise TfquantError(
+            f"SavedModel {str(path)!r} has no 'serving_default' signature; re-export it with "
+            "signatures={'serving_default': fn}"
+        )
+    return [tuple(spec.shape) for spec in signature.structured_input_signature[1].values()]
+
+
+def _configure(
+    converter: tf.lite.TFLiteConverter,
+    recipe: Recipe,
+    dataset: Any,
+) -> None:
+    mode = recipe.mode
+    if mode is Mode.FP32:
+        return
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode is Mode.FP16:
+        converter.target_spec.supported_types = [tf.float16]
+        return
+    if recipe.weight_granularity is Granularity.PER_TENSOR:
+        converter._experimental_disable_per_channel = True
+    if mode is Mode.DYNAMIC:
+        return
+    converter.representative_dataset = dataset
+    if mode is Mode.INT8:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    else:
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
+    io_type = _IO_TF_DTYPE.get(recipe.io_dtype)
+    if io_type is not None:
+        converter.inference_input_type = io_type
+        converter.inference_output_type = io_type
+
+
+def convert(
+    model: "tf.keras.Model | str | os.PathLike[str]",
+    recipe: Recipe,
+    *,
+    calibration_data: np.ndarray | None = None,
+) -> bytes:
+    """Converts a float model to .tflite bytes as ``recipe`` says, with the recipe embedded.
+
+    Args:
+      model: a Keras model, or a path: ``.keras`` / ``.h5`` file or SavedModel directory. A
+        SavedModel not written by Keras converts from its ``serving_default`` signature.
+      recipe: how to convert (mode, weight granularity, I/O dtype, calibration provenance).
+      calibration_data: float32 inputs of shape (N, *model_input_shape), preprocessed like
+        the training data; required for int8 and int16x8 (N must equal
+        ``recipe.num_calibration_examples``), ignored by the other modes. Fed to the
+        calibrator in batches of up to 100, which gives the same min/max ranges as one
+        example at a time.
+
+    Returns:
+      The .tflite flatbuffer, whose metadata entry ``tfquant_recipe`` holds
+      ``recipe.to_json()`` (read it back with :func:`tfquant.convert.read_recipe`).
+
+    Raises:
+      TfquantError: bad model/path, bad calibration data, or the converter rejected the
+        model (the message names the op and what to try).
+    """
+    if not isinstance(recipe, Recipe):
+        raise TfquantError(
+            f"recipe must be a tfquant Recipe, got {type(recipe).__name__}; build one with "
+            "Recipe(mode=...) or tfquant.variant(name)"
+        )
+    savedmodel_dir: Path | None = None
+    if isinstance(model, (str, os.PathLike)):
+        path = check_model_path(model)
+        if path.is_dir() and not is_keras_savedmodel(path):
+            savedmodel_dir = path
+        else:
+            model = load_model(path)
+    elif not isinstance(model, tf.keras.Model):
+        raise TfquantError(
+            f"model must be a tf.keras.Model or a path, got {type(model).__name__}; note "
+            "tfquant uses Keras 2 (tf.keras / tf_keras), not Keras 3"
+        )
+
+    dataset = None
+    if savedmodel_dir is not None:  # load it here, so a broken one gets a clear error
+        input_shapes = _savedmodel_input_shapes(savedmodel_dir)
+    if recipe.mode.needs_calibration:
+        if savedmodel_dir is None:
+            input_shapes = _keras_input_shapes(model)
+        input_shape = _single_input(input_shapes, "the model")
+        x = representative.validate_calibration_data(calibration_data, recipe, input_shape)
+        dataset = representative.representative_dataset(
+            x,
+            batch_dim=input_shape[0],
+            batch_size=representative.CALIBRATION_BATCH_SIZE,
+        )
+
+    with _captured_output() as log:
+        try:
+            if savedmodel_dir is not None:
+                converter = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel_dir))
+            else:
+                converter = tf.lite.TFLiteConverter.from_keras_model(model)
+            _configure(converter, recipe, dataset)
+            tflite = converter.convert()
+            error: BaseException | None = None
+        except Exception as e:  # ConverterError, RuntimeError, ValueError ...
+            error = e
+    if error is not None:
+        raise TfquantError(
+            f"TFLite converter failed for mode {recipe.mode}: "
+            f"{_key_message(error, ''.join(log))}; {_HINTS[recipe.mode]}"
+        ) from None
+
+    if recipe.mode is Mode.INT16X8:
+        missing = runtime_check.int16_ops_without_kernel(tflite)
+        if missing:
+            raise TfquantError(
+                f"the int16x8 model uses {', '.join(missing)} with int16 inputs, which LiteRT "
+                "cannot run (Keras LayerNormalization lowers to SQUARED_DIFFERENCE); use mode "
+                "int8, or replace the op in the model"
+            )
+        runtime_check.check_runs(tflite, what="the int16x8 model")
+    return embed_recipe(tflite, recipe)
