@@ -1,0 +1,75 @@
+"""Main job: every zoo model x TFLite variant, accuracy / size / latency in LiteRT.
+
+Default (what ``./run_all.sh`` runs)::
+
+  python experiments/ptq_zoo.py            # -> results/default/{results.jsonl,results.md}
+
+Smoke size (what the tests run)::
+
+  python experiments/ptq_zoo.py --smoke --results_dir /tmp/r
+
+A re-run with the same --run_name resumes: finished records are kept and skipped.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tfquant import models  # noqa: E402
+from tfquant.errors import TfquantError  # noqa: E402
+from tfquant.flows.ptq_matrix import RESULTS_MD, PtqMatrixConfig, run_ptq_matrix  # noqa: E402
+from tfquant.recipes import VARIANTS  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("models", list(models.ZOO), "Zoo models to run.")
+flags.DEFINE_list("variants", list(VARIANTS), "TFLite variants (recipes) to compare.")
+flags.DEFINE_list("runtimes", ["xnnpack", "builtin"], "Interpreter runtimes.")
+flags.DEFINE_integer("threads", 1, "Interpreter threads.")
+flags.DEFINE_string("run_name", "default", "Results go to <results_dir>/<run_name>/.")
+flags.DEFINE_string("results_dir", "results", "Parent folder of run folders.")
+flags.DEFINE_string("data_dir", None, "Folder with the Fashion-MNIST IDX files.")
+flags.DEFINE_integer("num_calibration_examples", 1000, "Calibration set size (train split).")
+flags.DEFINE_integer("calibration_seed", 0, "Seed of the calibration draw.")
+flags.DEFINE_integer("latency_runs", 100, "Single-image invokes timed per model x runtime.")
+flags.DEFINE_integer("limit", None, "Evaluate only the first N test images (smoke runs).")
+flags.DEFINE_bool("smoke", False, "Tiny run for tests: cnn only, 300 test images, 100 calibration images.")
+
+
+def main(argv: list[str]) -> int:
+    del argv
+    try:
+        config = PtqMatrixConfig(
+            models=tuple(["cnn"] if FLAGS.smoke else FLAGS.models),
+            variants=tuple(FLAGS.variants),
+            runtimes=tuple(FLAGS.runtimes),
+            threads=FLAGS.threads,
+            data_dir=FLAGS.data_dir,
+            num_calibration_examples=100 if FLAGS.smoke else FLAGS.num_calibration_examples,
+            calibration_seed=FLAGS.calibration_seed,
+            latency_warmup=2 if FLAGS.smoke else 20,
+            latency_runs=5 if FLAGS.smoke else FLAGS.latency_runs,
+            limit=300 if FLAGS.smoke else FLAGS.limit,
+        )
+        for name in config.models:
+            if name not in models.ZOO:
+                raise TfquantError(f"unknown zoo model {name!r}; choose from: {', '.join(models.ZOO)}")
+        out = Path(FLAGS.results_dir) / FLAGS.run_name
+        start = time.perf_counter()
+        run_ptq_matrix(config, out)
+    except TfquantError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print()
+    print((out / RESULTS_MD).read_text())
+    print(f"main job finished in {time.perf_counter() - start:.0f} s; results in {out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,1 @@
+"""End-to-end flows that chain data -> models -> convert -> evaluation."""
