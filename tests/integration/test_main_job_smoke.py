@@ -1,0 +1,43 @@
+"""The main job's script at smoke size, as a user runs it (a subprocess, trained weights)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tfquant.io_utils import read_jsonl
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_ptq_zoo_smoke_writes_records_and_table(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "experiments/ptq_zoo.py", "--smoke", "--results_dir", str(tmp_path),
+         "--run_name", "smoke", "--variants", "fp32,int8_per_channel,int8_per_tensor"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = tmp_path / "smoke"
+    records = read_jsonl(run / "results.jsonl")
+    measured = [r for r in records if r["executed_in"] == "tflite"]
+    assert len(measured) == 3 * 2  # variants x runtimes
+    by = {(r["variant"], r["runtime"]): r for r in measured}
+    # The trained cnn is far above chance in every variant on real Fashion-MNIST images.
+    assert all(r["accuracy"] > 0.8 for r in measured)
+    # int8 models are about 4x smaller than float.
+    assert by[("int8_per_channel", "xnnpack")]["size_bytes"] < 0.35 * by[("fp32", "xnnpack")]["size_bytes"]
+    assert (run / "models" / "cnn" / "int8_per_tensor.recipe.json").exists()
+    table = (run / "results.md").read_text()
+    assert "| cnn | int8_per_tensor |" in table
+    assert "| cnn | int8_per_tensor |" in proc.stdout  # the table is printed too
+
+
+def test_ptq_zoo_rejects_unknown_model(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "experiments/ptq_zoo.py", "--models", "lenet", "--results_dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "unknown zoo model 'lenet'" in proc.stderr
+    assert not any(tmp_path.iterdir())
