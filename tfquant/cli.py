@@ -225,9 +225,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _import_tensorflow_quietly() -> None:
+    """Imports TensorFlow with file descriptor 2 muted.
+
+    On a machine without a GPU, TensorFlow's C++ start-up writes cuda-stub notices straight
+    to fd 2 (no environment variable silences them), which would bury the CLI's one-line
+    errors. A real import failure still raises ImportError with its message.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    import os
+
+    from tfquant import _env  # noqa: F401
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI; returns the process exit status."""
     args = build_parser().parse_args(argv)
+    _import_tensorflow_quietly()
     try:
         return int(args.func(args))
     except TfquantError as e:
