@@ -53,7 +53,8 @@ def test_records_resume_and_table(tmp_path, untrained_zoo) -> None:
     builtin = next(r for r in tflite_records if r["runtime"] == "builtin")
     assert builtin["delegated_ops"] == 0
     config_json = json.loads((tmp_path / "config.json").read_text())
-    assert config_json["config"]["models"] == ["cnn"] and "versions" in config_json["provenance"]
+    assert config_json["config"]["models"] == ["cnn"] and "versions" in config_json["provenance"][0]
+    assert config_json["weights_sha256"]["cnn"] == models.trained_info("cnn")["weights_sha256"]
     table = (tmp_path / "results.md").read_text()
     assert "| cnn | int8_per_channel |" in table and "executed_in: tflite" in table
 
@@ -70,6 +71,12 @@ def test_records_resume_and_table(tmp_path, untrained_zoo) -> None:
     assert len(after) == len(kept) + 1
     assert after[-1]["variant"] == "int8_per_channel" and after[-1]["runtime"] == "builtin"
     assert after[-1]["convert_seconds"] is None  # the .tflite on disk was reused
+    assert len(json.loads((tmp_path / "config.json").read_text())["provenance"]) == 3
+
+    # A different configuration does not resume into the same folder.
+    with pytest.raises(TfquantError, match="different config.*new --run_name"):
+        run_ptq_matrix(_config(limit=100), tmp_path, log=lambda s: None)
+    assert len(read_jsonl(tmp_path / "results.jsonl")) == len(after)
 
 
 def test_a_variant_that_cannot_be_made_is_recorded_not_fatal(tmp_path, untrained_zoo, monkeypatch) -> None:

@@ -16,6 +16,7 @@ Keras reference accuracy, which runs in TensorFlow (``executed_in: keras``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -114,8 +115,26 @@ def run_ptq_matrix(
     from tfquant.flows.provenance import provenance
 
     out = Path(out_dir)
+    fingerprint = {
+        "config": config.to_dict(),
+        "weights_sha256": {m: models.trained_info(m).get("weights_sha256") for m in config.models},
+    }
+    fingerprint = json.loads(json.dumps(fingerprint))  # tuples -> lists, as stored
+    config_path = out / "config.json"
+    if config_path.exists():
+        previous = json.loads(config_path.read_text())
+        changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
+        if changed:
+            raise TfquantError(
+                f"{str(out)!r} holds a run with a different {' and '.join(changed)}, so it cannot be "
+                "resumed; pass a new --run_name or delete that folder"
+            )
+        runs = previous.get("provenance", []) + [provenance()]
+    else:
+        runs = [provenance()]
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "config.json", {"config": config.to_dict(), "provenance": provenance()})
+    # provenance: one entry per (resumed) invocation that wrote into this folder
+    write_json_atomic(config_path, {**fingerprint, "provenance": runs})
     results_path = out / RESULTS_JSONL
     # Failed cells are retried on a re-run; finished ones are kept and skipped.
     done = {_key(r) for r in read_jsonl(results_path) if "error" not in r}
