@@ -1,5 +1,8 @@
 """int16x8 is strict: transformer layers that LiteRT can run convert; the ones it cannot raise.
 
+Keras LayerNormalization converts thanks to the rewrite in tfquant/convert/rewrites.py;
+the runtime check still stops what the rewrite does not reach.
+
 Findings (TF 2.21 converter, ai-edge-litert 2.3.0) are tabled in tfquant/convert/converter.py.
 """
 
@@ -69,12 +72,39 @@ def test_attention_gelu_softmax_run_in_int16() -> None:
     assert err < 5e-3  # observed 6.9e-4 (int8: 3.0e-3)
 
 
-def test_layer_normalization_is_rejected_naming_squared_difference() -> None:
+def test_keras_layer_normalization_now_converts_and_runs() -> None:
+    """convert() rewrites it without SQUARED_DIFFERENCE (tests/convert/test_rewrites.py)."""
     import tensorflow as tf
 
     model = _model(lambda x: tf.keras.layers.LayerNormalization()(x))
+    tflite = convert.convert(model, R16, calibration_data=_data())
+    assert runtime_check.int16_ops_without_kernel(tflite) == []
+    ops = _op_input_types(tflite)
+    assert "SQUARED_DIFFERENCE" not in ops and np.int16 in ops["RSQRT"]
+
+
+def test_layer_normalization_the_rewrite_skips_is_rejected_naming_squared_difference() -> None:
+    import tensorflow as tf
+
+    model = _model(lambda x: tf.keras.layers.LayerNormalization(center=False)(x))
     with pytest.raises(TfquantError, match=r"SQUARED_DIFFERENCE with int16 inputs.*use mode int8"):
         convert.convert(model, R16, calibration_data=_data())
+
+
+def test_non_keras_savedmodel_is_not_rewritten_and_is_rejected(tmp_path: Any) -> None:
+    """A SavedModel that Keras did not write converts from its signature, without rewrites."""
+    import tensorflow as tf
+
+    class Norm(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, SEQ, DIM], tf.float32)])
+        def __call__(self, x: Any) -> Any:
+            mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)  # SQUARED_DIFFERENCE
+            return (x - mean) * tf.math.rsqrt(var + 1e-3)
+
+    module = Norm()
+    tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.__call__})
+    with pytest.raises(TfquantError, match=r"SQUARED_DIFFERENCE with int16 inputs.*use mode int8"):
+        convert.convert(tmp_path, R16, calibration_data=_data())
 
 
 def test_op_the_converter_cannot_quantize_to_16x8_is_named() -> None:

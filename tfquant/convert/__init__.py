@@ -4,6 +4,7 @@ The only stage that touches ``tf.lite.TFLiteConverter``. Modules, in pipeline or
 
 * ``loading``         -- .keras / .h5 / SavedModel -> Keras model
 * ``representative``  -- calibration-data checks and the batched representative dataset
+* ``rewrites``        -- exact Keras model rewrites before conversion (int16x8 LayerNorm)
 * ``converter``       -- recipe -> converter flags -> .tflite bytes (mode table is there)
 * ``runtime_check``   -- does an int16x8 model run in the installed LiteRT?
 * ``metadata``        -- the recipe embedded in the flatbuffer (no TensorFlow needed)

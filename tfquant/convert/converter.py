@@ -15,7 +15,10 @@ int8       ``optimizations=[DEFAULT]``, ``representative_dataset``,
            QUANTIZE/DEQUANTIZE at the edges.
 int16x8    ``supported_ops=[EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]``
            only (strict, see below): int16 symmetric activations, int8 weights, int64
-           bias. io_dtype int16 -> int16 input/output tensors.
+           bias. io_dtype int16 -> int16 input/output tensors. A Keras model's
+           LayerNormalization layers (last axis, center and scale on) are first replaced
+           by :class:`~tfquant.convert.rewrites.DecomposedLayerNormalization`, exact in
+           float (see below).
 =========  ==============================================================================
 
 Weight granularity per_tensor sets ``converter._experimental_disable_per_channel = True``
@@ -52,6 +55,24 @@ them once (in brackets: max |error| / max |Keras output| on one random input):
   ``TFLITE_BUILTINS`` fallback set does not help: the converter still makes it int16.
   :mod:`tfquant.convert.runtime_check` turns this into a TfquantError.
 
+LayerNormalization rewrite (int16x8 only). Because of that missing kernel, ``convert()``
+in mode int16x8 clones a Keras model whose LayerNormalization layers normalize over the last
+axis with ``center`` and ``scale`` on, replacing each by
+:class:`~tfquant.convert.rewrites.DecomposedLayerNormalization` with the same trained
+gamma / beta: ``d = x - mean(x)``, ``y = d · rsqrt(mean(d · d) + ε) · γ + β`` (means over
+the last axis). That is the same function -- the rewrite is exact in float (zoo ViT logits
+within 5.4e-6 of the original's) -- written with MEAN, SUB, MUL, RSQRT and ADD, which have
+int16 kernels; it exists only because LiteRT has no int16 SQUARED_DIFFERENCE kernel. The
+caller's model is not modified. Zoo ViT (88.22% float), 1000 calibration images: int16x8
+88.23% top-1 on the 10,000 Fashion-MNIST test images, int8 (Keras LayerNorm, no rewrite)
+88.00%. As everywhere, ranges come from calibration: the RSQRT output's range is set by
+the smallest per-token variance seen, and an input with a smaller one saturates it (a
+few ~10% output errors on out-of-distribution random inputs, in int8 too). Not rewritten,
+so still stopped by the runtime check: other LayerNormalizations
+(several or leading axes, center or scale off, subclasses of the layer), layers inside
+subclassed models, and SavedModels that Keras did not write (they convert from their
+signature, not from Keras layers). The other modes convert the model as given.
+
 Calibration examples are fed in batches (see :mod:`tfquant.convert.representative`).
 The converter's own logging (C++ stderr lines, Python warnings) is captured during
 conversion and used only to explain failures, so the library prints nothing.
@@ -74,7 +95,7 @@ from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 import numpy as np
 import tensorflow as tf
 
-from tfquant.convert import representative, runtime_check
+from tfquant.convert import representative, rewrites, runtime_check
 from tfquant.convert.loading import check_model_path, is_keras_savedmodel, load_model
 from tfquant.convert.metadata import embed_recipe
 from tfquant.errors import TfquantError
@@ -229,6 +250,9 @@ def convert(
       model: a Keras model, or a path: ``.keras`` / ``.h5`` file or SavedModel directory. A
         SavedModel not written by Keras converts from its ``serving_default`` signature.
       recipe: how to convert (mode, weight granularity, I/O dtype, calibration provenance).
+        In mode int16x8 a Keras model's LayerNormalization layers are first replaced, in a
+        clone, by an exact decomposition without SQUARED_DIFFERENCE (see the module
+        docstring); ``model`` itself is not modified.
       calibration_data: float32 inputs of shape (N, *model_input_shape), preprocessed like
         the training data; required for int8 and int16x8 (N must equal
         ``recipe.num_calibration_examples``), ignored by the other modes. Fed to the
@@ -240,8 +264,9 @@ def convert(
       ``recipe.to_json()`` (read it back with :func:`tfquant.convert.read_recipe`).
 
     Raises:
-      TfquantError: bad model/path, bad calibration data, or the converter rejected the
-        model (the message names the op and what to try).
+      TfquantError: bad model/path, bad calibration data, the converter rejected the
+        model (the message names the op and what to try), an int16x8 model does not run
+        in LiteRT, or a model to rewrite for int16x8 has a layer that cannot be cloned.
     """
     if not isinstance(recipe, Recipe):
         raise TfquantError(
@@ -274,6 +299,15 @@ def convert(
             batch_dim=input_shape[0],
             batch_size=representative.CALIBRATION_BATCH_SIZE,
         )
+
+    if (
+        recipe.mode is Mode.INT16X8
+        and savedmodel_dir is None
+        and rewrites.rewritable_layer_normalizations(model)
+    ):
+        # Exact in float; LiteRT has no int16 kernel for the SQUARED_DIFFERENCE that Keras
+        # LayerNormalization lowers to (see the module docstring).
+        model = rewrites.decompose_layer_normalization(model)
 
     with _captured_output() as log:
         try:

@@ -6,7 +6,11 @@ the converter emits some ops with int16 inputs for which LiteRT has no kernel. K
 the converter quantizes to int16 even with the strict ops set, but whose LiteRT kernel only
 takes float32/int32. A single such op raises ``RuntimeError`` at ``invoke()``; inside the
 full LayerNorm graph the interpreter *aborts the process* (SIGABRT) instead, which would kill
-an evaluation job. Two checks run after every int16x8 conversion:
+an evaluation job. :func:`tfquant.convert.convert` therefore rewrites the usual Keras
+LayerNormalization (last axis, center and scale) without SQUARED_DIFFERENCE before an
+int16x8 conversion (:mod:`tfquant.convert.rewrites`); these checks remain the safety net for
+what it does not rewrite (other LayerNormalizations, non-Keras SavedModels, raw ops). Two
+checks run after every int16x8 conversion:
 
 1. :func:`int16_ops_without_kernel` -- a static scan for ops known to lack an int16 kernel
    (names the op even when the runtime would abort without a message);

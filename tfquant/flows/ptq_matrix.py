@@ -183,8 +183,8 @@ def run_ptq_matrix(
             try:
                 convert_s, _ = _ensure_tflite(path, recipe, build_model, calibration)
             except TfquantError as e:
-                # A variant the converter or runtime cannot produce (e.g. int16x8 of a
-                # LayerNorm model) is a result too: record why, and go on with the rest.
+                # A variant the converter or runtime cannot produce (e.g. an op with no
+                # int16 kernel) is a result too: record why, and go on with the rest.
                 for runtime in pending:
                     append_jsonl(results_path, _error_record(model_name, variant_name, runtime, config, recipe, e))
                 log(f"{model_name:>14} {variant_name:<16} not produced: {e}")
