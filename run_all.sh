@@ -4,7 +4,6 @@
 #   ./run_all.sh                 main job: every zoo model x every TFLite variant, measured in
 #                                the LiteRT interpreter -> results/default/{results.jsonl,results.md}
 #   ./run_all.sh --tests         the test suite (what .ci/run runs)
-#   ./run_all.sh --full          the main job with the long schedules
 #   ./run_all.sh ARGS...         extra ARGS go to experiments/ptq_zoo.py (e.g. --models cnn,vit)
 #
 # Each call first bootstraps, idempotently: a Python 3.11 venv in .venv, the pinned
