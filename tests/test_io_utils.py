@@ -39,3 +39,14 @@ def test_jsonl_skips_a_torn_last_line(tmp_path) -> None:
     append_jsonl(path, {"a": 4})  # the next record after a crash is not glued to the torn one
     assert read_jsonl(path) == [{"a": 1}, {"a": 2}, {"a": 4}]
     assert read_jsonl(tmp_path / "missing.jsonl") == []
+
+
+def test_written_files_get_the_usual_mode_not_mkstemps_0600(tmp_path) -> None:
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        path = write_json_atomic(tmp_path / "a.json", {"a": 1})
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -15,6 +15,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file (0666 minus the umask); mkstemp uses 0600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yields a temporary path beside ``path``; renames it onto ``path`` on success."""
@@ -25,6 +32,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.is_file():
+            os.chmod(tmp_path, _file_mode())
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():

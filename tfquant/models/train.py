@@ -46,7 +46,6 @@ from tfquant.models.zoo import (
 
 VAL_EXAMPLES = 5000
 _MAX_SHIFT = 2  # pixels of random translation
-_FILE_MODE = 0o644
 
 
 @dataclass(frozen=True)
@@ -437,7 +436,6 @@ def save_trained(
     target = weights_path(info.name, weights_dir=directory)
     with atomic_path(target) as tmp:
         model.save_weights(str(tmp), save_format="h5")
-        tmp.chmod(_FILE_MODE)  # mkstemp files are 0600; the weights are shared data
     entry = info.as_dict()
     entry.update(extra or {})
     entry["weights_file"] = target.name
@@ -446,7 +444,7 @@ def save_trained(
     with _locked(directory):
         manifest = read_manifest(directory)
         manifest[info.name] = entry
-        write_json_atomic(directory / MANIFEST_NAME, manifest).chmod(_FILE_MODE)
+        write_json_atomic(directory / MANIFEST_NAME, manifest)
     return target
 
 
