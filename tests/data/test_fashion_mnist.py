@@ -89,9 +89,6 @@ def test_mismatched_files_raise(idx_dir: Path) -> None:
         fashion_mnist.load_fashion_mnist("test", data_dir=idx_dir)
 
 
-@pytest.mark.skipif(
-    not fashion_mnist.DEFAULT_DIR.is_dir(), reason="dataset-fashion-mnist not installed"
-)
 def test_real_test_split() -> None:
     x, y, info = data.load_numpy("fashion_mnist", "test", data_dir=fashion_mnist.DEFAULT_DIR)
     assert info.num_examples == 10000 and info.num_classes == 10 and x.shape == (10000, 28, 28, 1)
