@@ -35,6 +35,19 @@ def _data(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((N, SEQ, DIM)).astype(np.float32)
 
 
+def _raw_int16x8(model) -> bytes:
+    """Strict int16x8 straight through the TF converter, bypassing tfquant's rewrite/checks."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+    ]
+    converter.representative_dataset = lambda: ([x[None]] for x in _data())
+    return converter.convert()
+
+
 R16 = Recipe(mode=Mode.INT16X8, num_calibration_examples=N)
 
 
@@ -126,13 +139,7 @@ def test_runtime_check_turns_a_missing_kernel_into_an_error() -> None:
             lambda t: tf.math.squared_difference(t, tf.reduce_mean(t, -1, keepdims=True))
         )(x)
     )
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.target_spec.supported_ops = [
-        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
-    ]
-    converter.representative_dataset = lambda: ([x[None]] for x in _data())
-    tflite = converter.convert()
+    tflite = _raw_int16x8(model)
     assert runtime_check.int16_ops_without_kernel(tflite) == ["SQUARED_DIFFERENCE"]
     with pytest.raises(TfquantError, match=r"does not run in LiteRT: .*SQUARED_DIFFERENCE"):
         runtime_check.check_runs(tflite, what="the test model")
@@ -144,13 +151,7 @@ def test_runtime_check_survives_an_interpreter_abort() -> None:
     import tensorflow as tf
 
     model = _model(lambda x: tf.keras.layers.LayerNormalization()(x))
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.target_spec.supported_ops = [
-        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
-    ]
-    converter.representative_dataset = lambda: ([x[None]] for x in _data())
-    tflite = converter.convert()
+    tflite = _raw_int16x8(model)
     with pytest.raises(
         TfquantError, match=r"does not run in LiteRT: the interpreter crashed \(SIGABRT\)"
     ):

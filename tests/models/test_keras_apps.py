@@ -15,7 +15,6 @@ from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 
 from tfquant.errors import TfquantError
 from tfquant.models import KERAS_APPS, build
-from tfquant.models.keras_apps import build_keras_mobilenet
 
 # The smallest input each application accepts keeps these tests fast.
 _SHAPES = {
@@ -51,7 +50,7 @@ def test_weights_round_trip(name: str, tmp_path: Path) -> None:
 
 def test_missing_weights_file(tmp_path: Path) -> None:
     with pytest.raises(TfquantError, match="not found"):
-        build_keras_mobilenet(weights_path=tmp_path / "nope.h5", input_shape=(32, 32, 3))
+        build("keras_mobilenet", weights=str(tmp_path / "nope.h5"), input_shape=(32, 32, 3))
 
 
 def test_apps_have_no_committed_weights() -> None:
