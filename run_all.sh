@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # tfquant batch reproduction.
 #
-#   ./run_all.sh                 main job: every zoo model x every TFLite variant, measured in
-#                                the LiteRT interpreter -> results/default/{results.jsonl,results.md}
+#   ./run_all.sh                 main job, all measured in the LiteRT interpreter:
+#                                  1. experiments/ptq_zoo.py: every zoo model x every TFLite variant
+#                                     -> results/default/{results.jsonl,results.md}
+#                                  2. experiments/nvidia_calibration.py: every zoo model x calibrator,
+#                                     int8 and int16x8 -> results/default/nvidia_calibration/
 #   ./run_all.sh --tests         the test suite (what .ci/run runs)
-#   ./run_all.sh ARGS...         extra ARGS go to experiments/ptq_zoo.py (e.g. --models cnn,vit)
+#   ./run_all.sh EXPERIMENT ARGS one script of experiments/ with ARGS, e.g.
+#                                  ./run_all.sh ptq_zoo --models cnn,vit
 #
 # Each call first bootstraps, idempotently: a Python 3.11 venv in .venv, the pinned
 # requirements (re-installed only when requirements.txt changes), and the Fashion-MNIST IDX
@@ -66,4 +70,13 @@ if [ "${1:-}" = "--tests" ]; then
   shift
   exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests "$@"
 fi
-exec "$VENV/bin/python" experiments/ptq_zoo.py "$@"
+if [ $# -gt 0 ]; then
+  script="experiments/${1%.py}.py"
+  [ -f "$script" ] || { log "error: no experiment '$1' (choose one of: $(cd experiments && ls *.py | sed 's/\.py$//' | tr '\n' ' ')); or run './run_all.sh' for the main job"; exit 2; }
+  shift
+  exec "$VENV/bin/python" "$script" "$@"
+fi
+start=$(date +%s)
+"$VENV/bin/python" experiments/ptq_zoo.py
+"$VENV/bin/python" experiments/nvidia_calibration.py
+log "main job finished in $(( $(date +%s) - start )) s"

@@ -74,6 +74,33 @@ def test_inspect_shows_int8_tensors_and_recipe(int8_model: Path, capsys) -> None
     assert "int8" in text and "CONV_2D" in text and '"mode": "int8"' in text
 
 
+@pytest.mark.parametrize("mode", ["int8", "int16x8"])
+def test_convert_with_a_calibrator_and_inspect_shows_who_chose_each_range(
+    mode: str, fmnist_npz: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / f"cnn_{mode}_entropy.tflite"
+    rc = main([
+        "convert", "--model", "zoo:cnn", "--mode", mode, "--calibrator", "entropy",
+        "--calibration_data", f"npz:{fmnist_npz}", "--num_calibration_examples", "50", "--out", str(out),
+    ])
+    assert rc == 0
+    assert json.loads(out.with_suffix(".recipe.json").read_text())["calibrator"] == "entropy"
+    capsys.readouterr()
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    section = text[text.index("activation ranges"):]
+    rows = [line for line in section.splitlines() if " int8 " in line or " int16 " in line]
+    assert rows and sum("entropy" in line for line in rows) >= 3
+    assert main(["inspect", "--json", str(out)]) == 0
+    ranges = json.loads(capsys.readouterr().out)["ranges"]["activations"]
+    assert {v["calibrator"] for v in ranges.values()} == {"entropy"}
+
+
+def test_inspect_of_a_default_model_names_the_converter_as_the_source(int8_model: Path, capsys) -> None:
+    assert main(["inspect", str(int8_model)]) == 0
+    assert "the TFLite converter's own min/max calibration" in capsys.readouterr().out
+
+
 def test_corrupt_tflite_is_one_line_error_and_no_output(tmp_path: Path, fmnist_npz: Path, capsys) -> None:
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(b"not a flatbuffer" * 10)
@@ -127,6 +154,14 @@ def test_empty_dataset(tmp_path: Path, int8_model: Path, capsys) -> None:
         (["convert", "--model", "zoo:cnn", "--mode", "int8", "--calibration_data", "mnist2",
           "--out", "x.tflite"], "mnist2"),
         (["convert", "--model", "zoo:cnn", "--mode", "fp32", "--io_dtype", "int8", "--out", "x.tflite"], "io_dtype"),
+        (["convert", "--model", "zoo:cnn", "--mode", "fp32", "--calibrator", "entropy", "--out", "x.tflite"],
+         "int8 and int16x8"),
+        (["convert", "--model", "zoo:cnn", "--mode", "int8", "--calibrator", "entropy", "--percentile", "99.9",
+          "--calibration_data", "fashion_mnist", "--out", "x.tflite"], "percentile"),
+        (["convert", "--model", "zoo:cnn", "--mode", "int8", "--calibrator", "percentile", "--percentile", "150",
+          "--calibration_data", "fashion_mnist", "--out", "x.tflite"], "(0, 100]"),
+        (["convert", "--model", "zoo:cnn", "--mode", "int16x8", "--calibrator", "max", "--activation_scheme",
+          "affine", "--calibration_data", "fashion_mnist", "--out", "x.tflite"], "symmetric"),
     ],
 )
 def test_user_errors_are_one_line(argv: list[str], needle: str, capsys, tmp_path: Path, monkeypatch) -> None:

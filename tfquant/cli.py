@@ -10,6 +10,8 @@ Examples::
       --out /tmp/cnn_int8.tflite
   python -m tfquant evaluate --tflite /tmp/cnn_int8.tflite --dataset fashion_mnist \\
       --output /tmp/cnn_int8.json
+  python -m tfquant convert --model zoo:resnet --mode int16x8 --calibrator entropy \\
+      --calibration_data fashion_mnist --out /tmp/resnet_int16x8_entropy.tflite
   python -m tfquant inspect /tmp/cnn_int8.tflite
 """
 
@@ -22,7 +24,16 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tfquant.errors import TfquantError
-from tfquant.qtypes import Granularity, IODType, Mode, Runtime
+from tfquant.qtypes import (
+    AciqPrior,
+    ActivationScheme,
+    Calibration,
+    Granularity,
+    IODType,
+    Mode,
+    Runtime,
+    WeightCalibration,
+)
 
 ZOO_PREFIX = "zoo:"
 
@@ -81,6 +92,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
             num_calibration_examples=args.num_calibration_examples,
             calibration_seed=args.calibration_seed,
             calibration_data=args.calibration_data,
+            calibrator=args.calibrator,
+            percentile=args.percentile,
+            aciq_prior=args.aciq_prior,
+            activation_scheme=args.activation_scheme,
+            weight_calibrator=args.weight_calibrator,
+            weight_percentile=args.weight_percentile,
         )
     if not str(args.out).endswith(".tflite"):
         raise TfquantError(f"--out must end in .tflite, got {args.out!r}")
@@ -107,7 +124,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     out = convert.save(tflite, args.out, recipe)
     print(
         f"wrote {out} ({len(tflite):,} bytes, mode {recipe.mode}, "
-        f"{recipe.weight_granularity} weights) in {time.perf_counter() - start:.1f} s"
+        f"{recipe.weight_granularity} weights, activation ranges: {recipe.calibration_label}) "
+        f"in {time.perf_counter() - start:.1f} s"
     )
     return 0
 
@@ -172,9 +190,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         import dataclasses
         import json
 
-        print(json.dumps(dataclasses.asdict(report), indent=2, default=str))
+        out = dataclasses.asdict(report)
+        out["ranges"] = convert.read_ranges(args.tflite)
+        print(json.dumps(out, indent=2, default=str))
         return 0
     print(evaluation.format_report(report))
+    ranges = convert.read_ranges(args.tflite)
+    print(evaluation.format_activation_ranges(report, ranges, convert.read_recipe(args.tflite)))
     recipe = convert.read_recipe(args.tflite)
     print("recipe: " + (recipe.to_json().strip() if recipe else "(none embedded)"))
     return 0
@@ -199,6 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--calibration_data", default=None, help="DATASET: fashion_mnist, tfds:NAME, npz:PATH, folder:PATH")
     c.add_argument("--num_calibration_examples", type=_positive_int, default=1000)
     c.add_argument("--calibration_seed", type=int, default=0)
+    c.add_argument("--calibrator", choices=[m.value for m in Calibration], default=None,
+                   help="activation ranges (int8/int16x8); default: the converter's own min/max")
+    c.add_argument("--percentile", type=float, default=None, help="for --calibrator percentile (default 99.99)")
+    c.add_argument("--aciq_prior", choices=[p.value for p in AciqPrior], default=None,
+                   help="for --calibrator aciq (default laplace)")
+    c.add_argument("--activation_scheme", choices=[a.value for a in ActivationScheme], default=None,
+                   help="int8: affine (default) or symmetric; int16x8 is always symmetric")
+    c.add_argument("--weight_calibrator", choices=[w.value for w in WeightCalibration], default="max",
+                   help="weight bounds per channel (needs --calibrator when not max)")
+    c.add_argument("--weight_percentile", type=float, default=None,
+                   help="for --weight_calibrator percentile (default 99.99)")
     c.add_argument("--recipe", default=None, help="a .recipe.json to use instead of the flags above")
     c.add_argument("--out", required=True, help="OUT.tflite (OUT.recipe.json is written beside it)")
     _add_data_flags(c)

@@ -80,3 +80,50 @@ class Runtime(_ParsableEnum):
     XNNPACK = "xnnpack"
     BUILTIN = "builtin"
     DELEGATE = "delegate"
+
+
+class Calibration(_ParsableEnum):
+    """How an activation tensor's range is chosen from calibration statistics.
+
+    max: observed [min, max] (what the TFLite converter does by itself). moving_average:
+    EMA of per-batch min/max. percentile: the |x| percentile. entropy: TensorRT's KL
+    procedure. mse: the range minimising the quantization MSE. aciq: analytical clipping
+    (Laplace or Gaussian prior). See :mod:`tfquant.calibration`.
+    """
+
+    MAX = "max"
+    MOVING_AVERAGE = "moving_average"
+    PERCENTILE = "percentile"
+    ENTROPY = "entropy"
+    MSE = "mse"
+    ACIQ = "aciq"
+
+
+class WeightCalibration(_ParsableEnum):
+    """How a weight tensor's per-channel (or per-tensor) bound amax is chosen.
+
+    max: max|w| (TFLite's default). percentile: the |w| percentile. mse: the bound
+    minimising the 8-bit quantization MSE. Weights beyond amax are clipped before
+    quantization, so the stored scale is amax / 127.
+    """
+
+    MAX = "max"
+    PERCENTILE = "percentile"
+    MSE = "mse"
+
+
+class AciqPrior(_ParsableEnum):
+    """The distribution ACIQ assumes for a tensor."""
+
+    LAPLACE = "laplace"
+    GAUSSIAN = "gaussian"
+
+
+class ActivationScheme(_ParsableEnum):
+    """Activation quantization: affine (zero point z) or symmetric (z = 0).
+
+    int8 supports both; int16x8 activations are always symmetric in TFLite.
+    """
+
+    AFFINE = "affine"
+    SYMMETRIC = "symmetric"

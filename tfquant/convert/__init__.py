@@ -6,6 +6,8 @@ The only stage that touches ``tf.lite.TFLiteConverter``. Modules, in pipeline or
 * ``representative``  -- calibration-data checks and the batched representative dataset
 * ``rewrites``        -- exact Keras model rewrites before conversion (int16x8 LayerNorm)
 * ``converter``       -- recipe -> converter flags -> .tflite bytes (mode table is there)
+* ``calibrated``      -- tfquant calibrators' ranges into int8 / int16x8 models (calibrate
+                         once, export one model per calibrator)
 * ``runtime_check``   -- does an int16x8 model run in the installed LiteRT?
 * ``metadata``        -- the recipe embedded in the flatbuffer (no TensorFlow needed)
 * ``artifacts``       -- ``OUT.tflite`` + ``OUT.recipe.json``, written atomically
@@ -22,6 +24,14 @@ Example::
 from tfquant.convert.artifacts import save
 from tfquant.convert.converter import convert
 from tfquant.convert.loading import load_model
-from tfquant.convert.metadata import METADATA_NAME, read_recipe
+from tfquant.convert.metadata import METADATA_NAME, RANGES_METADATA_NAME, read_ranges, read_recipe
 
-__all__ = ["METADATA_NAME", "convert", "load_model", "read_recipe", "save"]
+__all__ = [
+    "METADATA_NAME",
+    "RANGES_METADATA_NAME",
+    "convert",
+    "load_model",
+    "read_ranges",
+    "read_recipe",
+    "save",
+]

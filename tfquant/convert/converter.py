@@ -81,6 +81,7 @@ conversion and used only to explain failures, so the library prints nothing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -268,41 +269,91 @@ def convert(
         model (the message names the op and what to try), an int16x8 model does not run
         in LiteRT, or a model to rewrite for int16x8 has a layer that cannot be cloned.
     """
+    _check_recipe(recipe)
+    if recipe.calibrator is not None:
+        from tfquant.convert import calibrated  # noqa: PLC0415  (it imports this module)
+
+        return calibrated.convert_calibrated(model, recipe, calibration_data=calibration_data)
+    source = _load_source(model)
+    dataset = None
+    if recipe.mode.needs_calibration:
+        x = representative.validate_calibration_data(
+            calibration_data, recipe, source.input_shape()
+        )
+        dataset = representative.representative_dataset(
+            x,
+            batch_dim=source.input_shape()[0],
+            batch_size=representative.CALIBRATION_BATCH_SIZE,
+        )
+    tflite = run_converter(source, recipe, dataset)
+    if recipe.mode is Mode.INT16X8:
+        check_int16x8_runs(tflite)
+    return embed_recipe(tflite, recipe)
+
+
+def check_int16x8_runs(tflite: bytes) -> None:
+    """Raises a TfquantError unless the int16x8 model runs in the installed LiteRT."""
+    missing = runtime_check.int16_ops_without_kernel(tflite)
+    if missing:
+        raise TfquantError(
+            f"the int16x8 model uses {', '.join(missing)} with int16 inputs, which LiteRT "
+            "cannot run (Keras LayerNormalization lowers to SQUARED_DIFFERENCE); use mode "
+            "int8, or replace the op in the model"
+        )
+    runtime_check.check_runs(tflite, what="the int16x8 model")
+
+
+def _check_recipe(recipe: object) -> None:
     if not isinstance(recipe, Recipe):
         raise TfquantError(
             f"recipe must be a tfquant Recipe, got {type(recipe).__name__}; build one with "
             "Recipe(mode=...) or tfquant.variant(name)"
         )
+
+
+@dataclasses.dataclass
+class Source:
+    """A model to convert: a Keras model, or a SavedModel directory not written by Keras."""
+
+    keras_model: "tf.keras.Model | None" = None
     savedmodel_dir: Path | None = None
+    input_shapes: list[tuple[int | None, ...]] | None = None
+
+    def input_shape(self) -> tuple[int | None, ...]:
+        """The single input's shape, batch dimension first."""
+        if self.input_shapes is None:
+            self.input_shapes = _keras_input_shapes(self.keras_model)
+        return _single_input(self.input_shapes, "the model")
+
+
+def _load_source(model: "tf.keras.Model | str | os.PathLike[str]") -> Source:
     if isinstance(model, (str, os.PathLike)):
         path = check_model_path(model)
         if path.is_dir() and not is_keras_savedmodel(path):
-            savedmodel_dir = path
-        else:
-            model = load_model(path)
-    elif not isinstance(model, tf.keras.Model):
+            # Loaded here, so a broken one gets a clear error whatever the mode.
+            return Source(savedmodel_dir=path, input_shapes=_savedmodel_input_shapes(path))
+        return Source(keras_model=load_model(path))
+    if not isinstance(model, tf.keras.Model):
         raise TfquantError(
             f"model must be a tf.keras.Model or a path, got {type(model).__name__}; note "
             "tfquant uses Keras 2 (tf.keras / tf_keras), not Keras 3"
         )
+    return Source(keras_model=model)
 
-    dataset = None
-    if savedmodel_dir is not None:  # load it here, so a broken one gets a clear error
-        input_shapes = _savedmodel_input_shapes(savedmodel_dir)
-    if recipe.mode.needs_calibration:
-        if savedmodel_dir is None:
-            input_shapes = _keras_input_shapes(model)
-        input_shape = _single_input(input_shapes, "the model")
-        x = representative.validate_calibration_data(calibration_data, recipe, input_shape)
-        dataset = representative.representative_dataset(
-            x,
-            batch_dim=input_shape[0],
-            batch_size=representative.CALIBRATION_BATCH_SIZE,
-        )
 
+def run_converter(
+    source: Source, recipe: Recipe, dataset: Any, *, calibrate_only: bool = False
+) -> bytes:
+    """Runs the TFLite converter as ``recipe`` says and returns its flatbuffer.
+
+    With ``calibrate_only`` the converter stops after calibration and returns the float
+    model annotated with each tensor's calibrated min/max (its ``_experimental_calibrate_only``
+    switch), the input of :mod:`tfquant.convert.calibrated`.
+    """
+    model = source.keras_model
     if (
         recipe.mode is Mode.INT16X8
-        and savedmodel_dir is None
+        and model is not None
         and rewrites.rewritable_layer_normalizations(model)
     ):
         # Exact in float; LiteRT has no int16 kernel for the SQUARED_DIFFERENCE that Keras
@@ -311,11 +362,12 @@ def convert(
 
     with _captured_output() as log:
         try:
-            if savedmodel_dir is not None:
-                converter = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel_dir))
+            if source.savedmodel_dir is not None:
+                converter = tf.lite.TFLiteConverter.from_saved_model(str(source.savedmodel_dir))
             else:
                 converter = tf.lite.TFLiteConverter.from_keras_model(model)
             _configure(converter, recipe, dataset)
+            converter._experimental_calibrate_only = calibrate_only
             tflite = converter.convert()
             error: BaseException | None = None
         except Exception as e:  # ConverterError, RuntimeError, ValueError ...
@@ -325,14 +377,4 @@ def convert(
             f"TFLite converter failed for mode {recipe.mode}: "
             f"{_key_message(error, ''.join(log))}; {_HINTS[recipe.mode]}"
         ) from None
-
-    if recipe.mode is Mode.INT16X8:
-        missing = runtime_check.int16_ops_without_kernel(tflite)
-        if missing:
-            raise TfquantError(
-                f"the int16x8 model uses {', '.join(missing)} with int16 inputs, which LiteRT "
-                "cannot run (Keras LayerNormalization lowers to SQUARED_DIFFERENCE); use mode "
-                "int8, or replace the op in the model"
-            )
-        runtime_check.check_runs(tflite, what="the int16x8 model")
-    return embed_recipe(tflite, recipe)
+    return tflite

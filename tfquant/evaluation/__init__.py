@@ -7,7 +7,14 @@ a delegate runs (:func:`delegated_op_count`), size (:func:`file_size`) and resul
 """
 
 from tfquant.evaluation.accuracy import AccuracyResult, evaluate_accuracy, predict
-from tfquant.evaluation.inspect import ModelReport, TensorInfo, format_report, inspect_model
+from tfquant.evaluation.inspect import (
+    ModelReport,
+    TensorInfo,
+    computation_fingerprint,
+    format_activation_ranges,
+    format_report,
+    inspect_model,
+)
 from tfquant.evaluation.interpreter import (
     ModelLike,
     count_delegated_nodes,
@@ -16,18 +23,22 @@ from tfquant.evaluation.interpreter import (
     load_interpreter,
 )
 from tfquant.evaluation.latency import LatencyResult, measure_latency
+from tfquant.evaluation.pool import AccuracyPool
 from tfquant.evaluation.report import markdown_table, text_table
 
 __all__ = [
+    "AccuracyPool",
     "AccuracyResult",
     "LatencyResult",
     "ModelLike",
     "ModelReport",
     "TensorInfo",
+    "computation_fingerprint",
     "count_delegated_nodes",
     "delegated_op_count",
     "evaluate_accuracy",
     "file_size",
+    "format_activation_ranges",
     "format_report",
     "inspect_model",
     "load_interpreter",

@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 import numpy as np
+from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from tfquant.errors import TfquantError
@@ -35,6 +36,8 @@ class TensorInfo:
         channel along ``quantized_dimension``.
       zero_points: Zero points z, one per scale.
       quantized_dimension: Axis of per-channel quantization (meaningful with > 1 scale).
+      constant: The tensor has data in the flatbuffer (weights, biases, constants), as
+        opposed to an activation computed at run time.
     """
 
     index: int
@@ -44,6 +47,7 @@ class TensorInfo:
     scales: tuple[float, ...]
     zero_points: tuple[int, ...]
     quantized_dimension: int
+    constant: bool = False
 
     @property
     def is_quantized(self) -> bool:
@@ -123,7 +127,11 @@ def inspect_model(model: ModelLike) -> ModelReport:
     wrapper = interpreter._interpreter  # noqa: SLF001  (node names; no public API)
     ops = tuple(str(wrapper.NodeName(i)) for i in range(wrapper.NumNodes()))
     del wrapper
-    tensors = tuple(TensorInfo.from_details(d) for d in interpreter.get_tensor_details())
+    constant = _constant_tensors(data)
+    tensors = tuple(
+        dataclasses.replace(TensorInfo.from_details(d), constant=int(d["index"]) in constant)
+        for d in interpreter.get_tensor_details()
+    )
     return ModelReport(
         path=None if isinstance(model, (bytes, bytearray, memoryview)) else os.fspath(model),
         size_bytes=len(data),
@@ -134,6 +142,83 @@ def inspect_model(model: ModelLike) -> ModelReport:
         outputs=tuple(TensorInfo.from_details(d) for d in interpreter.get_output_details()),
         num_subgraphs=int(interpreter.num_subgraphs()),
     )
+
+
+def _constant_tensors(data: bytes) -> set[int]:
+    """Indices of main-subgraph tensors whose buffer holds data (weights and constants)."""
+    model = schema.Model.GetRootAs(data, 0)
+    subgraph = model.Subgraphs(0)
+    found = set()
+    for i in range(subgraph.TensorsLength()):
+        buffer = model.Buffers(subgraph.Tensors(i).Buffer())
+        if buffer is not None and (buffer.DataLength() > 0 or buffer.Offset() > 1):
+            found.add(i)
+    return found
+
+
+def representable_range(t: TensorInfo) -> tuple[float, float]:
+    """[Δ·(q_min - z), Δ·(q_max - z)] of a per-tensor quantized int8 / int16 tensor."""
+    bits = np.dtype(t.dtype).itemsize * 8
+    qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    scale, zero = t.scales[0], t.zero_points[0]
+    return scale * (qmin - zero), scale * (qmax - zero)
+
+
+def _kept(t: TensorInfo, lo: float, hi: float) -> bool:
+    """Whether the model's range is the calibrated one, up to the quantizer's widening to
+    contain 0 (affine) or to ±amax (symmetric), and zero-point nudging (1.5 steps)."""
+    model_lo, model_hi = representable_range(t)
+    step = 1.5 * t.scales[0]
+    amax = max(abs(lo), abs(hi))
+    affine = abs(model_lo - min(lo, 0.0)) <= step and abs(model_hi - max(hi, 0.0)) <= step
+    symmetric = abs(model_hi - amax) <= step and model_lo <= -amax + step
+    return affine or symmetric
+
+
+def format_activation_ranges(
+    report: ModelReport, ranges: dict | None, recipe: Any | None
+) -> str:
+    """Each quantized activation's range in the model and which calibrator chose it.
+
+    Args:
+      report: from :func:`inspect_model`.
+      ranges: the model's ``tfquant_ranges`` metadata (``tfquant.convert.read_ranges``), or
+        ``None``.
+      recipe: the embedded recipe (``tfquant.convert.read_recipe``), or ``None``.
+    """
+    activations = [
+        t for t in report.tensors
+        if not t.constant and len(t.scales) == 1 and t.dtype in ("int8", "int16")
+    ]
+    if not activations:
+        return "activation ranges: none (no per-tensor int8/int16 activations)"
+    calibrated = (ranges or {}).get("activations", {})
+    if ranges is not None:
+        source = "tfquant calibrator, see 'chosen by'"
+    elif recipe is not None and getattr(recipe, "calibrator", None) is None:
+        source = "the TFLite converter's own min/max calibration"
+    else:
+        source = "unknown (no tfquant calibration metadata)"
+    records = []
+    for t in activations:
+        lo, hi = representable_range(t)
+        entry = calibrated.get(t.name)
+        if entry is None:
+            chosen = "converter min/max" if ranges is None and recipe is not None else "set by the op / quantizer"
+            cal = "-"
+        else:
+            cal = f"[{entry['min']:.4g}, {entry['max']:.4g}]"
+            chosen = entry["calibrator"] if _kept(t, entry["min"], entry["max"]) else "set by the op (calibrated range not used)"
+        records.append({
+            "index": t.index, "name": _short(t.name), "dtype": t.dtype,
+            "model_range": f"[{lo:.4g}, {hi:.4g}]", "calibrated": cal, "chosen_by": chosen,
+        })
+    table = text_table(
+        records,
+        ["index", "name", "dtype", "model_range", "calibrated", "chosen_by"],
+        headers={"model_range": "range in model", "calibrated": "calibrated range", "chosen_by": "chosen by"},
+    ).rstrip("\n")
+    return f"activation ranges (source: {source}):\n{table}"
 
 
 def _short(name: str, width: int = _NAME_WIDTH) -> str:
@@ -200,3 +285,41 @@ def format_report(report: ModelReport) -> str:
     for name, count in sorted(report.op_counts.items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"  {name.ljust(width)}  {count}")
     return "\n".join(lines) + "\n"
+
+
+def computation_fingerprint(model: ModelLike) -> str:
+    """A hash of what a model computes, ignoring its metadata.
+
+    Covers every subgraph's operators (op code, inputs, outputs, options) and tensors (name,
+    type, shape, scales, zero points, constant data), not the metadata entries (recipe,
+    ranges, the converter's ``CONVERSION_METADATA``). Two models with the same fingerprint
+    give the same outputs in the same runtime, so a sweep evaluates such twins once.
+    """
+    import hashlib
+
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    m = flatbuffer_utils.read_model_from_bytearray(bytearray(_read_model(model)))
+    h = hashlib.sha256()
+
+    def add(*parts: object) -> None:
+        for p in parts:
+            h.update(repr(p).encode() if not isinstance(p, (bytes, bytearray)) else bytes(p))
+            h.update(b"\x00")
+
+    for code in m.operatorCodes:
+        add(code.builtinCode, code.deprecatedBuiltinCode, code.customCode, code.version)
+    for sg in m.subgraphs:
+        add(list(sg.inputs), list(sg.outputs))
+        for op in sg.operators:
+            add(op.opcodeIndex, list(op.inputs), list(op.outputs), op.builtinOptionsType,
+                vars(op.builtinOptions) if op.builtinOptions is not None else None)
+        for t in sg.tensors:
+            q = t.quantization
+            data = m.buffers[t.buffer].data if t.buffer < len(m.buffers) else None
+            add(t.name, t.type, list(t.shape) if t.shape is not None else None,
+                None if q is None or q.scale is None else np.asarray(q.scale).tobytes(),
+                None if q is None or q.zeroPoint is None else np.asarray(q.zeroPoint).tobytes(),
+                None if q is None else q.quantizedDimension,
+                b"" if data is None else np.asarray(data).tobytes())
+    return h.hexdigest()

@@ -12,7 +12,15 @@ import json
 from typing import Any, Mapping
 
 from tfquant.errors import TfquantError
-from tfquant.qtypes import Granularity, IODType, Mode
+from tfquant.qtypes import (
+    AciqPrior,
+    ActivationScheme,
+    Calibration,
+    Granularity,
+    IODType,
+    Mode,
+    WeightCalibration,
+)
 
 RECIPE_VERSION = 1
 
@@ -32,6 +40,18 @@ class Recipe:
       calibration_seed: seed of the calibration draw.
       calibration_data: name of the dataset the calibration set is drawn from, for
         provenance (e.g. ``fashion_mnist``); ``None`` when the caller passed arrays.
+      calibrator: how activation ranges are chosen (int8 / int16x8 only). ``None``: the
+        TFLite converter's own min/max calibration ("TFLite default"); otherwise tfquant
+        gathers statistics once and writes the chosen ranges into the model (see
+        :mod:`tfquant.convert.calibrated`).
+      percentile: the |x| percentile, for ``calibrator`` percentile (default 99.99).
+      aciq_prior: laplace or gaussian, for ``calibrator`` aciq (default laplace).
+      activation_scheme: affine (int8 default) or symmetric (z = 0; int16x8 always).
+        Symmetric int8 needs a ``calibrator``.
+      weight_calibrator: how weight bounds are chosen (max is TFLite's default); anything
+        else needs a ``calibrator``.
+      weight_percentile: the |w| percentile, for ``weight_calibrator`` percentile (default
+        99.99).
     """
 
     mode: Mode
@@ -40,6 +60,12 @@ class Recipe:
     num_calibration_examples: int = 1000
     calibration_seed: int = 0
     calibration_data: str | None = None
+    calibrator: Calibration | None = None
+    percentile: float | None = None
+    aciq_prior: AciqPrior | None = None
+    activation_scheme: ActivationScheme | None = None
+    weight_calibrator: WeightCalibration = WeightCalibration.MAX
+    weight_percentile: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mode", Mode.parse(self.mode, what="mode"))
@@ -66,6 +92,78 @@ class Recipe:
                 "num_calibration_examples must be a positive integer, got "
                 f"{self.num_calibration_examples!r}"
             )
+        self._check_calibration()
+
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+
+    def _check_calibration(self) -> None:
+        if self.calibrator is not None:
+            self._set("calibrator", Calibration.parse(self.calibrator, what="calibrator"))
+        if self.aciq_prior is not None:
+            self._set("aciq_prior", AciqPrior.parse(self.aciq_prior, what="ACIQ prior"))
+        if self.activation_scheme is not None:
+            self._set(
+                "activation_scheme",
+                ActivationScheme.parse(self.activation_scheme, what="activation scheme"),
+            )
+        self._set(
+            "weight_calibrator",
+            WeightCalibration.parse(self.weight_calibrator, what="weight calibrator"),
+        )
+        tuned = (
+            self.calibrator is not None
+            or self.activation_scheme is not None
+            or self.weight_calibrator is not WeightCalibration.MAX
+        )
+        if tuned and not self.mode.needs_calibration:
+            raise TfquantError(
+                f"calibrator options apply to modes int8 and int16x8, not {self.mode}; "
+                "drop them or use mode int8"
+            )
+        if self.calibrator is None and (
+            self.activation_scheme is ActivationScheme.SYMMETRIC
+            or self.weight_calibrator is not WeightCalibration.MAX
+        ):
+            raise TfquantError(
+                "symmetric activations and weight calibrators other than max need an "
+                "activation calibrator; add calibrator='max' to keep the converter's ranges"
+            )
+        if self.mode is Mode.INT16X8 and self.activation_scheme is ActivationScheme.AFFINE:
+            raise TfquantError(
+                "int16x8 activations are symmetric in TFLite; use activation_scheme "
+                "symmetric (or leave it unset)"
+            )
+        if self.calibrator is not None and self.activation_scheme is None:
+            self._set(
+                "activation_scheme",
+                ActivationScheme.SYMMETRIC if self.mode is Mode.INT16X8 else ActivationScheme.AFFINE,
+            )
+        self._set("percentile", _check_percentile(
+            self.percentile, needed=self.calibrator is Calibration.PERCENTILE, what="percentile"))
+        self._set("weight_percentile", _check_percentile(
+            self.weight_percentile,
+            needed=self.weight_calibrator is WeightCalibration.PERCENTILE,
+            what="weight_percentile",
+        ))
+        if self.calibrator is Calibration.ACIQ and self.aciq_prior is None:
+            self._set("aciq_prior", AciqPrior.LAPLACE)
+        elif self.calibrator is not Calibration.ACIQ and self.aciq_prior is not None:
+            raise TfquantError(
+                f"aciq_prior applies to calibrator aciq, not {self.calibrator}; drop it"
+            )
+
+    @property
+    def calibration_label(self) -> str:
+        """Short name of the activation calibration: ``tflite`` (converter default),
+        ``max``, ``percentile_99.99``, ``aciq_laplace``, ..."""
+        if self.calibrator is None:
+            return "tflite"
+        if self.calibrator is Calibration.PERCENTILE:
+            return f"percentile_{self.percentile:g}"
+        if self.calibrator is Calibration.ACIQ:
+            return f"aciq_{self.aciq_prior}"
+        return str(self.calibrator)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"recipe_version": RECIPE_VERSION}
@@ -108,3 +206,16 @@ class Recipe:
 
     def replace(self, **changes: Any) -> "Recipe":
         return dataclasses.replace(self, **changes)
+
+
+DEFAULT_PERCENTILE = 99.99
+
+
+def _check_percentile(value: object, *, needed: bool, what: str) -> float | None:
+    if value is None:
+        return DEFAULT_PERCENTILE if needed else None
+    if not needed:
+        raise TfquantError(f"{what} is set but its calibrator is not percentile; drop it")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 100:
+        raise TfquantError(f"{what} must be a number in (0, 100], got {value!r} (e.g. 99.99)")
+    return float(value)

@@ -1,0 +1,150 @@
+"""What calibration costs: statistics vs a plain forward pass; export-many vs convert-many.
+
+Two measurements, each side by side in one run (interleaved repeats, median), on a zoo
+model and a Fashion-MNIST calibration set:
+
+1. Statistics collection (:func:`tfquant.calibration.collect_statistics`: one pass with
+   every tensor kept, folded into min/max, EMA, moments and 2048-bin histograms) against a
+   plain forward pass of the same float model over the same set with the same interpreter
+   settings (builtin kernels, same batch size and threads). Target: collection <= 2x the
+   forward pass (statistics cost <= 1x). XNNPACK's forward pass is reported too.
+2. Calibrate once and export N calibrator variants (:mod:`tfquant.convert.calibrated`)
+   against N separate conversions by the TFLite converter (each with its own calibration
+   pass), per mode. Reports the marginal time per extra variant.
+
+  python experiments/bench_calibration_pipeline.py --model resnet --output /tmp/bench_cal.json
+
+Smoke size: ``--num_calibration_examples 100 --repeats 1 --variants 2``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tfquant.errors import TfquantError  # noqa: E402
+from tfquant.io_utils import write_json_atomic  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", "resnet", "Zoo model.")
+flags.DEFINE_integer("num_calibration_examples", 1000, "Calibration set size.")
+flags.DEFINE_integer("batch_size", 100, "Examples per invoke (both sides).")
+flags.DEFINE_integer("repeats", 5, "Timed passes of each side (interleaved).")
+flags.DEFINE_integer("variants", 8, "Calibrator variants exported per mode in part 2.")
+flags.DEFINE_list("modes", ["int8", "int16x8"], "Modes for part 2.")
+flags.DEFINE_string("data_dir", None, "Folder with the Fashion-MNIST IDX files.")
+flags.DEFINE_string("output", None, "Write the results as JSON here (atomically).")
+
+VARIANTS = (
+    {"calibrator": "max"}, {"calibrator": "entropy"}, {"calibrator": "mse"},
+    {"calibrator": "percentile", "percentile": 99.9}, {"calibrator": "percentile", "percentile": 99.99},
+    {"calibrator": "percentile", "percentile": 99.999}, {"calibrator": "aciq"},
+    {"calibrator": "moving_average"},
+)
+
+
+def forward_pass(float_tflite: bytes, x, batch_size: int, *, xnnpack: bool) -> float:
+    """Seconds for one plain pass of the float model over ``x`` (no tensors kept)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    kind = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interpreter = Interpreter(model_content=float_tflite, experimental_op_resolver_type=kind, num_threads=1)
+    index = interpreter.get_input_details()[0]["index"]
+    start = time.perf_counter()
+    size = -1
+    for begin in range(0, len(x), batch_size):
+        batch = x[begin:begin + batch_size]
+        if len(batch) != size:
+            size = len(batch)
+            interpreter.resize_tensor_input(index, [size, *x.shape[1:]], strict=False)
+            interpreter.allocate_tensors()
+        interpreter.set_tensor(index, batch)
+        interpreter.invoke()
+    return time.perf_counter() - start
+
+
+def main(argv: list[str]) -> int:
+    del argv
+    from tfquant import convert, data, models
+    from tfquant.calibration import collect_statistics
+    from tfquant.convert import calibrated
+    from tfquant.flows.provenance import provenance
+    from tfquant.recipes import Recipe
+
+    try:
+        x = data.calibration_set("fashion_mnist", FLAGS.num_calibration_examples, data_dir=FLAGS.data_dir)
+        model = models.build(FLAGS.model)
+    except TfquantError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    n = len(x)
+    base = dict(num_calibration_examples=n, calibration_data="fashion_mnist")
+    result: dict = {"model": FLAGS.model, "num_calibration_examples": n, "batch_size": FLAGS.batch_size,
+                    "repeats": FLAGS.repeats, "provenance": provenance()}
+
+    # 1. statistics vs forward pass
+    cal = calibrated.calibrate(model, Recipe(mode="int8", calibrator="max", **base), calibration_data=x)
+    times: dict[str, list[float]] = {"forward_builtin": [], "forward_xnnpack": [], "collect": []}
+    for _ in range(FLAGS.repeats):
+        times["forward_builtin"].append(forward_pass(cal.float_model, x, FLAGS.batch_size, xnnpack=False))
+        times["forward_xnnpack"].append(forward_pass(cal.float_model, x, FLAGS.batch_size, xnnpack=True))
+        t0 = time.perf_counter()
+        collect_statistics(cal.float_model, x, cal.tensors, batch_size=FLAGS.batch_size)
+        times["collect"].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    result["statistics"] = {
+        **{f"{k}_s": round(v, 4) for k, v in med.items()},
+        "tensors": len(cal.tensors),
+        "collect_over_forward_builtin": round(med["collect"] / med["forward_builtin"], 3),
+        "collect_over_forward_xnnpack": round(med["collect"] / med["forward_xnnpack"], 3),
+        "target": "collect <= 2x forward (statistics <= 1x)",
+    }
+    print(f"[1] {FLAGS.model}, {n} images, {len(cal.tensors)} tensors, median of {FLAGS.repeats}: "
+          f"forward (builtin) {med['forward_builtin']:.3f} s, forward (XNNPACK) {med['forward_xnnpack']:.3f} s, "
+          f"collect statistics {med['collect']:.3f} s -> {med['collect'] / med['forward_builtin']:.2f}x the builtin "
+          f"forward pass ({med['collect'] / med['forward_xnnpack']:.2f}x XNNPACK's)")
+
+    # 2. calibrate once + export N vs N conversions
+    variants = VARIANTS[: FLAGS.variants]
+    result["export"] = {}
+    for mode in FLAGS.modes:
+        t0 = time.perf_counter()
+        c = calibrated.calibrate(model, Recipe(mode=mode, calibrator="max", **base), calibration_data=x)
+        calibrate_s = time.perf_counter() - t0
+        export_s = []
+        for v in variants:
+            t0 = time.perf_counter()
+            calibrated.export(c, Recipe(mode=mode, **base, **v))
+            export_s.append(time.perf_counter() - t0)
+        convert_s = []
+        for _ in variants:  # what N variants cost without tfquant: N full conversions
+            t0 = time.perf_counter()
+            convert.convert(model, Recipe(mode=mode, **base), calibration_data=x)
+            convert_s.append(time.perf_counter() - t0)
+        once = calibrate_s + sum(export_s)
+        result["export"][mode] = {
+            "variants": len(variants), "calibrate_once_s": round(calibrate_s, 3),
+            "export_median_s": round(statistics.median(export_s), 3),
+            "calibrate_once_plus_exports_s": round(once, 3),
+            "separate_conversions_s": round(sum(convert_s), 3),
+            "conversion_median_s": round(statistics.median(convert_s), 3),
+            "speedup": round(sum(convert_s) / once, 2),
+        }
+        print(f"[2] {mode}: calibrate once {calibrate_s:.2f} s + {len(variants)} exports "
+              f"(median {statistics.median(export_s):.3f} s each) = {once:.2f} s, vs {len(variants)} "
+              f"conversions {sum(convert_s):.2f} s (median {statistics.median(convert_s):.2f} s): "
+              f"{sum(convert_s) / once:.1f}x; marginal time per extra variant {statistics.median(export_s):.3f} s")
+    if FLAGS.output:
+        write_json_atomic(FLAGS.output, result)
+        print(f"wrote {FLAGS.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,79 @@
+"""NVIDIA's calibration study on the zoo (Wu et al. 2020, Table 3): accuracy per calibrator.
+
+Rows = zoo models; columns = float, TFLite default, max, entropy, percentile 99.9 / 99.99 /
+99.999 / 99.9999, MSE, ACIQ; for int8 and int16x8; every cell measured in the LiteRT
+interpreter on the whole test split. Part of the main job (``./run_all.sh``)::
+
+  python experiments/nvidia_calibration.py     # -> results/default/nvidia_calibration/
+
+Smoke size (what the tests run)::
+
+  python experiments/nvidia_calibration.py --smoke --results_dir /tmp/r
+
+A re-run with the same --run_name resumes: finished records are kept and skipped.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tfquant import models  # noqa: E402
+from tfquant.errors import TfquantError  # noqa: E402
+from tfquant.flows.calibration_sweep import (  # noqa: E402
+    COLUMNS,
+    DEFAULT_COLUMNS,
+    RESULTS_MD,
+    CalibrationSweepConfig,
+    run_calibration_sweep,
+)
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("models", list(models.ZOO), "Zoo models (rows).")
+flags.DEFINE_list("modes", ["int8", "int16x8"], "Quantization modes (one table each).")
+flags.DEFINE_list("columns", list(DEFAULT_COLUMNS), f"Columns, from: {', '.join(COLUMNS)}.")
+flags.DEFINE_string("run_name", "default", "Results go to <results_dir>/<run_name>/nvidia_calibration/.")
+flags.DEFINE_string("results_dir", "results", "Parent folder of run folders.")
+flags.DEFINE_string("data_dir", None, "Folder with the Fashion-MNIST IDX files.")
+flags.DEFINE_integer("num_calibration_examples", 1000, "Calibration set size (train split).")
+flags.DEFINE_integer("calibration_seed", 0, "Seed of the calibration draw.")
+flags.DEFINE_integer("workers", 2, "Models evaluated side by side (one per core).")
+flags.DEFINE_integer("limit", None, "Evaluate only the first N test images (smoke runs).")
+flags.DEFINE_bool("smoke", False, "Tiny run for tests: cnn only, 300 test images, 100 calibration images.")
+
+
+def main(argv: list[str]) -> int:
+    del argv
+    try:
+        config = CalibrationSweepConfig(
+            models=tuple(["cnn"] if FLAGS.smoke else FLAGS.models),
+            modes=tuple(FLAGS.modes),
+            columns=tuple(FLAGS.columns),
+            data_dir=FLAGS.data_dir,
+            num_calibration_examples=100 if FLAGS.smoke else FLAGS.num_calibration_examples,
+            calibration_seed=FLAGS.calibration_seed,
+            workers=FLAGS.workers,
+            limit=300 if FLAGS.smoke else FLAGS.limit,
+        )
+        for name in config.models:
+            if name not in models.ZOO:
+                raise TfquantError(f"unknown zoo model {name!r}; choose from: {', '.join(models.ZOO)}")
+        out = Path(FLAGS.results_dir) / FLAGS.run_name / "nvidia_calibration"
+        start = time.perf_counter()
+        run_calibration_sweep(config, out)
+    except TfquantError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print()
+    print((out / RESULTS_MD).read_text())
+    print(f"calibration study finished in {time.perf_counter() - start:.0f} s; results in {out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

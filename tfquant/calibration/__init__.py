@@ -1,0 +1,36 @@
+"""Calibration: statistics gathered once, ranges chosen by many calibrators.
+
+Where things are (pipeline order):
+
+* ``histogram``      -- the growable 2048-bin histogram of |x|
+* ``statistics``     -- per-tensor streaming statistics (min/max, EMA, moments, histogram)
+* ``collect``        -- one pass of the float .tflite over the calibration set
+* ``base``           -- the :class:`Calibrator` interface, :class:`Range`, :class:`QuantTarget`
+* one module per calibrator: ``max``, ``moving_average``, ``percentile``, ``entropy``,
+  ``mse``, ``aciq``; ``weights`` for weight bounds
+* ``registry``       -- :func:`make_calibrator`
+* ``reference``      -- slow per-candidate reference searches (tests and benchmarks only)
+
+The ranges reach the .tflite through :mod:`tfquant.convert.calibrated`.
+"""
+
+from tfquant.calibration.base import Calibrator, QuantTarget, Range
+from tfquant.calibration.collect import CalibrationStatistics, collect_statistics
+from tfquant.calibration.histogram import NUM_BINS, AbsHistogram
+from tfquant.calibration.registry import CALIBRATORS, make_calibrator
+from tfquant.calibration.statistics import TensorStatistics
+from tfquant.calibration.weights import weight_amax
+
+__all__ = [
+    "AbsHistogram",
+    "CALIBRATORS",
+    "CalibrationStatistics",
+    "Calibrator",
+    "NUM_BINS",
+    "QuantTarget",
+    "Range",
+    "TensorStatistics",
+    "collect_statistics",
+    "make_calibrator",
+    "weight_amax",
+]

@@ -1,0 +1,105 @@
+"""Per-tensor calibration statistics, gathered in one pass and shared by every calibrator.
+
+What each calibrator needs, kept in memory bounded by (tensors x bins), whatever the size of
+the calibration set:
+
+* ``min``, ``max``: running extremes (max calibrator; TFLite's own calibrator keeps the same).
+* ``ema_min``, ``ema_max``: exponential moving average of per-batch extremes,
+  m <- (1 - c)·m + c·m_batch, first batch taken as is (moving-average calibrator).
+* ``count``, ``mean``, ``m2``: count, mean and Σ(x - mean)², merged batch by batch with
+  Chan et al.'s parallel update (numerically stable, unlike Σx² - N·mean²) -> σ (ACIQ
+  Gaussian).
+* ``sum_abs_dev``: Σ over batches of Σ|x - mean of that batch|, so ``laplace_b`` ≈ E|x - mean|
+  (ACIQ Laplace; exact when every batch has the global mean, otherwise biased by the spread of
+  the batch means, which is small for batches of ~100 images).
+* ``histogram``: a 2048-bin histogram of |x| that grows when a later batch exceeds its range
+  (percentile, entropy, MSE).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from tfquant.calibration.histogram import NUM_BINS, AbsHistogram
+
+DEFAULT_EMA_CONSTANT = 0.1
+"""c of the moving-average min/max (see :mod:`tfquant.calibration.moving_average`)."""
+
+
+@dataclasses.dataclass
+class TensorStatistics:
+    """Streaming statistics of one tensor over the calibration set.
+
+    Attributes:
+      name: the tensor's name in the float .tflite (its quantized twin keeps the name).
+      histogram: histogram of |x|.
+      min, max: smallest and largest value seen.
+      ema_min, ema_max: moving averages of per-batch min / max.
+      count: number of values seen.
+      mean: mean of the values seen.
+      m2: Σ(x - mean)² over the values seen.
+      sum_abs_dev: Σ|x - mean of its batch|.
+    """
+
+    name: str
+    histogram: AbsHistogram = dataclasses.field(default_factory=AbsHistogram.empty)
+    min: float = math.inf
+    max: float = -math.inf
+    ema_min: float = math.nan
+    ema_max: float = math.nan
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    sum_abs_dev: float = 0.0
+
+    @classmethod
+    def empty(cls, name: str, *, num_bins: int = NUM_BINS) -> "TensorStatistics":
+        return cls(name=name, histogram=AbsHistogram.empty(num_bins))
+
+    @property
+    def std(self) -> float:
+        """Population standard deviation σ = sqrt(m2 / N)."""
+        return math.sqrt(self.m2 / self.count) if self.count else 0.0
+
+    @property
+    def laplace_b(self) -> float:
+        """Laplace scale estimate b = E|x - mean| (ACIQ, Banner et al. 2019)."""
+        return self.sum_abs_dev / self.count if self.count else 0.0
+
+    @property
+    def non_negative(self) -> bool:
+        """True when every value seen was >= 0 (e.g. the output of a fused ReLU)."""
+        return self.min >= 0.0
+
+    def update(self, x: np.ndarray, *, ema_constant: float = DEFAULT_EMA_CONSTANT) -> None:
+        """Adds one batch of values (any shape; float32 is used as is, without a copy)."""
+        v = np.asarray(x, dtype=np.float32).reshape(-1)
+        n = v.size
+        if n == 0:
+            return
+        lo, hi = float(v.min()), float(v.max())
+        mean_b = float(v.sum(dtype=np.float64)) / n
+        d = v - np.float32(mean_b)
+        m2_b = float(np.dot(d, d))
+        np.abs(d, out=d)
+        abs_dev_b = float(d.sum(dtype=np.float64))
+        if self.count == 0:
+            self.ema_min, self.ema_max = lo, hi
+        else:
+            self.ema_min = (1.0 - ema_constant) * self.ema_min + ema_constant * lo
+            self.ema_max = (1.0 - ema_constant) * self.ema_max + ema_constant * hi
+        self.min, self.max = min(self.min, lo), max(self.max, hi)
+        total = self.count + n
+        delta = mean_b - self.mean
+        self.m2 += m2_b + delta * delta * self.count * n / total
+        self.mean += delta * n / total
+        self.count = total
+        self.sum_abs_dev += abs_dev_b
+        if lo >= 0.0:
+            self.histogram.update(v)  # already |x|
+        else:
+            np.abs(v, out=d)
+            self.histogram.update(d)
