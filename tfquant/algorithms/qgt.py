@@ -1,0 +1,447 @@
+"""Quantization-Guided Training (QGT; arXiv 2103.06231): a regulariser toward the b-bit grid.
+
+The paper's claims: a regulariser during training pushes weights toward a distribution that
+survives low-bit quantization, and the per-layer regularisation terms reveal "compression
+bottlenecks". Its exact regulariser is not available to us; the form used here is OUR
+RECONSTRUCTION (docs/methods.md, Sec. 5), the normalised distance to the symmetric b-bit grid:
+
+    R_l = mean((W_l - Q_b(W_l))²) / Δ_l²,      loss = task loss + λ(t) · Σ_l R_l,
+
+with Q_b the round-to-grid of :func:`tfquant.algorithms.weight_grid.round_to_grid`
+(symmetric, narrow range, Δ = max|w| / (2^(b-1) - 1) per output channel, as TFLite int8
+weights), Δ held constant (no gradient), so dR/dW = 2 (W - Q_b(W)) / (n Δ²) pulls each
+weight toward its nearest grid point; R_l lies in [0, 1/4]. λ(t) = strength · min(1,
+t / ramp_steps) ramps up linearly (t = training step, kept by :class:`QGTRamp`). Finish with
+hard quantization (PTQ of the regularised model, or QAT).
+
+Sizes are exact bytes of packed weights (:func:`packed_size_bytes`), not 32/b.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Iterable, Sequence
+
+from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from tfquant.algorithms.weight_grid import (
+    check_bits,
+    fake_quantize_kernel,
+    kernel_of,
+    num_output_channels,
+    round_to_grid,
+    weight_scale,
+)
+from tfquant.errors import TfquantError
+
+FLOAT32_BYTES = 4
+
+
+def grid_distance(
+    w: tf.Tensor | np.ndarray,
+    bits: int,
+    *,
+    per_channel: bool = True,
+    channel_axes: Sequence[int] = (-1,),
+) -> tf.Tensor:
+    """R = mean((W - Q_b(W))²) / Δ², the normalised distance of ``w`` to its b-bit grid.
+
+    With per-channel Δ the division is per channel: R = mean_i ((w_i - Q_b(w_i)) / Δ_c(i))².
+    Δ = max|w| / (2^(b-1) - 1) (symmetric, narrow range) is a constant for the gradient.
+    QGT regulariser, our reconstruction (arXiv 2103.06231; see the module docstring).
+
+    Args:
+        w: A kernel.
+        bits: Bit width b in [2, 16].
+        per_channel: One Δ per output channel, or one per tensor.
+        channel_axes: Output-channel axes of ``w``: (-1,) for Conv2D / Dense, (2, 3) for
+            DepthwiseConv2D (see :func:`tfquant.algorithms.weight_grid.kernel_of`).
+
+    Returns:
+        A float32 scalar in [0, 1/4].
+
+    Raises:
+        TfquantError: If ``bits`` is not an integer in [2, 16].
+    """
+    check_bits(bits)
+    w = tf.convert_to_tensor(w, dtype=tf.float32)
+    scale = weight_scale(w, bits, per_channel=per_channel, channel_axes=channel_axes)
+    q = tf.stop_gradient(
+        round_to_grid(w, bits, per_channel=per_channel, channel_axes=channel_axes)
+    )
+    return tf.reduce_mean(tf.square((w - q) / scale))
+
+
+def _check_strength(strength: object) -> float:
+    numeric = isinstance(strength, (int, float, np.floating, np.integer))
+    if isinstance(strength, bool) or not numeric or not (
+        math.isfinite(float(strength)) and float(strength) >= 0.0
+    ):
+        raise TfquantError(f"strength must be a finite number >= 0, got {strength!r}")
+    return float(strength)
+
+
+def _check_ramp_steps(ramp_steps: object) -> int:
+    integer = isinstance(ramp_steps, (int, np.integer)) and not isinstance(ramp_steps, bool)
+    if not integer or ramp_steps < 0:
+        raise TfquantError(
+            f"ramp_steps must be an integer >= 0 (0 = full strength at once), got {ramp_steps!r}"
+        )
+    return int(ramp_steps)
+
+
+@keras.utils.register_keras_serializable(package="tfquant")
+class QGTRegularizer(keras.regularizers.Regularizer):
+    """λ(t) · R(W): the QGT grid-distance penalty with a linearly ramped weight.
+
+    λ(t) = strength · min(1, t / ramp_steps) (λ = strength when ``ramp_steps`` is 0); t is
+    the non-trainable ``step`` variable, which :class:`QGTRamp` advances once per training
+    batch. ``get_config`` stores bits, strength, ramp_steps and the granularity, not t: a
+    deserialised regulariser starts at t = 0.
+
+    Args:
+        bits: Bit width b in [2, 16] of the target grid.
+        strength: Final λ, >= 0.
+        ramp_steps: Steps over which λ grows from 0 to ``strength``, >= 0.
+        per_channel: Per-output-channel Δ (TFLite int8 weights) or per-tensor.
+        channel_axes: Output-channel axes of the kernel it regularises.
+
+    Raises:
+        TfquantError: On an invalid argument, naming it.
+    """
+
+    def __init__(
+        self,
+        bits: int,
+        strength: float,
+        ramp_steps: int = 0,
+        *,
+        per_channel: bool = True,
+        channel_axes: Sequence[int] = (-1,),
+    ) -> None:
+        self.bits = check_bits(bits)
+        self.strength = _check_strength(strength)
+        self.ramp_steps = _check_ramp_steps(ramp_steps)
+        self.per_channel = bool(per_channel)
+        self.channel_axes = tuple(int(a) for a in channel_axes)
+        self.step = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="qgt_step")
+
+    def current_strength(self) -> tf.Tensor:
+        """λ(t) at the current ``step``."""
+        if self.ramp_steps == 0:
+            return tf.constant(self.strength, tf.float32)
+        ramp = tf.minimum(1.0, self.step / float(self.ramp_steps))
+        return self.strength * ramp
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        return self.current_strength() * grid_distance(
+            x, self.bits, per_channel=self.per_channel, channel_axes=self.channel_axes
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "bits": self.bits,
+            "strength": self.strength,
+            "ramp_steps": self.ramp_steps,
+            "per_channel": self.per_channel,
+            "channel_axes": list(self.channel_axes),
+        }
+
+
+def _regularizer_attr(layer: keras.layers.Layer) -> str:
+    return (
+        "depthwise_regularizer"
+        if isinstance(layer, keras.layers.DepthwiseConv2D)
+        else "kernel_regularizer"
+    )
+
+
+def qgt_regularizers(model: keras.Model) -> list[QGTRegularizer]:
+    """Every distinct :class:`QGTRegularizer` on a kernel of ``model`` (nested models too)."""
+    found: dict[int, QGTRegularizer] = {}
+    for module in (model, *model.submodules):
+        if isinstance(module, keras.layers.Layer) and kernel_of(module) is not None:
+            reg = getattr(module, _regularizer_attr(module), None)
+            if isinstance(reg, QGTRegularizer):
+                found[id(reg)] = reg
+    return list(found.values())
+
+
+class QGTRamp(keras.callbacks.Callback):
+    """Advances the ``step`` of every :class:`QGTRegularizer` in the model once per batch.
+
+    The regularisers see t = ``initial_step`` + number of training batches this callback
+    has seen (across ``fit`` calls). With ``steps_per_execution`` > 1 Keras calls batch hooks
+    once per execution, so t counts executions.
+
+    Args:
+        initial_step: t at the first batch (to resume a ramp).
+
+    Raises:
+        TfquantError: At the start of training if the model has no QGTRegularizer
+            (apply :func:`apply_qgt` first).
+    """
+
+    def __init__(self, *, initial_step: int = 0) -> None:
+        super().__init__()
+        if isinstance(initial_step, bool) or not isinstance(initial_step, int) or initial_step < 0:
+            raise TfquantError(f"initial_step must be an integer >= 0, got {initial_step!r}")
+        self.step = initial_step
+        self._regularizers: list[QGTRegularizer] = []
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._regularizers = qgt_regularizers(self.model)
+        if not self._regularizers:
+            raise TfquantError(
+                f"QGTRamp found no QGTRegularizer in model {self.model.name!r}; build the "
+                "model with tfquant.algorithms.apply_qgt(model, bits, strength, ramp_steps)"
+            )
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        for reg in self._regularizers:
+            reg.step.assign(float(self.step))
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.step += 1
+
+
+def _kernel_layers(model: keras.Model, layers: Iterable[str] | None) -> list[keras.layers.Layer]:
+    candidates = [layer for layer in model.layers if kernel_of(layer) is not None]
+    if layers is None:
+        return candidates
+    wanted = list(layers)
+    by_name = {layer.name: layer for layer in candidates}
+    all_names = {layer.name for layer in model.layers}
+    unknown = [n for n in wanted if n not in all_names]
+    if unknown:
+        raise TfquantError(
+            f"unknown layer(s) {unknown} in model {model.name!r}; layers with kernels: "
+            f"{', '.join(by_name) or 'none'}"
+        )
+    no_kernel = [n for n in wanted if n not in by_name]
+    if no_kernel:
+        raise TfquantError(
+            f"layer(s) {no_kernel} have no Conv/Dense kernel to quantize; choose from: "
+            f"{', '.join(by_name) or 'none'}"
+        )
+    return [by_name[n] for n in wanted]
+
+
+def apply_qgt(
+    model: keras.Model,
+    bits: int,
+    strength: float,
+    ramp_steps: int,
+    layers: Iterable[str] | None = None,
+    *,
+    per_channel: bool = True,
+) -> keras.Model:
+    """A clone of ``model`` whose Conv/Dense kernels carry a :class:`QGTRegularizer`.
+
+    Each target layer (every Dense / Conv1D-3D / DepthwiseConv2D / Conv*Transpose of the
+    top-level model by default) gets its own regulariser with the kernel's output-channel
+    axes, replacing any kernel regulariser it had; weights are copied. Compile the clone and
+    pass a :class:`QGTRamp` callback to ``fit`` so λ ramps; Keras adds λ(t)·Σ_l R_l to the loss.
+    Layers inside nested models are not regularised.
+
+    Args:
+        model: A functional or Sequential tf-keras model.
+        bits: Target bit width in [2, 16].
+        strength: Final λ, >= 0.
+        ramp_steps: Steps for λ to reach ``strength`` (0: at once).
+        layers: Names of the layers to regularise; None for all layers with kernels.
+        per_channel: Per-output-channel Δ, or per-tensor.
+
+    Returns:
+        An uncompiled clone.
+
+    Raises:
+        TfquantError: On invalid arguments, an unknown layer name, a named layer without a
+            kernel, or a subclassed model.
+    """
+    check_bits(bits)
+    _check_strength(strength)
+    _check_ramp_steps(ramp_steps)
+    if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
+        raise TfquantError(
+            f"model {model.name!r} ({type(model).__name__}) is subclassed; apply_qgt needs a "
+            "functional or Sequential tf-keras model (it clones the model)"
+        )
+    targets = {layer.name for layer in _kernel_layers(model, layers)}
+
+    def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+        config = layer.get_config()
+        if layer.name in targets:
+            _, channel_axes = kernel_of(layer)
+            config[_regularizer_attr(layer)] = QGTRegularizer(
+                bits, strength, ramp_steps, per_channel=per_channel, channel_axes=channel_axes
+            )
+        return layer.__class__.from_config(config)
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer)
+    source = {layer.name: layer for layer in model.layers}
+    for layer in clone.layers:
+        layer.set_weights(source[layer.name].get_weights())
+    return clone
+
+
+def layer_residuals(model: keras.Model, bits: int, *, per_channel: bool = True) -> dict[str, float]:
+    """R_l (:func:`grid_distance`) of every top-level layer with a kernel, in layer order."""
+    check_bits(bits)
+    out = {}
+    for layer in _kernel_layers(model, None):
+        kernel, channel_axes = kernel_of(layer)
+        out[layer.name] = float(
+            grid_distance(kernel, bits, per_channel=per_channel, channel_axes=channel_axes)
+        )
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerBottleneck:
+    """One row of :func:`bottleneck_report`.
+
+    Attributes:
+        name: Layer name.
+        params: Number of kernel elements (what gets quantized).
+        residual: Grid distance R_l of the kernel at the report's bits, in [0, 1/4].
+        metric: ``eval_fn`` with only this layer's kernel fake-quantized.
+        degradation: How much worse ``metric`` is than the float baseline (positive =
+            worse; baseline - metric when higher is better, metric - baseline otherwise).
+    """
+
+    name: str
+    params: int
+    residual: float
+    metric: float
+    degradation: float
+
+
+def _evaluate(eval_fn: Callable[[keras.Model], float], model: keras.Model) -> float:
+    value = eval_fn(model)
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        result = math.nan
+    if not math.isfinite(result):
+        raise TfquantError(f"eval_fn returned {value!r}; it must return a finite float")
+    return result
+
+
+def bottleneck_report(
+    model: keras.Model,
+    bits: int,
+    eval_fn: Callable[[keras.Model], float],
+    *,
+    per_channel: bool = True,
+    higher_is_better: bool = True,
+    layers: Iterable[str] | None = None,
+) -> list[LayerBottleneck]:
+    """Per-layer compression bottlenecks: grid residual and single-layer quantization cost.
+
+    For each layer with a kernel, only that kernel is fake-quantized to ``bits`` (symmetric,
+    narrow range, :func:`tfquant.numerics.fake_quantize`) and ``eval_fn(model)`` is
+    compared with the float baseline; the kernel is restored afterwards, also on error.
+    QGT's bottleneck idea (arXiv 2103.06231); the single-layer sensitivity ranking is the
+    one NVIDIA's workflow uses for partial quantization (Wu et al. 2020, arXiv 2004.09602).
+
+    Args:
+        model: The model; its weights are changed temporarily.
+        bits: Bit width in [2, 16].
+        eval_fn: ``model -> float`` (accuracy, or a loss with ``higher_is_better=False``).
+        per_channel: Per-output-channel scales, or per-tensor.
+        higher_is_better: Whether a larger ``eval_fn`` value is better.
+        layers: Layer names to report; None for every top-level layer with a kernel.
+
+    Returns:
+        Rows sorted by ``degradation``, worst first (ties by name).
+
+    Raises:
+        TfquantError: For invalid bits, unknown layers, or a non-finite ``eval_fn`` value.
+    """
+    check_bits(bits)
+    targets = _kernel_layers(model, layers)
+    baseline = _evaluate(eval_fn, model)
+    rows = []
+    for layer in targets:
+        kernel, channel_axes = kernel_of(layer)
+        original = kernel.numpy()
+        residual = float(
+            grid_distance(original, bits, per_channel=per_channel, channel_axes=channel_axes)
+        )
+        kernel.assign(
+            fake_quantize_kernel(original, bits, per_channel=per_channel, channel_axes=channel_axes)
+        )
+        try:
+            metric = _evaluate(eval_fn, model)
+        finally:
+            kernel.assign(original)
+        degradation = baseline - metric if higher_is_better else metric - baseline
+        rows.append(
+            LayerBottleneck(
+                name=layer.name, params=int(original.size), residual=residual,
+                metric=metric, degradation=degradation,
+            )
+        )
+    return sorted(rows, key=lambda r: (-r.degradation, r.name))
+
+
+def _packed_kernels(model: keras.Model) -> dict[int, tuple[int, ...]]:
+    """id(kernel variable) -> channel axes, for every kernel in ``model`` (nested too)."""
+    kernels: dict[int, tuple[int, ...]] = {}
+    for module in (model, *model.submodules):
+        if isinstance(module, keras.layers.Layer):
+            found = kernel_of(module)
+            if found is not None:
+                kernels[id(found[0])] = found[1]
+    return kernels
+
+
+def packed_size_bytes(model: keras.Model, bits: int, *, per_channel: bool = True) -> int:
+    """Exact bytes of ``model``'s weights with every Conv/Dense kernel packed at ``bits``.
+
+        size = Σ_kernels [ceil(n_K · b / 8) + 4 · s_K] + Σ_other float weights 4 · n_v
+
+    n_K = elements of kernel K, packed densely at b bits per tensor (no per-row padding);
+    s_K = its number of float32 scales: one per output channel (per_channel) or 1; symmetric
+    quantization has no zero points. Every other floating-point variable of the model
+    (biases, BatchNorm γ/β/moving statistics, embeddings, ...) counts as float32, 4 bytes per
+    element; integer bookkeeping variables (step counters) are not counted. Kernels are
+    those of :func:`tfquant.algorithms.weight_grid.kernel_of` (SeparableConv2D, QAT
+    wrappers and FoldedConvBN stay float32). Fold BNs first
+    (:func:`tfquant.algorithms.fold_batch_norms`) for the deployed size; graph and
+    metadata overhead of a .tflite file is not included.
+
+    Args:
+        model: A built tf-keras model.
+        bits: Kernel bit width in [2, 16].
+        per_channel: One scale per output channel, or one per kernel.
+
+    Raises:
+        TfquantError: If ``bits`` is not an integer in [2, 16].
+    """
+    b = check_bits(bits)
+    kernels = _packed_kernels(model)
+    total = 0
+    for v in model.weights:
+        if not v.dtype.is_floating:
+            continue
+        n = int(np.prod(v.shape))
+        if id(v) in kernels:
+            scales = num_output_channels(v.shape, kernels[id(v)]) if per_channel else 1
+            total += -(-n * b // 8) + FLOAT32_BYTES * scales
+        else:
+            total += FLOAT32_BYTES * n
+    return total
+
+
+def float32_size_bytes(model: keras.Model) -> int:
+    """Bytes of every floating-point variable of ``model`` stored as float32 (4 per element)."""
+    return sum(
+        FLOAT32_BYTES * int(np.prod(v.shape)) for v in model.weights if v.dtype.is_floating
+    )
