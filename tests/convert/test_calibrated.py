@@ -158,3 +158,20 @@ def test_export_rejects_a_recipe_that_does_not_match_the_calibration(cal_int8):
         calibrated.export(cal_int8, recipe(mode="int16x8", calibrator="max"))
     with pytest.raises(TfquantError, match="calibrator is not set"):
         calibrated.export(cal_int8, recipe(mode="int8"))
+
+
+def test_range_metadata_is_compact(converted, cal_int8):
+    default = converted(recipe(mode="int8"))
+    ours = calibrated.export(cal_int8, recipe(mode="int8", calibrator="max"))
+    n = len(convert.read_ranges(ours)["activations"])
+    # 12 bytes a tensor plus a small header and the flatbuffer entry, not the tensors' names
+    assert len(ours) - len(default) <= 12 * n + 400
+
+
+def test_corrupt_range_metadata_is_a_clear_error(cal_int8):
+    from tfquant.convert.metadata import RANGES_METADATA_NAME, embed_bytes
+
+    ours = calibrated.export(cal_int8, recipe(mode="int8", calibrator="max"))
+    broken = embed_bytes(ours, RANGES_METADATA_NAME, b'{"calibrator":"max"}\0abc')
+    with pytest.raises(TfquantError, match="tfquant_ranges metadata is corrupt"):
+        convert.read_ranges(broken)

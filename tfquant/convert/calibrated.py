@@ -30,14 +30,14 @@ int8 symmetric: amax = max(|lo|, |hi|), written as [-amax·128/127, amax] so tha
 Δ = max(|lo|, |hi|)/32767. Ops with fixed output ranges (SOFTMAX, LOGISTIC, TANH) and ops
 that keep their input's scale (RESHAPE, MAX_POOL_2D, CONCATENATION, ...) override what is
 written; ``inspect`` shows which tensors kept a calibrated range.
-The ranges and the calibrator that chose each are embedded as JSON metadata
-(``tfquant_ranges``), keyed by the integer tensor that carries each range.
+The ranges and the calibrator that chose them are embedded as metadata (``tfquant_ranges``:
+a small JSON header and 12 bytes per tensor, keyed by the integer tensor that carries each
+range; :func:`tfquant.convert.read_ranges`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Any
@@ -61,7 +61,7 @@ from tfquant.calibration import (
 )
 from tfquant.convert import converter as _converter
 from tfquant.convert import representative
-from tfquant.convert.metadata import RANGES_METADATA_NAME, embed_recipe, embed_text
+from tfquant.convert.metadata import embed_ranges, embed_recipe
 from tfquant.errors import TfquantError
 from tfquant.qtypes import ActivationScheme, Granularity, IODType, Mode, WeightCalibration
 from tfquant.recipes import Recipe
@@ -248,8 +248,8 @@ def _clip_weights(model: Any, recipe: Recipe) -> dict[str, dict[str, Any]]:
     return summary
 
 
-def _quantized_names(tflite: bytes, names: list[str]) -> dict[str, str]:
-    """Float tensor name -> name of the integer tensor that carries its range in ``tflite``.
+def _quantized_tensors(tflite: bytes, names: list[str]) -> dict[str, int]:
+    """Float tensor name -> index of the integer tensor that carries its range in ``tflite``.
 
     Inner tensors keep their names. With float I/O the model input is a float tensor that a
     QUANTIZE op turns into the integer one, and the output an integer tensor that a
@@ -267,12 +267,7 @@ def _quantized_names(tflite: bytes, names: list[str]) -> dict[str, str]:
             twin[op.inputs[0]] = op.outputs[0]
         elif kind == schema.BuiltinOperator.DEQUANTIZE and op.outputs[0] in subgraph.outputs:
             twin[op.outputs[0]] = op.inputs[0]
-    out = {}
-    for name in names:
-        i = index.get(name)
-        if i is not None:
-            out[name] = _name(tensors[twin.get(i, i)].name)
-    return out
+    return {name: twin.get(index[name], index[name]) for name in names if name in index}
 
 
 def _quantize(annotated: bytes, recipe: Recipe) -> bytes:
@@ -363,20 +358,21 @@ def export(calibrated: CalibratedModel, recipe: Recipe) -> bytes:
     label = make_calibrator(
         recipe.calibrator, percentile=recipe.percentile, aciq_prior=recipe.aciq_prior
     ).describe()
-    names = _quantized_names(tflite, list(ranges))
-    payload = {
-        "activations": {
-            names.get(name, name): {"min": r.lo, "max": r.hi, "calibrator": label, "float_tensor": name}
-            for name, r in ranges.items()
-        },
-        "weights": weights,
+    twins = _quantized_tensors(tflite, list(ranges))
+    order = [name for name in ranges if name in twins]
+    header = {
+        "calibrator": label,
         "statistics": {
             "num_examples": calibrated.statistics.num_examples,
             "batch_size": calibrated.statistics.batch_size,
             "ema_constant": calibrated.statistics.ema_constant,
         },
+        "weights": weights,
     }
-    tflite = embed_text(tflite, RANGES_METADATA_NAME, json.dumps(payload, sort_keys=True))
+    tflite = embed_ranges(
+        tflite, header, [twins[n] for n in order],
+        [ranges[n].lo for n in order], [ranges[n].hi for n in order],
+    )
     return embed_recipe(tflite, recipe)
 
 

@@ -50,8 +50,8 @@ def check_tflite_bytes(tflite: object, *, what: str = "tflite") -> bytes:
     return data
 
 
-def embed_text(tflite: bytes, name: str, text: str) -> bytes:
-    """Returns ``tflite`` with ``text`` (UTF-8) stored under the metadata entry ``name``.
+def embed_bytes(tflite: bytes, name: str, raw: bytes) -> bytes:
+    """Returns ``tflite`` with ``raw`` stored under the metadata entry ``name``.
 
     An existing entry of that name is replaced (its old buffer stays, unreferenced).
     Tensors, ops and weights are unchanged.
@@ -59,7 +59,7 @@ def embed_text(tflite: bytes, name: str, text: str) -> bytes:
     data = check_tflite_bytes(tflite)
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
     payload = schema.BufferT()
-    payload.data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    payload.data = np.frombuffer(raw, dtype=np.uint8)
     model.buffers.append(payload)
     entry = schema.MetadataT()
     entry.name = name
@@ -70,7 +70,26 @@ def embed_text(tflite: bytes, name: str, text: str) -> bytes:
 
 def embed_recipe(tflite: bytes, recipe: Recipe) -> bytes:
     """Returns ``tflite`` with ``recipe.to_json()`` stored under metadata ``tfquant_recipe``."""
-    return embed_text(tflite, METADATA_NAME, recipe.to_json())
+    return embed_bytes(tflite, METADATA_NAME, recipe.to_json().encode("utf-8"))
+
+
+_RANGE_RECORD = np.dtype([("tensor", "<i4"), ("min", "<f4"), ("max", "<f4")])
+
+
+def embed_ranges(
+    tflite: bytes, header: dict, tensors: list[int], lows: list[float], highs: list[float]
+) -> bytes:
+    """Stores calibrated ranges under metadata ``tfquant_ranges``, compactly.
+
+    Layout: the JSON ``header`` (calibrator, statistics settings, ...), a NUL byte, then one
+    12-byte little-endian record per tensor (int32 index in the main subgraph, float32 min,
+    float32 max), so a model with hundreds of tensors grows by a few KiB, not by its tensor
+    names.
+    """
+    records = np.zeros(len(tensors), dtype=_RANGE_RECORD)
+    records["tensor"], records["min"], records["max"] = tensors, lows, highs
+    raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return embed_bytes(tflite, RANGES_METADATA_NAME, raw + b"\0" + records.tobytes())
 
 
 def _name(raw: bytes | str | None) -> str | None:
@@ -88,13 +107,12 @@ def _model_bytes(tflite: bytes | str | os.PathLike[str]) -> bytes:
     return check_tflite_bytes(tflite)
 
 
-def read_text(tflite: bytes | str | os.PathLike[str], name: str) -> str | None:
-    """The UTF-8 text of metadata entry ``name``, or ``None`` when the model has none.
+def read_bytes(data: bytes, name: str) -> bytes | None:
+    """The raw bytes of metadata entry ``name`` of model ``data``, or ``None``.
 
     Raises:
-      TfquantError: the file is missing or not a TFLite model.
+      TfquantError: not a TFLite model.
     """
-    data = _model_bytes(tflite)
     try:
         model = schema.Model.GetRootAs(data, 0)
         for i in range(model.MetadataLength()):
@@ -107,8 +125,8 @@ def read_text(tflite: bytes | str | os.PathLike[str], name: str) -> str | None:
             else:
                 array = buffer.DataAsNumpy()  # 0, not an array, when the buffer is empty
                 raw = array.tobytes() if isinstance(array, np.ndarray) else b""
-            return raw.decode("utf-8")
-    except (IndexError, ValueError, TypeError, UnicodeDecodeError, struct.error) as e:
+            return raw
+    except (IndexError, ValueError, TypeError, struct.error) as e:
         raise TfquantError(
             f"the tflite model is corrupt (its flatbuffer does not parse: {type(e).__name__}); "
             "re-export it with tfquant.convert"
@@ -120,19 +138,35 @@ def read_ranges(tflite: bytes | str | os.PathLike[str]) -> dict | None:
     """The calibrated ranges embedded by :mod:`tfquant.convert.calibrated`, or ``None``.
 
     Returns:
-      ``{"activations": {tensor name: {"min", "max", "calibrator"}}, "weights": {tensor
-      name: {"calibrator", "amax_min", "amax_max", "channels"}}}``.
+      The header (``calibrator``, ``statistics``, ``weights``) plus ``activations``:
+      ``{tensor name: {"min", "max", "calibrator"}}``, keyed by the integer tensor that
+      carries each range.
+
+    Raises:
+      TfquantError: missing or corrupt model, or corrupt range metadata.
     """
-    text = read_text(tflite, RANGES_METADATA_NAME)
-    if text is None:
+    data = _model_bytes(tflite)
+    raw = read_bytes(data, RANGES_METADATA_NAME)
+    if raw is None:
         return None
+    head, sep, body = raw.partition(b"\0")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        header = json.loads(head.decode("utf-8"))
+        if not sep or len(body) % _RANGE_RECORD.itemsize:
+            raise ValueError("truncated records")
+        records = np.frombuffer(body, dtype=_RANGE_RECORD)
+        subgraph = schema.Model.GetRootAs(data, 0).Subgraphs(0)
+        names = [_name(subgraph.Tensors(int(i)).Name()) for i in records["tensor"]]
+    except (ValueError, UnicodeDecodeError, AttributeError, IndexError, struct.error):
         raise TfquantError(
-            f"the model's {RANGES_METADATA_NAME} metadata is not valid JSON; re-export it with "
+            f"the model's {RANGES_METADATA_NAME} metadata is corrupt; re-export it with "
             "tfquant.convert"
         ) from None
+    header["activations"] = {
+        name: {"min": float(r["min"]), "max": float(r["max"]), "calibrator": header.get("calibrator")}
+        for name, r in zip(names, records)
+    }
+    return header
 
 
 def read_recipe(tflite: bytes | str | os.PathLike[str]) -> Recipe | None:
@@ -149,5 +183,13 @@ def read_recipe(tflite: bytes | str | os.PathLike[str]) -> Recipe | None:
       TfquantError: the file is missing or not a TFLite model, or the embedded recipe is
         invalid.
     """
-    text = read_text(tflite, METADATA_NAME)
-    return None if text is None else Recipe.from_json(text)
+    raw = read_bytes(_model_bytes(tflite), METADATA_NAME)
+    if raw is None:
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TfquantError(
+            "the model's embedded recipe is not UTF-8 text; re-export it with tfquant.convert"
+        ) from None
+    return Recipe.from_json(text)
