@@ -70,3 +70,21 @@ def test_memory_does_not_grow_with_the_calibration_set():
         stats.update((rng.normal(size=2000) * (k + 1)).astype(np.float32))
     assert stats.histogram.counts.shape == (2048,)
     assert stats.histogram.total == 40000
+
+
+def test_a_clip_that_would_saturate_most_values_falls_back_to_the_observed_range():
+    from tfquant.calibration import QuantTarget, make_calibrator
+
+    # rsqrt(var + eps)-like: all values far from 0; the KL search collapses onto one bin
+    stats = TensorStatistics.empty("rsqrt")
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        stats.update(rng.uniform(0.53, 1.45, size=5000).astype(np.float32))
+    r = make_calibrator("entropy").compute_range(stats, QuantTarget(bits=8))
+    assert (r.lo, r.hi) == (stats.min, stats.max)
+    assert r.note and "saturate" in r.note
+    # an ordinary clip of a zero-centred tensor is kept, without a note
+    normal = TensorStatistics.empty("n")
+    normal.update(rng.normal(size=20000).astype(np.float32))
+    r = make_calibrator("percentile", percentile=99.0).compute_range(normal, QuantTarget(bits=8))
+    assert r.note is None and r.hi < normal.max

@@ -368,6 +368,7 @@ def export(calibrated: CalibratedModel, recipe: Recipe) -> bytes:
             "ema_constant": calibrated.statistics.ema_constant,
         },
         "weights": weights,
+        "fallbacks": {n: ranges[n].note for n in order if ranges[n].note},
     }
     tflite = embed_ranges(
         tflite, header, [twins[n] for n in order],

@@ -249,6 +249,8 @@ def run_calibration_sweep(
                         log(f"{model_name:>14} {mode.value:<8} {column:<20} not produced: {e}")
                         continue
                     convert.save(tflite, str(path), recipe)
+                    if recipe.calibrator is not None:
+                        rec["range_fallbacks"] = len(convert.read_ranges(tflite)["fallbacks"])
                     rec["convert_seconds" if recipe.calibrator is None else "export_seconds"] = round(
                         time.perf_counter() - start, 3)
                     if recipe.calibrator is not None:
@@ -279,7 +281,9 @@ def results_markdown(records: Sequence[Mapping[str, Any]], config: CalibrationSw
         f"{config.calibration_seed}); weights per-channel max. `tflite` = the converter's own "
         "min/max calibration; the other columns are tfquant calibrators whose ranges were "
         "written into the model. **Bold**: best quantized column of the row (ties all bold). "
-        "`=X`: the exported model is identical to column X's (evaluated once).",
+        "`=X`: the exported model is identical to column X's (evaluated once). "
+        "`(N²)`: N tensors kept their [min, max] because the calibrator's clip would have "
+        "saturated most of their values (see tfquant.calibration.base.clip_to_observed).",
     ]
     errors: list[str] = []
     for mode in config.modes:
@@ -301,6 +305,8 @@ def results_markdown(records: Sequence[Mapping[str, Any]], config: CalibrationSw
                     continue
                 accs[c] = r["accuracy"]
                 row[c] = f"{r['accuracy']:.4f}" + (f" =`{r['same_model_as']}`" if r.get("same_model_as") else "")
+                if r.get("range_fallbacks"):
+                    row[c] += f" ({r['range_fallbacks']}²)"
             if accs:
                 best = max(accs.values())
                 for c, a in accs.items():
