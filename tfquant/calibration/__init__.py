@@ -16,7 +16,10 @@ The ranges reach the .tflite through :mod:`tfquant.convert.calibrated`.
 
 from tfquant.calibration.base import Calibrator, QuantTarget, Range
 from tfquant.calibration.collect import CalibrationStatistics, collect_statistics
+from tfquant.calibration.entropy import EntropyCalibrator, entropy_amax
 from tfquant.calibration.histogram import NUM_BINS, AbsHistogram
+from tfquant.calibration.mse import MseCalibrator, mse_amax
+from tfquant.calibration.percentile import PercentileCalibrator, percentile_amax
 from tfquant.calibration.registry import CALIBRATORS, make_calibrator
 from tfquant.calibration.statistics import TensorStatistics
 from tfquant.calibration.weights import weight_amax
@@ -26,11 +29,17 @@ __all__ = [
     "CALIBRATORS",
     "CalibrationStatistics",
     "Calibrator",
+    "EntropyCalibrator",
+    "MseCalibrator",
     "NUM_BINS",
+    "PercentileCalibrator",
     "QuantTarget",
     "Range",
     "TensorStatistics",
     "collect_statistics",
+    "entropy_amax",
     "make_calibrator",
+    "mse_amax",
+    "percentile_amax",
     "weight_amax",
 ]

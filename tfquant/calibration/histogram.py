@@ -13,9 +13,10 @@ doubled instead and adjacent bin pairs are merged,
 repeated until the batch fits. Every old bin [j·w, (j+1)·w) lies inside new bin
 [⌊j/2⌋·2w, (⌊j/2⌋+1)·2w), so the merge is exact and the histogram always has n bins.
 
-Binning is index = min(⌊v · n / upper⌋, n - 1): the bins are half-open [k·w, (k+1)·w) except
-the last, which also holds ``upper`` (as ``np.histogram``). A value equal to the range's
-upper end at the time it was binned stays in the bin just below that edge after a growth.
+Binning is index = min(⌊v / w⌋, n - 1), w = upper / n: the bins are half-open
+[k·w, (k+1)·w) except the last, which also holds ``upper`` (as ``np.histogram``). A value
+equal to the range's upper end at the time it was binned stays in the bin just below that
+edge after a growth. Values that are all 0 so far are counted in bin 0 with upper = 0.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import numpy as np
 from tfquant.errors import TfquantError
 
 NUM_BINS = 2048
+# First candidate cut of the entropy and MSE searches (pytorch-quantization's start_bin).
+DEFAULT_START_BIN = 128
 
 
 @dataclasses.dataclass
@@ -82,8 +85,8 @@ class AbsHistogram:
     def update(self, abs_values: np.ndarray) -> None:
         """Counts a batch of |x| values (any shape and float dtype; may be empty).
 
-        Cost per value: a min and a max, one float64 multiply written straight to an integer
-        index, a clamp and ``np.bincount`` (about 1.7 ns per value, 2.5x faster than
+        Cost per value: a min and a max, one float64 division written straight to an integer
+        index, a clamp and ``np.bincount`` (about 2 ns per value, 2x faster than
         ``np.histogram``); no other copy of the batch.
 
         Raises:
@@ -94,12 +97,15 @@ class AbsHistogram:
             return
         vmin, vmax = float(v.min()), float(v.max())
         if not (math.isfinite(vmax) and math.isfinite(vmin)):
+            bad = vmax if not math.isfinite(vmax) else vmin
             raise TfquantError(
-                f"the histogram of |x| got a non-finite value ({vmax if not math.isfinite(vmax) else vmin}); check the calibration "
-                "data and the float model for NaN/Inf"
+                f"the histogram of |x| got a non-finite value ({bad}); check the calibration data "
+                "and the float model for NaN/Inf"
             )
         if vmin < 0.0:
-            raise TfquantError(f"AbsHistogram.update takes |x|, got a negative value ({vmin}); pass np.abs(x)")
+            raise TfquantError(
+                f"AbsHistogram.update takes |x|, got a negative value ({vmin}); pass np.abs(x)"
+            )
         if vmax > self.upper:
             if self.upper == 0.0:
                 self.upper = vmax
@@ -110,8 +116,10 @@ class AbsHistogram:
             self.counts[0] += v.size
             return
         index = np.empty(v.size, dtype=np.intp)
-        # For v >= 0, the unsafe float64 -> int cast truncates, i.e. floors.
-        np.multiply(v, n / self.upper, out=index, dtype=np.float64, casting="unsafe")
+        # v / w rather than v · (n / upper): a value on an edge k·w that is exact in float64
+        # (e.g. 3.0 with upper 6) gets exactly k, as np.histogram gives it; the reciprocal's
+        # rounding can put it one bin low. For v >= 0 the unsafe float64 -> int cast floors.
+        np.divide(v, self.width, out=index, dtype=np.float64, casting="unsafe")
         np.minimum(index, n - 1, out=index)
         self.counts += np.bincount(index, minlength=n)
 
@@ -165,6 +173,20 @@ def histogram_arrays(
     steps = np.diff(e)
     if not np.all(np.isfinite(e)) or e[0] != 0.0 or np.any(steps < 0):
         raise TfquantError(f"histogram edges must be finite and increase from 0, got [{e[0]}, ..., {e[-1]}]")
-    if equal_width and not np.allclose(steps, e[-1] / len(c), rtol=1e-9, atol=0.0):
+    if equal_width and float(np.abs(steps - e[-1] / len(c)).max()) > 1e-9 * e[-1] / len(c):
         raise TfquantError("this search needs equal-width bins; pass AbsHistogram.edges")
     return c, e
+
+
+def check_search_args(bits: int, start_bin: int) -> None:
+    """Checks the options of an amax search (entropy, MSE).
+
+    Raises:
+      TfquantError: bits is not an integer in [2, 16] or start_bin not an integer >= 1.
+    """
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 16:
+        raise TfquantError(f"bits must be an integer in [2, 16], got {bits!r}")
+    if isinstance(start_bin, bool) or not isinstance(start_bin, (int, np.integer)) or start_bin < 1:
+        raise TfquantError(
+            f"start_bin must be an integer >= 1, got {start_bin!r}; the default is {DEFAULT_START_BIN}"
+        )
