@@ -88,3 +88,11 @@ def test_a_clip_that_would_saturate_most_values_falls_back_to_the_observed_range
     normal.update(rng.normal(size=20000).astype(np.float32))
     r = make_calibrator("percentile", percentile=99.0).compute_range(normal, QuantTarget(bits=8))
     assert r.note is None and r.hi < normal.max
+
+
+def test_nan_in_an_activation_is_a_clear_error():
+    from tfquant.errors import TfquantError
+
+    stats = TensorStatistics.empty("conv")
+    with pytest.raises(TfquantError, match="'conv' has NaN/Inf"):
+        stats.update(np.array([1.0, np.nan], np.float32))

@@ -6,10 +6,14 @@ quantizer then turns into int8 / int16x8. Running *it* (rather than the Keras mo
 statistics belong to exactly the tensors that get quantized, after the converter's fusions
 (conv + BN + ReLU is one tensor here, as in the quantized model).
 
-The LiteRT interpreter runs it with ``experimental_preserve_all_tensors`` (builtin kernels,
-no delegate: a delegate would hide the intermediate tensors). Each batch's tensors are read
-as zero-copy views right after ``invoke()`` and folded into
-:class:`~tfquant.calibration.statistics.TensorStatistics`; nothing of size N is kept.
+The tensors to gather are made outputs of the model (a copy whose main subgraph lists them as
+outputs), and the LiteRT interpreter runs it with the builtin kernels and no delegate (a
+delegate would compute fused partitions whose intermediates differ from the builtin graph's).
+Outputs are never overwritten by an in-place kernel or reused by the memory planner, so each
+batch's values are read as zero-copy views right after ``invoke()`` and folded into
+:class:`~tfquant.calibration.statistics.TensorStatistics`; nothing of size N is kept. (The
+alternative, ``experimental_preserve_all_tensors``, keeps every tensor alive and made the
+pass ~30% slower on the zoo ResNet.)
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Mapping
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
+from ai_edge_litert.tools import flatbuffer_utils
 
 from tfquant.calibration.histogram import NUM_BINS
 from tfquant.calibration.statistics import DEFAULT_EMA_CONSTANT, TensorStatistics
@@ -45,6 +50,15 @@ class CalibrationStatistics:
     batch_size: int
     ema_constant: float
     seconds: float
+
+
+def _with_outputs(float_tflite: bytes, indices: list[int]) -> bytes:
+    """A copy of the model whose main subgraph also outputs tensors ``indices``."""
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(float_tflite))
+    subgraph = model.subgraphs[0]
+    outputs = [int(i) for i in subgraph.outputs]
+    subgraph.outputs = np.array(outputs + [i for i in indices if i not in outputs], dtype=np.int32)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def collect_statistics(
@@ -76,9 +90,8 @@ def collect_statistics(
         raise TfquantError("the calibration set is empty; pass at least one example")
     start = time.perf_counter()
     interpreter = Interpreter(
-        model_content=float_tflite,
+        model_content=_with_outputs(float_tflite, sorted(tensors)),
         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-        experimental_preserve_all_tensors=True,
         num_threads=num_threads,
     )
     inputs = interpreter.get_input_details()

@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from tfquant.calibration.histogram import NUM_BINS, AbsHistogram
+from tfquant.errors import TfquantError
 
 DEFAULT_EMA_CONSTANT = 0.1
 """c of the moving-average min/max (see :mod:`tfquant.calibration.moving_average`)."""
@@ -81,6 +82,11 @@ class TensorStatistics:
         if n == 0:
             return
         lo, hi = float(v.min()), float(v.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise TfquantError(
+                f"tensor {self.name!r} has NaN/Inf values on the calibration data; check the "
+                "calibration data and the float model"
+            )
         mean_b = float(v.sum(dtype=np.float64)) / n
         d = v - np.float32(mean_b)
         m2_b = float(np.dot(d, d))
@@ -99,7 +105,7 @@ class TensorStatistics:
         self.count = total
         self.sum_abs_dev += abs_dev_b
         if lo >= 0.0:
-            self.histogram.update(v)  # already |x|
+            self.histogram.update(v, known_max=hi)  # already |x|
         else:
             np.abs(v, out=d)
-            self.histogram.update(d)
+            self.histogram.update(d, known_max=max(hi, -lo))

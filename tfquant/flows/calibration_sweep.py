@@ -19,14 +19,14 @@ is measured here). One JSON record per model x mode x column is appended to
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Sequence
 
 from tfquant.errors import TfquantError
-from tfquant.io_utils import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
+from tfquant.flows.provenance import open_run
+from tfquant.io_utils import append_jsonl, read_jsonl, write_text_atomic
 from tfquant.qtypes import Mode, Runtime
 from tfquant.recipes import Recipe
 
@@ -113,25 +113,6 @@ def _key(r: Mapping[str, Any]) -> tuple[str, str, str]:
     return (r["model"], r["mode"], r["column"])
 
 
-def _open_run(config: CalibrationSweepConfig, out: Path, fingerprint: dict[str, Any]) -> None:
-    from tfquant.flows.provenance import provenance
-
-    config_path = out / "config.json"
-    fingerprint = json.loads(json.dumps(fingerprint))
-    runs = [provenance()]
-    if config_path.exists():
-        previous = json.loads(config_path.read_text())
-        changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
-        if changed:
-            raise TfquantError(
-                f"{str(out)!r} holds a run with a different {' and '.join(changed)}, so it "
-                "cannot be resumed; pass a new --run_name or delete that folder"
-            )
-        runs = previous.get("provenance", []) + runs
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(config_path, {**fingerprint, "provenance": runs})
-
-
 def run_calibration_sweep(
     config: CalibrationSweepConfig, out_dir: str | Path, *, log: Callable[[str], None] = print
 ) -> list[dict[str, Any]]:
@@ -142,7 +123,7 @@ def run_calibration_sweep(
     from tfquant.evaluation import AccuracyPool, computation_fingerprint, file_size
 
     out = Path(out_dir)
-    _open_run(config, out, {
+    open_run(out, {
         "config": config.to_dict(),
         "weights_sha256": {m: models.trained_info(m).get("weights_sha256") for m in config.models},
         "ema_constant": DEFAULT_EMA_CONSTANT,

@@ -51,3 +51,35 @@ def provenance() -> dict[str, Any]:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "utc_time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def open_run(out: "str | os.PathLike[str]", fingerprint: dict[str, Any]) -> None:
+    """Starts or resumes a run folder: writes ``config.json``, or checks it matches.
+
+    ``fingerprint`` (config, weights' hashes, ...) must equal the one stored by the run that
+    created the folder, so that an interrupted run resumes only into a run with the same
+    settings; each invocation appends its :func:`provenance` to the stored list.
+
+    Raises:
+      TfquantError: the folder holds a run with a different fingerprint.
+    """
+    import json
+
+    from tfquant.errors import TfquantError
+    from tfquant.io_utils import write_json_atomic
+
+    out = Path(out)
+    config_path = out / "config.json"
+    fingerprint = json.loads(json.dumps(fingerprint))  # tuples -> lists, as stored
+    runs = [provenance()]
+    if config_path.exists():
+        previous = json.loads(config_path.read_text())
+        changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
+        if changed:
+            raise TfquantError(
+                f"{str(out)!r} holds a run with a different {' and '.join(changed)}, so it "
+                "cannot be resumed; pass a new --run_name or delete that folder"
+            )
+        runs = previous.get("provenance", []) + runs
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(config_path, {**fingerprint, "provenance": runs})

@@ -16,7 +16,6 @@ Keras reference accuracy, which runs in TensorFlow (``executed_in: keras``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -24,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from tfquant.errors import TfquantError
-from tfquant.io_utils import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
+from tfquant.io_utils import append_jsonl, read_jsonl, write_text_atomic
 from tfquant.qtypes import Runtime
 from tfquant.recipes import VARIANTS, Recipe, variant
 
@@ -112,29 +111,14 @@ def run_ptq_matrix(
 ) -> list[dict[str, Any]]:
     """Runs (or resumes) the matrix into ``out_dir``; returns all records of the run."""
     from tfquant import data, evaluation, models
-    from tfquant.flows.provenance import provenance
+    from tfquant.flows.provenance import open_run
 
     out = Path(out_dir)
     fingerprint = {
         "config": config.to_dict(),
         "weights_sha256": {m: models.trained_info(m).get("weights_sha256") for m in config.models},
     }
-    fingerprint = json.loads(json.dumps(fingerprint))  # tuples -> lists, as stored
-    config_path = out / "config.json"
-    if config_path.exists():
-        previous = json.loads(config_path.read_text())
-        changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
-        if changed:
-            raise TfquantError(
-                f"{str(out)!r} holds a run with a different {' and '.join(changed)}, so it cannot be "
-                "resumed; pass a new --run_name or delete that folder"
-            )
-        runs = previous.get("provenance", []) + [provenance()]
-    else:
-        runs = [provenance()]
-    out.mkdir(parents=True, exist_ok=True)
-    # provenance: one entry per (resumed) invocation that wrote into this folder
-    write_json_atomic(config_path, {**fingerprint, "provenance": runs})
+    open_run(out, fingerprint)
     results_path = out / RESULTS_JSONL
     # Failed cells are retried on a re-run; finished ones are kept and skipped.
     done = {_key(r) for r in read_jsonl(results_path) if "error" not in r}
