@@ -101,6 +101,41 @@ def test_inspect_of_a_default_model_names_the_converter_as_the_source(int8_model
     assert "the TFLite converter's own min/max calibration" in capsys.readouterr().out
 
 
+def test_qat_fine_tunes_exports_4_bit_weights_and_checks_fidelity(fmnist_npz: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cnn_qat4.tflite"
+    rc = main([
+        "qat", "--model", "zoo:cnn", "--train_data", f"npz:{fmnist_npz}", "--calibration_data",
+        f"npz:{fmnist_npz}", "--num_calibration_examples", "50", "--epochs", "1", "--weight_bits", "4",
+        "--eval_data", f"npz:{fmnist_npz}", "--seed", "3", "--out", str(out),
+    ])
+    assert rc == 0
+    record = json.loads(out.with_suffix(".qat.json").read_text())
+    assert record["weight_bits"] == 4 and record["train_examples"] == 100 and record["seed"] == 3
+    assert record["finetune_recipe"]["name"] == "nvidia"
+    assert record["fidelity"]["agreement"] >= 0.95
+    from tfquant.convert import qat
+
+    levels = qat.weight_levels(str(out))
+    assert levels and all(-7 <= w.qmin and w.qmax <= 7 for w in levels)  # the 4-bit grid
+    from tfquant.convert.metadata import read_bytes
+
+    assert json.loads(read_bytes(out.read_bytes(), "tfquant_qat").decode()) == record
+
+
+def test_qat_user_errors_are_one_line(fmnist_npz: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    base = ["qat", "--train_data", f"npz:{fmnist_npz}", "--calibration_data", f"npz:{fmnist_npz}",
+            "--epochs", "1"]
+    assert main(base + ["--model", "zoo:cnn", "--out", "m.onnx"]) == 2
+    assert ".tflite" in _one_line_error(capsys)
+    import tfquant.models as models
+
+    models.build("cnn").save(tmp_path / "own.keras")
+    assert main(base + ["--model", str(tmp_path / "own.keras"), "--out", "m.tflite"]) == 2
+    assert "--original_learning_rate" in _one_line_error(capsys)
+    assert not (tmp_path / "m.tflite").exists()
+
+
 def test_corrupt_tflite_is_one_line_error_and_no_output(tmp_path: Path, fmnist_npz: Path, capsys) -> None:
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(b"not a flatbuffer" * 10)

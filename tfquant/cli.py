@@ -1,4 +1,4 @@
-"""Command line: ``python -m tfquant {convert,evaluate,inspect} ...``.
+"""Command line: ``python -m tfquant {convert,qat,evaluate,inspect} ...``.
 
 Every user mistake surfaces as one line ``error: <what is wrong and how to fix it>`` on
 stderr and exit status 2; output files are written atomically, so a failed command leaves
@@ -130,6 +130,81 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+QAT_METADATA_NAME = "tfquant_qat"
+
+
+def cmd_qat(args: argparse.Namespace) -> int:
+    """Quantization-aware fine-tuning (tfmot), then int8 export and a fidelity check."""
+    import dataclasses
+    import json
+
+    from tfquant import data
+    from tfquant.convert import qat
+    from tfquant.convert.metadata import embed_bytes
+    from tfquant.io_utils import write_bytes_atomic, write_text_atomic
+    from tfquant.models.train import DEFAULT_CONFIGS, TrainConfig
+
+    out = Path(args.out)
+    if out.suffix != ".tflite":
+        raise TfquantError(f"--out must end in .tflite, got {args.out!r}")
+    model = _load_model(args.model)
+    zoo_name = args.model[len(ZOO_PREFIX):] if args.model.startswith(ZOO_PREFIX) else None
+    if zoo_name in DEFAULT_CONFIGS and args.original_learning_rate is None:
+        original = DEFAULT_CONFIGS[zoo_name]
+    elif args.original_learning_rate is None:
+        raise TfquantError(
+            "--original_learning_rate is needed for a model outside the zoo (the fine-tuning "
+            "recipes are fractions of the original schedule); pass the LR it was trained with"
+        )
+    else:
+        original = TrainConfig(epochs=1, batch_size=args.batch_size, learning_rate=args.original_learning_rate)
+    finetune_recipe = (
+        qat.nvidia_recipe(original) if args.finetune_recipe == "nvidia" else qat.whitepaper_recipe(original)
+    )
+    options = dict(data_dir=args.data_dir, image_size=args.image_size)
+    x_cal = data.calibration_set(
+        args.calibration_data, args.num_calibration_examples, seed=args.calibration_seed, **options
+    )
+    x_train, y_train, _ = data.load_numpy(args.train_data, "train", limit=args.limit_train, **options)
+    qat_model = qat.quantize_for_training(
+        model,
+        weight_bits=args.weight_bits,
+        weight_granularity=args.weight_granularity,
+        calibration_data=x_cal,
+    )
+    start = time.perf_counter()
+    result = qat.finetune(
+        qat_model, finetune_recipe, x_train, y_train, epochs=args.epochs, seed=args.seed,
+        log_dir=args.log_dir, checkpoint_dir=args.checkpoint_dir,
+    )
+    tflite = qat.export_tflite(qat_model)
+    record: dict[str, Any] = {
+        "model": args.model, "weight_bits": args.weight_bits, "activation_bits": 8,
+        "weight_granularity": args.weight_granularity, "epochs": args.epochs, "seed": args.seed,
+        "train_data": args.train_data, "train_examples": int(len(x_train)),
+        "calibration_data": args.calibration_data,
+        "num_calibration_examples": args.num_calibration_examples,
+        "calibration_seed": args.calibration_seed, "finetune_recipe": finetune_recipe.to_dict(),
+        "train_seconds": round(time.perf_counter() - start, 1),
+    }
+    if dataclasses.is_dataclass(result):
+        record["finetune"] = json.loads(json.dumps(dataclasses.asdict(result), default=str))
+    if args.eval_data:
+        x_test, y_test, _ = data.load_numpy(args.eval_data, "test", limit=args.limit_eval, **options)
+        report = qat.compare(qat_model, tflite, x_test, y_test)
+        record["fidelity"] = json.loads(json.dumps(dataclasses.asdict(report), default=str))
+        print(report.summary())
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+    tflite = embed_bytes(tflite, QAT_METADATA_NAME, text.encode("utf-8"))
+    write_bytes_atomic(out, tflite)
+    write_text_atomic(out.with_suffix(".qat.json"), text)
+    print(
+        f"wrote {out} ({len(tflite):,} bytes, int8, {args.weight_bits}-bit weights on the int8 grid, "
+        f"{args.weight_granularity}) and {out.with_suffix('.qat.json').name}"
+    )
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tfquant import convert, data, evaluation
     from tfquant.io_utils import write_json_atomic
@@ -236,6 +311,31 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="OUT.tflite (OUT.recipe.json is written beside it)")
     _add_data_flags(c)
     c.set_defaults(func=cmd_convert)
+
+    q = sub.add_parser("qat", help="quantization-aware fine-tuning (tfmot), int8 export, fidelity check")
+    q.add_argument("--model", required=True, help="PATH (.keras, .h5, SavedModel dir) or zoo:NAME (a trained float model)")
+    q.add_argument("--train_data", required=True, help="DATASET to fine-tune on (its train split)")
+    q.add_argument("--calibration_data", required=True, help="DATASET for the initial activation ranges")
+    q.add_argument("--epochs", type=_positive_int, required=True)
+    q.add_argument("--weight_bits", type=int, choices=[8, 4, 2], default=8,
+                   help="sub-8-bit weights are stored as int8 values on the b-bit grid")
+    q.add_argument("--weight_granularity", choices=[g.value for g in Granularity], default="per_channel")
+    q.add_argument("--finetune_recipe", choices=["nvidia", "whitepaper"], default="nvidia",
+                   help="nvidia: Adam, LR 1%% of the original, cosine; whitepaper: SGD + momentum, BN frozen after N steps")
+    q.add_argument("--original_learning_rate", type=float, default=None,
+                   help="LR the float model was trained with (zoo models know theirs)")
+    q.add_argument("--batch_size", type=_positive_int, default=128, help="for models outside the zoo")
+    q.add_argument("--num_calibration_examples", type=_positive_int, default=1000)
+    q.add_argument("--calibration_seed", type=int, default=0)
+    q.add_argument("--seed", type=int, default=0, help="makes the run repeatable")
+    q.add_argument("--limit_train", type=_positive_int, default=None, help="only the first N training examples")
+    q.add_argument("--eval_data", default=None, help="DATASET whose test split checks QAT-Keras vs .tflite agreement")
+    q.add_argument("--limit_eval", type=_positive_int, default=None)
+    q.add_argument("--log_dir", default=None, help="TensorBoard logs")
+    q.add_argument("--checkpoint_dir", default=None, help="one checkpoint per epoch")
+    q.add_argument("--out", required=True, help="OUT.tflite (OUT.qat.json is written beside it)")
+    _add_data_flags(q)
+    q.set_defaults(func=cmd_qat)
 
     e = sub.add_parser("evaluate", help="top-1 accuracy, size and latency of a .tflite in LiteRT")
     e.add_argument("--tflite", required=True)
