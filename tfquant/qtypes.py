@@ -127,3 +127,29 @@ class ActivationScheme(_ParsableEnum):
 
     AFFINE = "affine"
     SYMMETRIC = "symmetric"
+
+
+class WeightScheme(_ParsableEnum):
+    """Weight quantization scheme.
+
+    symmetric: z = 0, Δ = amax / (2^(b-1) - 1), narrow range [-(2^(b-1) - 1), 2^(b-1) - 1]
+    (TFLite's int8 weights). asymmetric: affine over [min(w), max(w)] widened to contain 0,
+    2^b levels (simulation only).
+    """
+
+    SYMMETRIC = "symmetric"
+    ASYMMETRIC = "asymmetric"
+
+
+class Optimizer(_ParsableEnum):
+    """The QAT fine-tuning optimizer: ``adam`` or ``sgd`` (with momentum)."""
+
+    ADAM = "adam"
+    SGD = "sgd"
+
+
+class LRSchedule(_ParsableEnum):
+    """``cosine``: decay from the initial rate to 0 over the whole fine-tune; ``constant``."""
+
+    COSINE = "cosine"
+    CONSTANT = "constant"

@@ -19,7 +19,7 @@ import json
 from typing import Any, Mapping
 
 from tfquant.errors import TfquantError
-from tfquant.qtypes import ActivationScheme, Calibration, Granularity, _ParsableEnum
+from tfquant.qtypes import ActivationScheme, Calibration, Granularity, WeightScheme, _ParsableEnum
 
 SPEC_VERSION = 1
 DEFAULT_PERCENTILE = 99.99
@@ -27,21 +27,6 @@ WEIGHT_BITS = (2, 8)
 ACTIVATION_BITS = (2, 16)
 EXECUTED_IN_SIM = "sim"
 _CALIBRATIONS = (Calibration.MAX, Calibration.PERCENTILE)
-
-
-class WeightScheme(_ParsableEnum):
-    """Weight quantization scheme.
-
-    symmetric: z = 0, Δ = amax / (2^(b-1) - 1), narrow range [-(2^(b-1) - 1), 2^(b-1) - 1]
-    (TFLite's int8 weights). asymmetric: affine over [min(w), max(w)] widened to contain 0,
-    2^b levels (simulation only).
-
-    Defined here, not in :mod:`tfquant.qtypes`, only because that module is owned by
-    another change right now; it belongs there.
-    """
-
-    SYMMETRIC = "symmetric"
-    ASYMMETRIC = "asymmetric"
 
 
 def _check_int_in(value: object, lo: int, hi: int, what: str, hint: str) -> int:

@@ -26,12 +26,12 @@ those layers, and :func:`~tfquant.convert.qat.finetune` checks that (see
 from __future__ import annotations
 
 import dataclasses
-import enum
 import json
 import math
 from typing import Any, Mapping
 
 from tfquant.errors import TfquantError
+from tfquant.qtypes import LRSchedule, Optimizer
 
 RECIPE_VERSION = 1
 NVIDIA_SCHEDULE_FRACTION = 0.1
@@ -39,36 +39,6 @@ NVIDIA_LR_FRACTION = 0.01
 WHITEPAPER_LR_FRACTION = 0.1
 WHITEPAPER_MOMENTUM = 0.9
 WHITEPAPER_FREEZE_BN_AFTER_STEPS = 200
-
-
-class Optimizer(str, enum.Enum):
-    """The fine-tuning optimizer: ``adam`` or ``sgd`` (with ``momentum``)."""
-
-    ADAM = "adam"
-    SGD = "sgd"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class LRSchedule(str, enum.Enum):
-    """``cosine``: decay from the initial rate to 0 over the whole fine-tune; ``constant``."""
-
-    COSINE = "cosine"
-    CONSTANT = "constant"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-def _parse(enum_cls: type[enum.Enum], value: Any, what: str) -> Any:
-    if isinstance(value, enum_cls):
-        return value
-    try:
-        return enum_cls(str(value).strip().lower())
-    except ValueError:
-        allowed = ", ".join(m.value for m in enum_cls)
-        raise TfquantError(f"unknown {what} {value!r}; choose one of: {allowed}") from None
 
 
 def _positive_number(value: Any, what: str) -> float:
@@ -130,8 +100,8 @@ class FinetuneRecipe:
             raise TfquantError(
                 f"recipe name must be a non-empty string, got {self.name!r}; name it, e.g. 'nvidia'"
             )
-        object.__setattr__(self, "optimizer", _parse(Optimizer, self.optimizer, "optimizer"))
-        object.__setattr__(self, "lr_schedule", _parse(LRSchedule, self.lr_schedule, "lr_schedule"))
+        object.__setattr__(self, "optimizer", Optimizer.parse(self.optimizer, what="optimizer"))
+        object.__setattr__(self, "lr_schedule", LRSchedule.parse(self.lr_schedule, what="lr_schedule"))
         object.__setattr__(
             self, "learning_rate", _positive_number(self.learning_rate, "learning_rate")
         )
