@@ -37,6 +37,7 @@ flags.DEFINE_string("data_dir", None, "Folder with the Fashion-MNIST IDX files."
 flags.DEFINE_integer("num_calibration_examples", 1000, "Calibration set size (train split).")
 flags.DEFINE_integer("calibration_seed", 0, "Seed of the calibration draw.")
 flags.DEFINE_integer("latency_runs", 100, "Single-image invokes timed per model x runtime.")
+flags.DEFINE_integer("workers", 2, "Accuracy evaluations side by side (latency is always measured alone).")
 flags.DEFINE_integer("limit", None, "Evaluate only the first N test images (smoke runs).")
 flags.DEFINE_bool("smoke", False, "Tiny run for tests: cnn only, 300 test images, 100 calibration images.")
 
@@ -55,6 +56,7 @@ def main(argv: list[str]) -> int:
             latency_warmup=2 if FLAGS.smoke else 20,
             latency_runs=5 if FLAGS.smoke else FLAGS.latency_runs,
             limit=300 if FLAGS.smoke else FLAGS.limit,
+            workers=FLAGS.workers,
         )
         for name in config.models:
             if name not in models.ZOO:

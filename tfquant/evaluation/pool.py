@@ -27,8 +27,8 @@ def _init_worker(x: np.ndarray, y: np.ndarray, options: dict[str, Any]) -> None:
     _DATA.update(x=x, y=y, options=options)
 
 
-def _evaluate(path: str) -> AccuracyResult:
-    return evaluate_accuracy(path, _DATA["x"], _DATA["y"], **_DATA["options"])
+def _evaluate(path: str, overrides: dict[str, Any]) -> AccuracyResult:
+    return evaluate_accuracy(path, _DATA["x"], _DATA["y"], **{**_DATA["options"], **overrides})
 
 
 class AccuracyPool:
@@ -62,12 +62,16 @@ class AccuracyPool:
                 initargs=(np.ascontiguousarray(x), np.asarray(y), self._options),
             )
 
-    def submit(self, path: str) -> "concurrent.futures.Future[AccuracyResult]":
+    def submit(
+        self, path: str, *, runtime: Runtime | str | None = None
+    ) -> "concurrent.futures.Future[AccuracyResult]":
+        """Queues ``path``; ``runtime`` overrides the pool's for this model."""
+        overrides = {} if runtime is None else {"runtime": Runtime.parse(runtime, what="runtime")}
         if self._executor is not None:
-            return self._executor.submit(_evaluate, path)
+            return self._executor.submit(_evaluate, path, overrides)
         future: concurrent.futures.Future[AccuracyResult] = concurrent.futures.Future()
         try:
-            future.set_result(evaluate_accuracy(path, self._x, self._y, **self._options))
+            future.set_result(evaluate_accuracy(path, self._x, self._y, **{**self._options, **overrides}))
         except Exception as e:  # delivered through the future, as a worker's would be
             future.set_exception(e)
         return future

@@ -9,12 +9,18 @@ took. One JSON record per model x variant x runtime is appended to ``results.jso
 as it is measured, so an interrupted run loses nothing it finished and a re-run resumes where
 it stopped. ``results.md`` is rewritten (atomically) from the records at the end.
 
+Per model, accuracy runs first for every variant x runtime, ``workers`` models side by side
+(:class:`~tfquant.evaluation.AccuracyPool`; accuracy does not depend on load), then latency
+is measured one cell at a time with the pool idle, so latencies are taken on an otherwise
+idle machine as before.
+
 Every number here comes from the TFLite interpreter (``executed_in: tflite``) except the
 Keras reference accuracy, which runs in TensorFlow (``executed_in: keras``).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import time
 from pathlib import Path
@@ -47,6 +53,7 @@ class PtqMatrixConfig:
     latency_warmup: int = 20
     latency_runs: int = 100
     limit: int | None = None
+    workers: int = 2
 
     def __post_init__(self) -> None:
         for name in self.variants:
@@ -56,6 +63,8 @@ class PtqMatrixConfig:
             raise TfquantError("the main job runs xnnpack and builtin; evaluate a delegate with 'python -m tfquant evaluate --runtime delegate'")
         if not self.models:
             raise TfquantError("no models to run; pass --models with at least one zoo model")
+        if self.workers < 1:
+            raise TfquantError(f"workers must be >= 1, got {self.workers}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -137,50 +146,56 @@ def run_ptq_matrix(
             )
         return cal_cache[0]
 
-    for model_name in config.models:
-        keras_cache: list[Any] = []
+    pool = evaluation.AccuracyPool(
+        x_test, y_test, workers=config.workers, num_threads=config.threads, batch_size=config.batch_size
+    )
+    try:
+        for model_name in config.models:
+            keras_cache: list[Any] = []
 
-        def build_model(name: str = model_name) -> Any:
-            if not keras_cache:
-                keras_cache.append(models.build(name))
-            return keras_cache[0]
+            def build_model(name: str = model_name) -> Any:
+                if not keras_cache:
+                    keras_cache.append(models.build(name))
+                return keras_cache[0]
 
-        keras_key = (model_name, "keras_fp32", "tensorflow", config.threads)
-        if keras_key not in done:
-            logits = build_model().predict(x_test, batch_size=config.batch_size, verbose=0)
-            acc = float(np.mean(np.argmax(logits, axis=-1) == y_test))
-            rec = {
-                "model": model_name, "variant": "keras_fp32", "runtime": "tensorflow",
-                "threads": config.threads, "accuracy": acc, "n_examples": int(len(y_test)),
-                "executed_in": "keras",
-            }
-            append_jsonl(results_path, rec)
-            done.add(keras_key)
-            log(f"{model_name:>14} keras_fp32       (TF)      top-1 {acc:.4f}")
+            keras_key = (model_name, "keras_fp32", "tensorflow", config.threads)
+            if keras_key not in done:
+                logits = build_model().predict(x_test, batch_size=config.batch_size, verbose=0)
+                acc = float(np.mean(np.argmax(logits, axis=-1) == y_test))
+                rec = {
+                    "model": model_name, "variant": "keras_fp32", "runtime": "tensorflow",
+                    "threads": config.threads, "accuracy": acc, "n_examples": int(len(y_test)),
+                    "executed_in": "keras",
+                }
+                append_jsonl(results_path, rec)
+                done.add(keras_key)
+                log(f"{model_name:>14} keras_fp32       (TF)      top-1 {acc:.4f}")
 
-        for variant_name in config.variants:
-            recipe = config.recipe_for(variant_name)
-            path = out / "models" / model_name / f"{variant_name}.tflite"
-            pending = [rt for rt in config.runtimes if (model_name, variant_name, rt.value, config.threads) not in done]
-            if not pending:
-                continue
-            try:
-                convert_s, _ = _ensure_tflite(path, recipe, build_model, calibration)
-            except TfquantError as e:
-                # A variant the converter or runtime cannot produce (e.g. an op with no
-                # int16 kernel) is a result too: record why, and go on with the rest.
+            # 1. convert; 2. accuracy of every cell, side by side in the pool; 3. latency, one
+            # cell at a time once the pool is idle (latency needs an otherwise idle machine).
+            cells: list[tuple[str, Recipe, Path, float | None, Runtime, Any]] = []
+            for variant_name in config.variants:
+                recipe = config.recipe_for(variant_name)
+                path = out / "models" / model_name / f"{variant_name}.tflite"
+                pending = [rt for rt in config.runtimes if (model_name, variant_name, rt.value, config.threads) not in done]
+                if not pending:
+                    continue
+                try:
+                    convert_s, _ = _ensure_tflite(path, recipe, build_model, calibration)
+                except TfquantError as e:
+                    # A variant the converter or runtime cannot produce (e.g. an op with no
+                    # int16 kernel) is a result too: record why, and go on with the rest.
+                    for runtime in pending:
+                        append_jsonl(results_path, _error_record(model_name, variant_name, runtime, config, recipe, e))
+                    log(f"{model_name:>14} {variant_name:<16} not produced: {e}")
+                    continue
                 for runtime in pending:
-                    append_jsonl(results_path, _error_record(model_name, variant_name, runtime, config, recipe, e))
-                log(f"{model_name:>14} {variant_name:<16} not produced: {e}")
-                continue
-            size = evaluation.file_size(path)
-            for runtime in pending:
+                    cells.append((variant_name, recipe, path, convert_s, runtime, pool.submit(str(path), runtime=runtime)))
+            concurrent.futures.wait([cell[-1] for cell in cells])
+            for variant_name, recipe, path, convert_s, runtime, future in cells:
                 t0 = time.perf_counter()
                 try:
-                    acc = evaluation.evaluate_accuracy(
-                        str(path), x_test, y_test, runtime=runtime, num_threads=config.threads,
-                        batch_size=config.batch_size,
-                    )
+                    acc = future.result()
                     lat = evaluation.measure_latency(
                         str(path), runtime=runtime, num_threads=config.threads,
                         warmup=config.latency_warmup, runs=config.latency_runs, sample=x_test[:1],
@@ -199,14 +214,14 @@ def run_ptq_matrix(
                     "threads": config.threads,
                     "accuracy": acc.accuracy,
                     "n_examples": acc.n_examples,
-                    "size_bytes": size,
+                    "size_bytes": evaluation.file_size(path),
                     "latency_ms_median": lat.median_ms,
                     "latency_ms_p90": lat.p90_ms,
                     "latency_ms_min": lat.min_ms,
                     "latency_runs": lat.runs,
                     "delegated_ops": delegated,
                     "total_ops": total,
-                    "eval_seconds": round(time.perf_counter() - t0, 3),
+                    "eval_seconds": round(acc.seconds + time.perf_counter() - t0, 3),
                     "convert_seconds": None if convert_s is None else round(convert_s, 3),
                     "tflite_path": str(path),
                     "recipe": recipe.to_dict(),
@@ -216,9 +231,11 @@ def run_ptq_matrix(
                 done.add(_key(rec))
                 log(
                     f"{model_name:>14} {variant_name:<16} {runtime.value:<8} top-1 {acc.accuracy:.4f}  "
-                    f"{size / 1024:8.1f} KiB  median {lat.median_ms:7.3f} ms  "
+                    f"{rec['size_bytes'] / 1024:8.1f} KiB  median {lat.median_ms:7.3f} ms  "
                     f"delegated {delegated}/{total} ops"
                 )
+    finally:
+        pool.close()
     records = read_jsonl(results_path)
     write_text_atomic(out / RESULTS_MD, results_markdown(records, config))
     return records
