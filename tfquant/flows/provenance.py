@@ -36,6 +36,22 @@ def git_revision(repo: str | os.PathLike[str] | None = None) -> str | None:
     return rev + ("+dirty" if dirty else "")
 
 
+_SIMD_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "neon", "asimddp")
+
+
+def _cpu() -> dict[str, Any]:
+    """CPU model and the SIMD features that decide int8 vs float speed (Linux; else {})."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                  if line.startswith(("model name", "Model"))), None)
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith(("flags", "Features"))), [])
+    return {"cpu_model": model, "simd": [f for f in _SIMD_FLAGS if f in flags]}
+
+
 def provenance() -> dict[str, Any]:
     """What produced a result: code revision, library versions, machine, UTC time."""
     versions = {}
@@ -48,7 +64,7 @@ def provenance() -> dict[str, Any]:
         "git_revision": git_revision(),
         "versions": versions,
         "python": platform.python_version(),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), **_cpu()},
         "utc_time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
