@@ -37,8 +37,10 @@ SGD with momentum from the float checkpoint) for the same number of epochs, so t
 differ only in the fold. ``train_examples`` caps the training images per epoch (the
 default and the short and smoke presets fine-tune on a prefix of the zoo's 55,000 training
 images; the ``full`` preset on all of them). Before fine-tuning, every QAT model is checked
-to fake-quantize every kernel (:func:`float_kernels`); one that does not is recorded as an
-error rather than measured under a label it does not deserve.
+to fake-quantize every kernel (:func:`tfquant.convert.qat.annotate.float_kernels`; since
+:func:`~tfquant.convert.qat.quantize_for_training` raises on a kernel left in float, this is
+a second guard); one that does not is recorded as an error rather than measured under a
+label it does not deserve.
 
 One JSON record per model x cell is appended to ``results.jsonl`` as soon as it is
 measured, so an interrupted run resumes; ``results.md`` is rewritten from the records at
@@ -441,30 +443,6 @@ def _keras_accuracy(qat_model: Any, x: np.ndarray, y: np.ndarray, batch_size: in
     return float(np.count_nonzero(logits.argmax(axis=1) == y)) / len(y)
 
 
-def float_kernels(qat_model: Any) -> list[str]:
-    """Layers of a QAT model whose kernel no fake quantizer touches.
-
-    tfmot wrappers without a weight quantizer (e.g. a Conv2D read directly by a ReLU layer,
-    which tfmot's ``LayerReLUQuantize`` transform gives a no-op config) and BN-folded layers
-    without a ``weight_quantizer``. Empty for a QAT model whose every kernel is quantized.
-    """
-    from tfquant.algorithms import FoldedConvBN, FoldedDepthwiseConvBN
-    from tfquant.convert.qat.export import weight_bits
-
-    quantized = set(weight_bits(qat_model))
-    out = []
-    for layer in qat_model.layers:
-        inner = getattr(layer, "layer", None)
-        if inner is None:
-            continue
-        if isinstance(inner, (FoldedConvBN, FoldedDepthwiseConvBN)):
-            if inner.weight_quantizer is None:
-                out.append(layer.name)
-        elif layer.name not in quantized and any(w.name.endswith("kernel:0") for w in layer.weights):
-            out.append(layer.name)
-    return out
-
-
 def _has_batch_norm_pairs(model: Any) -> bool:
     """Whether ``model`` has a Conv2D / DepthwiseConv2D + BN pair the QAT fold replaces."""
     import tf_keras as keras
@@ -559,6 +537,7 @@ def _qat_records(
     """
     from tfquant.convert import qat
     from tfquant.convert.qat import bn_correction
+    from tfquant.convert.qat.annotate import float_kernels
     from tfquant.evaluation import file_size
     from tfquant.models.train import DEFAULT_CONFIGS
 

@@ -22,6 +22,14 @@ Any other layer is reported, by name and class, before tfmot runs. ``skip_layers
 layers unannotated: they run in float in the QAT model, and a layer that produces a tensor a
 quantized layer consumes gets an output fake quant when the registry knows it.
 
+tfmot's ``LayerReLUQuantize`` transform gives a Conv2D / DepthwiseConv2D / Dense read
+directly by a separate ``ReLU`` layer (or ``Activation('relu')``) a no-op config, dropping
+its kernel's fake quant along with the output fake quant it means to drop. The scheme's
+layout transformer is wrapped so those layers get :class:`KernelOnlyConfig` (kernel fake
+quant, no output fake quant: the converter fuses the ReLU into the conv and uses the ReLU's
+range). Any kernel still left in float that is not in ``skip_layers`` is an error
+(:func:`float_kernels`), never a silently partly quantized model.
+
 Sub-8-bit activations are simulation-only: TFLite has no int4 activation kernels, so such a
 QAT model evaluates in Keras but :func:`~tfquant.convert.qat.export_tflite` refuses it.
 """
@@ -30,7 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 
@@ -39,6 +47,8 @@ import tf_keras as keras
 import tensorflow_model_optimization as tfmot
 from tensorflow_model_optimization.python.core.quantization.keras import (
     quantize_annotate as quantize_annotate_mod,
+    quantize_layout_transform,
+    quantize_scheme,
 )
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
     default_8bit_quantize_scheme,
@@ -53,11 +63,133 @@ _qk = tfmot.quantization.keras
 L = keras.layers
 _MAX_NAMED = 4  # unsupported layers named in the one-line error; the rest are counted
 _BN_PRODUCERS = (L.Conv2D, L.DepthwiseConv2D, L.Dense)
+# Layers tfmot's LayerReLUQuantize / LayerReluActivationQuantize transforms match as the
+# producer of a ReLU and give a no-op config (no kernel fake quant).
+_RELU_PRODUCERS = (L.Conv2D, L.DepthwiseConv2D, L.Dense)
+
+
+@keras.utils.register_keras_serializable(package="tfquant")
+class KernelOnlyConfig(configs.WeightLayerConfig):
+    """Fake-quantizes a layer's kernel only, not its output.
+
+    For a Conv2D / DepthwiseConv2D / Dense whose output a ReLU layer (or ``Activation('relu')``)
+    reads directly. tfmot's ``LayerReLUQuantize`` transform wants no fake quant between the
+    two -- the converter fuses the ReLU into the conv, and the fused op's output scale is the
+    ReLU's fake-quant range -- but its no-op config also drops the kernel's fake quant, so
+    the QAT model would train float weights. This config keeps the kernel's.
+    """
+
+    def get_activations_and_quantizers(self, layer: keras.layers.Layer) -> list[tuple[Any, Any]]:
+        return []
+
+    def set_quantize_activations(
+        self, layer: keras.layers.Layer, quantize_activations: Sequence[Any]
+    ) -> None:
+        pass
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.get_config() == self.get_config()
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
 
 
 def custom_objects() -> dict[str, type]:
     """Classes a QAT model from this module needs to load: configs, quantizers, TFOpCall."""
-    return {**configs.custom_objects(), "TFOpCall": tfop.TFOpCall}
+    return {
+        **configs.custom_objects(),
+        "KernelOnlyConfig": KernelOnlyConfig,
+        "TFOpCall": tfop.TFOpCall,
+    }
+
+
+def _is_no_op_config(config: object) -> bool:
+    # tfmot's default 8-bit and n-bit schemes each define a NoOpQuantizeConfig.
+    return type(config).__name__ == "NoOpQuantizeConfig"
+
+
+class _KernelKeepingTransform(quantize_layout_transform.QuantizeLayoutTransform):
+    """A scheme's layout transforms, then kernel fake quant back on ReLU-fed layers.
+
+    After the wrapped transforms run, every Conv2D / DepthwiseConv2D / Dense they gave a
+    no-op config (tfmot's ReLU transforms do, for a layer a ReLU reads directly) gets a
+    :class:`KernelOnlyConfig` at the spec's weight bits and granularity instead.
+    """
+
+    def __init__(
+        self,
+        inner: quantize_layout_transform.QuantizeLayoutTransform,
+        ours: registry.QatRegistry,
+    ) -> None:
+        self.inner = inner
+        self.ours = ours
+
+    def apply(self, model: keras.Model, layer_quantize_map: dict) -> tuple[keras.Model, dict]:
+        model, layer_quantize_map = self.inner.apply(model, layer_quantize_map)
+        for layer in model.layers:
+            entry = layer_quantize_map.get(layer.name)
+            if (
+                type(layer) in _RELU_PRODUCERS
+                and entry is not None
+                and _is_no_op_config(entry.get("quantize_config"))
+            ):
+                full = self.ours.get_quantize_config(layer)
+                entry["quantize_config"] = KernelOnlyConfig(**full.get_config())
+        return model, layer_quantize_map
+
+
+class _KernelKeepingScheme(quantize_scheme.QuantizeScheme):
+    """``scheme`` with its layout transformer wrapped in :class:`_KernelKeepingTransform`."""
+
+    def __init__(self, scheme: quantize_scheme.QuantizeScheme, ours: registry.QatRegistry):
+        self.scheme = scheme
+        self.ours = ours
+
+    def get_layout_transformer(self) -> quantize_layout_transform.QuantizeLayoutTransform:
+        return _KernelKeepingTransform(self.scheme.get_layout_transformer(), self.ours)
+
+    def get_quantize_registry(self) -> "_qk.QuantizeRegistry":
+        return self.scheme.get_quantize_registry()
+
+
+def float_kernels(qat_model: Any) -> list[str]:
+    """Layers of a QAT model whose kernel no fake quantizer touches.
+
+    tfmot wrappers without a weight quantizer (which :func:`quantize_for_training` no longer
+    produces: tfmot's ``LayerReLUQuantize`` transform gives a Conv2D read directly by a ReLU
+    layer a no-op config, and we put the kernel fake quant back) and BN-folded layers without
+    a ``weight_quantizer``. Names are the QAT model's (``quant_<name>``). Empty for a QAT
+    model whose every kernel is quantized.
+    """
+    from tfquant.algorithms import FoldedConvBN, FoldedDepthwiseConvBN
+    from tfquant.convert.qat.export import weight_bits
+
+    quantized = set(weight_bits(qat_model))
+    out = []
+    for layer in qat_model.layers:
+        inner = getattr(layer, "layer", None)
+        if inner is None:
+            continue
+        if isinstance(inner, (FoldedConvBN, FoldedDepthwiseConvBN)):
+            if inner.weight_quantizer is None:
+                out.append(layer.name)
+        elif layer.name not in quantized and any(
+            w.name.endswith("kernel:0") for w in layer.weights
+        ):
+            out.append(layer.name)
+    return out
+
+
+def _float_kernel_error(model: keras.Model, names: list[str]) -> TfquantError:
+    shown = ", ".join(repr(n) for n in names[:_MAX_NAMED])
+    more = f" and {len(names) - _MAX_NAMED} more" if len(names) > _MAX_NAMED else ""
+    return TfquantError(
+        f"QAT of model {model.name!r} left the kernels of {len(names)} layer(s) without a "
+        f"weight fake quant: {shown}{more}; tfmot's layout transforms gave them a no-op "
+        "config. Give the layer class a config with tfquant.convert.qat.register_layer_config, "
+        "insert the activation into the layer (activation='relu') instead of a separate "
+        f"layer, or leave them unquantized on purpose with skip_layers={names!r}"
+    )
 
 
 @contextlib.contextmanager
@@ -224,7 +356,9 @@ def quantize_for_training(
 
     Raises:
       TfquantError: bad bits / granularity / skip names / ranges; a model that is not
-        functional or Sequential; layers QAT cannot quantize (named, with what to do).
+        functional or Sequential; layers QAT cannot quantize (named, with what to do);
+        a kernel tfmot's transforms left without a weight fake quant and that is not in
+        ``skip_layers`` (named; :func:`float_kernels` finds them).
     """
     spec = QatSpec(
         weight_bits=weight_bits,
@@ -244,6 +378,7 @@ def quantize_for_training(
     scheme = _scheme(spec)
     base = scheme.get_quantize_registry()
     ours = registry.QatRegistry(spec)
+    scheme = _KernelKeepingScheme(scheme, ours)
     bad = []
     for layer in model.layers:
         if isinstance(layer, L.InputLayer) or layer.name in skip:
@@ -286,6 +421,15 @@ def quantize_for_training(
             qat_model = _qk.quantize_apply(annotated, scheme)
         except (RuntimeError, ValueError, TypeError, AttributeError, KeyError) as e:
             raise _tfmot_error(e, model) from None
+    # Never return kernels silently left in float (only skip_layers may be).
+    unquantized = set(float_kernels(qat_model))
+    left = [
+        layer.layer.name
+        for layer in qat_model.layers
+        if layer.name in unquantized and layer.layer.name not in skip
+    ]
+    if left:
+        raise _float_kernel_error(model, left)
     ranges.sync_weight_ranges(qat_model)
     activation_ranges = {**observed, **dict(initial_ranges or {})}
     if activation_ranges:
