@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # tfquant batch reproduction.
 #
-#   ./run_all.sh                 main job, all measured in the LiteRT interpreter:
-#                                  1. experiments/ptq_zoo.py: every zoo model x every TFLite variant
-#                                     -> results/default/{results.jsonl,results.md}
+#   ./run_all.sh                 main job -> results/default/:
+#                                  1. experiments/ptq_zoo.py: every zoo model x every TFLite variant,
+#                                     accuracy / size / latency in LiteRT (results.{jsonl,md})
 #                                  2. experiments/nvidia_calibration.py: every zoo model x calibrator,
-#                                     int8 and int16x8 -> results/default/nvidia_calibration/
+#                                     int8 and int16x8, in LiteRT (nvidia_calibration/)
+#                                  3. short versions of the whitepaper tables and the QGT study:
+#                                     whitepaper_ptq.py --short, whitepaper_qat.py --short, qgt.py --short
+#   ./run_all.sh --full          the same with the long schedules (full tables, all models,
+#                                full fine-tunes) -> results/full/
 #   ./run_all.sh --tests         the test suite (what .ci/run runs)
 #   ./run_all.sh EXPERIMENT ARGS one script of experiments/ with ARGS, e.g.
 #                                  ./run_all.sh ptq_zoo --models cnn,vit
@@ -70,6 +74,16 @@ if [ "${1:-}" = "--tests" ]; then
   shift
   exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests "$@"
 fi
+# The short experiments' flag, and the QAT tables' (its long schedules have their own flag).
+size=--short
+qat_size=--short
+run_name=default
+if [ "${1:-}" = "--full" ]; then
+  shift
+  size=""
+  qat_size=--full
+  run_name=full
+fi
 if [ $# -gt 0 ]; then
   script="experiments/${1%.py}.py"
   [ -f "$script" ] || { log "error: no experiment '$1' (choose one of: $(cd experiments && ls *.py | sed 's/\.py$//' | tr '\n' ' ')); or run './run_all.sh' for the main job"; exit 2; }
@@ -77,6 +91,14 @@ if [ $# -gt 0 ]; then
   exec "$VENV/bin/python" "$script" "$@"
 fi
 start=$(date +%s)
-"$VENV/bin/python" experiments/ptq_zoo.py
-"$VENV/bin/python" experiments/nvidia_calibration.py
-log "main job finished in $(( $(date +%s) - start )) s"
+run() {
+  local t0=$(date +%s)
+  "$VENV/bin/python" "experiments/$1.py" --run_name "$run_name" "${@:2}"
+  log "$1 finished in $(( $(date +%s) - t0 )) s"
+}
+run ptq_zoo
+run nvidia_calibration
+run whitepaper_ptq $size
+run whitepaper_qat $qat_size
+run qgt $size
+log "main job ($run_name) finished in $(( $(date +%s) - start )) s"
