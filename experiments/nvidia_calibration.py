@@ -16,7 +16,6 @@ A re-run with the same --run_name resumes: finished records are kept and skipped
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 from absl import app, flags
@@ -25,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tfquant import models  # noqa: E402
 from tfquant.errors import TfquantError  # noqa: E402
+from tfquant.flows.script import report_run  # noqa: E402
 from tfquant.flows.calibration_sweep import (  # noqa: E402
     COLUMNS,
     DEFAULT_COLUMNS,
@@ -47,32 +47,29 @@ flags.DEFINE_integer("limit", None, "Evaluate only the first N test images (smok
 flags.DEFINE_bool("smoke", False, "Tiny run for tests: cnn only, 300 test images, 100 calibration images.")
 
 
+def _run() -> Path:
+    """Builds the config from the flags and runs the flow; returns the run folder."""
+    config = CalibrationSweepConfig(
+        models=tuple(["cnn"] if FLAGS.smoke else FLAGS.models),
+        modes=tuple(FLAGS.modes),
+        columns=tuple(FLAGS.columns),
+        data_dir=FLAGS.data_dir,
+        num_calibration_examples=100 if FLAGS.smoke else FLAGS.num_calibration_examples,
+        calibration_seed=FLAGS.calibration_seed,
+        workers=FLAGS.workers,
+        limit=300 if FLAGS.smoke else FLAGS.limit,
+    )
+    for name in config.models:
+        if name not in models.ZOO:
+            raise TfquantError(f"unknown zoo model {name!r}; choose from: {', '.join(models.ZOO)}")
+    out = Path(FLAGS.results_dir) / FLAGS.run_name / "nvidia_calibration"
+    run_calibration_sweep(config, out)
+    return out
+
+
 def main(argv: list[str]) -> int:
     del argv
-    try:
-        config = CalibrationSweepConfig(
-            models=tuple(["cnn"] if FLAGS.smoke else FLAGS.models),
-            modes=tuple(FLAGS.modes),
-            columns=tuple(FLAGS.columns),
-            data_dir=FLAGS.data_dir,
-            num_calibration_examples=100 if FLAGS.smoke else FLAGS.num_calibration_examples,
-            calibration_seed=FLAGS.calibration_seed,
-            workers=FLAGS.workers,
-            limit=300 if FLAGS.smoke else FLAGS.limit,
-        )
-        for name in config.models:
-            if name not in models.ZOO:
-                raise TfquantError(f"unknown zoo model {name!r}; choose from: {', '.join(models.ZOO)}")
-        out = Path(FLAGS.results_dir) / FLAGS.run_name / "nvidia_calibration"
-        start = time.perf_counter()
-        run_calibration_sweep(config, out)
-    except TfquantError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print()
-    print((out / RESULTS_MD).read_text())
-    print(f"calibration study finished in {time.perf_counter() - start:.0f} s; results in {out}/")
-    return 0
+    return report_run("calibration study", RESULTS_MD, _run)
 
 
 if __name__ == "__main__":

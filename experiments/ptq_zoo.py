@@ -14,7 +14,6 @@ A re-run with the same --run_name resumes: finished records are kept and skipped
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 from absl import app, flags
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tfquant import models  # noqa: E402
 from tfquant.errors import TfquantError  # noqa: E402
+from tfquant.flows.script import report_run  # noqa: E402
 from tfquant.flows.ptq_matrix import RESULTS_MD, PtqMatrixConfig, run_ptq_matrix  # noqa: E402
 from tfquant.recipes import VARIANTS  # noqa: E402
 
@@ -42,35 +42,32 @@ flags.DEFINE_integer("limit", None, "Evaluate only the first N test images (smok
 flags.DEFINE_bool("smoke", False, "Tiny run for tests: cnn only, 300 test images, 100 calibration images.")
 
 
+def _run() -> Path:
+    """Builds the config from the flags and runs the flow; returns the run folder."""
+    config = PtqMatrixConfig(
+        models=tuple(["cnn"] if FLAGS.smoke else FLAGS.models),
+        variants=tuple(FLAGS.variants),
+        runtimes=tuple(FLAGS.runtimes),
+        threads=FLAGS.threads,
+        data_dir=FLAGS.data_dir,
+        num_calibration_examples=100 if FLAGS.smoke else FLAGS.num_calibration_examples,
+        calibration_seed=FLAGS.calibration_seed,
+        latency_warmup=2 if FLAGS.smoke else 20,
+        latency_runs=5 if FLAGS.smoke else FLAGS.latency_runs,
+        limit=300 if FLAGS.smoke else FLAGS.limit,
+        workers=FLAGS.workers,
+    )
+    for name in config.models:
+        if name not in models.ZOO:
+            raise TfquantError(f"unknown zoo model {name!r}; choose from: {', '.join(models.ZOO)}")
+    out = Path(FLAGS.results_dir) / FLAGS.run_name
+    run_ptq_matrix(config, out)
+    return out
+
+
 def main(argv: list[str]) -> int:
     del argv
-    try:
-        config = PtqMatrixConfig(
-            models=tuple(["cnn"] if FLAGS.smoke else FLAGS.models),
-            variants=tuple(FLAGS.variants),
-            runtimes=tuple(FLAGS.runtimes),
-            threads=FLAGS.threads,
-            data_dir=FLAGS.data_dir,
-            num_calibration_examples=100 if FLAGS.smoke else FLAGS.num_calibration_examples,
-            calibration_seed=FLAGS.calibration_seed,
-            latency_warmup=2 if FLAGS.smoke else 20,
-            latency_runs=5 if FLAGS.smoke else FLAGS.latency_runs,
-            limit=300 if FLAGS.smoke else FLAGS.limit,
-            workers=FLAGS.workers,
-        )
-        for name in config.models:
-            if name not in models.ZOO:
-                raise TfquantError(f"unknown zoo model {name!r}; choose from: {', '.join(models.ZOO)}")
-        out = Path(FLAGS.results_dir) / FLAGS.run_name
-        start = time.perf_counter()
-        run_ptq_matrix(config, out)
-    except TfquantError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print()
-    print((out / RESULTS_MD).read_text())
-    print(f"main job finished in {time.perf_counter() - start:.0f} s; results in {out}/")
-    return 0
+    return report_run("PTQ matrix", RESULTS_MD, _run)
 
 
 if __name__ == "__main__":

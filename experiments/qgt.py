@@ -25,7 +25,6 @@ fine-tuned weights already saved in the run folder are loaded instead of re-trai
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 from absl import app, flags
@@ -34,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tfquant import models  # noqa: E402
 from tfquant.errors import TfquantError  # noqa: E402
+from tfquant.flows.script import report_run  # noqa: E402
 from tfquant.flows.qgt_study import RESULTS_MD, QgtStudyConfig, run_qgt_study  # noqa: E402
 
 _DEFAULT = QgtStudyConfig()
@@ -69,36 +69,33 @@ def _parse_strength(entries: list[str]) -> float | tuple[tuple[int, float], ...]
         ) from None
 
 
+def _run() -> Path:
+    """Builds the config from the flags and runs the flow; returns the run folder."""
+    if FLAGS.smoke and FLAGS.short:
+        raise TfquantError("--smoke and --short are two sizes; pass one of them")
+    preset = "smoke" if FLAGS.smoke else "short" if FLAGS.short else None
+    if preset:  # the preset fixes models, bits and sizes; data_dir and seed still apply
+        config = QgtStudyConfig.preset(preset, data_dir=FLAGS.data_dir, seed=FLAGS.seed)
+    else:
+        try:
+            bits = tuple(int(b) for b in FLAGS.bits)
+        except ValueError:
+            raise TfquantError(f"--bits must be integers in [2, 8], got {FLAGS.bits}") from None
+        strength = _parse_strength(FLAGS.qgt_strength)
+        config = QgtStudyConfig(
+            models=tuple(FLAGS.models), bits=bits, epochs=FLAGS.epochs,
+            qgt_strength=strength, seed=FLAGS.seed, limit=FLAGS.limit,
+            export_tflite=FLAGS.export_tflite, data_dir=FLAGS.data_dir,
+        )
+    out = Path(FLAGS.results_dir) / (FLAGS.run_name or preset or "default") / "qgt"
+    run_qgt_study(config, out, tensorboard_dir=FLAGS.tensorboard_dir,
+                  checkpoint_dir=FLAGS.checkpoint_dir)
+    return out
+
+
 def main(argv: list[str]) -> int:
     del argv
-    try:
-        if FLAGS.smoke and FLAGS.short:
-            raise TfquantError("--smoke and --short are two sizes; pass one of them")
-        preset = "smoke" if FLAGS.smoke else "short" if FLAGS.short else None
-        if preset:  # the preset fixes models, bits and sizes; data_dir and seed still apply
-            config = QgtStudyConfig.preset(preset, data_dir=FLAGS.data_dir, seed=FLAGS.seed)
-        else:
-            try:
-                bits = tuple(int(b) for b in FLAGS.bits)
-            except ValueError:
-                raise TfquantError(f"--bits must be integers in [2, 8], got {FLAGS.bits}") from None
-            strength = _parse_strength(FLAGS.qgt_strength)
-            config = QgtStudyConfig(
-                models=tuple(FLAGS.models), bits=bits, epochs=FLAGS.epochs,
-                qgt_strength=strength, seed=FLAGS.seed, limit=FLAGS.limit,
-                export_tflite=FLAGS.export_tflite, data_dir=FLAGS.data_dir,
-            )
-        out = Path(FLAGS.results_dir) / (FLAGS.run_name or preset or "default") / "qgt"
-        start = time.perf_counter()
-        run_qgt_study(config, out, tensorboard_dir=FLAGS.tensorboard_dir,
-                      checkpoint_dir=FLAGS.checkpoint_dir)
-    except TfquantError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print()
-    print((out / RESULTS_MD).read_text())
-    print(f"QGT study finished in {time.perf_counter() - start:.0f} s; results in {out}/")
-    return 0
+    return report_run("QGT study", RESULTS_MD, _run)
 
 
 if __name__ == "__main__":

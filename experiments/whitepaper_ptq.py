@@ -23,7 +23,6 @@ A re-run with the same --run_name resumes: finished records are kept and skipped
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 from absl import app, flags
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tfquant import models  # noqa: E402
 from tfquant.errors import TfquantError  # noqa: E402
+from tfquant.flows.script import report_run  # noqa: E402
 from tfquant.flows.whitepaper_ptq import (  # noqa: E402
     RESULTS_MD,
     WhitepaperPtqConfig,
@@ -50,30 +50,27 @@ flags.DEFINE_bool("short", False, "The main job's size: cnn, mobilenet_v1, resne
 flags.DEFINE_bool("smoke", False, "Tiny run for tests: cnn only, 300 test images, 100 calibration images.")
 
 
+def _run() -> Path:
+    """Builds the config from the flags and runs the flow; returns the run folder."""
+    if FLAGS.smoke and FLAGS.short:
+        raise TfquantError("--smoke and --short are two sizes; pass one of them")
+    preset = "smoke" if FLAGS.smoke else "short" if FLAGS.short else None
+    if preset:  # the preset fixes models and sizes; data_dir and workers still apply
+        config = WhitepaperPtqConfig.preset(preset, data_dir=FLAGS.data_dir, workers=FLAGS.workers)
+    else:
+        config = WhitepaperPtqConfig(
+            models=tuple(FLAGS.models), data_dir=FLAGS.data_dir,
+            num_calibration_examples=FLAGS.num_calibration_examples, workers=FLAGS.workers,
+            limit=FLAGS.limit,
+        )
+    out = Path(FLAGS.results_dir) / FLAGS.run_name / "whitepaper_ptq"
+    run_whitepaper_ptq(config, out)
+    return out
+
+
 def main(argv: list[str]) -> int:
     del argv
-    try:
-        if FLAGS.smoke and FLAGS.short:
-            raise TfquantError("--smoke and --short are two sizes; pass one of them")
-        preset = "smoke" if FLAGS.smoke else "short" if FLAGS.short else None
-        if preset:  # the preset fixes models and sizes; data_dir and workers still apply
-            config = WhitepaperPtqConfig.preset(preset, data_dir=FLAGS.data_dir, workers=FLAGS.workers)
-        else:
-            config = WhitepaperPtqConfig(
-                models=tuple(FLAGS.models), data_dir=FLAGS.data_dir,
-                num_calibration_examples=FLAGS.num_calibration_examples, workers=FLAGS.workers,
-                limit=FLAGS.limit,
-            )
-        out = Path(FLAGS.results_dir) / FLAGS.run_name / "whitepaper_ptq"
-        start = time.perf_counter()
-        run_whitepaper_ptq(config, out)
-    except TfquantError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print()
-    print((out / RESULTS_MD).read_text())
-    print(f"whitepaper PTQ tables finished in {time.perf_counter() - start:.0f} s; results in {out}/")
-    return 0
+    return report_run("whitepaper PTQ tables", RESULTS_MD, _run)
 
 
 if __name__ == "__main__":

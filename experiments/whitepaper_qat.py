@@ -31,7 +31,6 @@ A re-run with the same --run_name resumes: finished records are kept and skipped
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 from absl import app, flags
@@ -39,6 +38,7 @@ from absl import app, flags
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tfquant.errors import TfquantError  # noqa: E402
+from tfquant.flows.script import report_run  # noqa: E402
 from tfquant.flows.whitepaper_qat import (  # noqa: E402
     CELLS,
     QAT_MODELS,
@@ -64,31 +64,28 @@ flags.DEFINE_bool("short", False, "The main job's size: cnn, mobilenet_v1; Table
 flags.DEFINE_bool("smoke", False, "Tiny run for tests: cnn, 256 training images, 300 test images.")
 
 
+def _run() -> Path:
+    """Builds the config from the flags and runs the flow; returns the run folder."""
+    chosen = [name for name in ("smoke", "short", "full") if FLAGS[name].value]
+    if len(chosen) > 1:
+        raise TfquantError(f"--{' and --'.join(chosen)} are different sizes; pass one of them")
+    if chosen:  # the preset fixes models, cells and sizes; data_dir and seed still apply
+        config = WhitepaperQatConfig.preset(chosen[0], data_dir=FLAGS.data_dir, seed=FLAGS.seed)
+    else:
+        config = WhitepaperQatConfig(
+            models=tuple(FLAGS.models), cells=tuple(FLAGS.cells), data_dir=FLAGS.data_dir,
+            train_examples=FLAGS.train_examples, epochs=FLAGS.epochs, limit=FLAGS.limit,
+            seed=FLAGS.seed,
+        )
+    out = Path(FLAGS.results_dir) / FLAGS.run_name / "whitepaper_qat"
+    run_whitepaper_qat(config, out, tensorboard_dir=FLAGS.tensorboard_dir,
+                       checkpoint_dir=FLAGS.checkpoint_dir)
+    return out
+
+
 def main(argv: list[str]) -> int:
     del argv
-    try:
-        chosen = [name for name in ("smoke", "short", "full") if FLAGS[name].value]
-        if len(chosen) > 1:
-            raise TfquantError(f"--{' and --'.join(chosen)} are different sizes; pass one of them")
-        if chosen:  # the preset fixes models, cells and sizes; data_dir and seed still apply
-            config = WhitepaperQatConfig.preset(chosen[0], data_dir=FLAGS.data_dir, seed=FLAGS.seed)
-        else:
-            config = WhitepaperQatConfig(
-                models=tuple(FLAGS.models), cells=tuple(FLAGS.cells), data_dir=FLAGS.data_dir,
-                train_examples=FLAGS.train_examples, epochs=FLAGS.epochs, limit=FLAGS.limit,
-                seed=FLAGS.seed,
-            )
-        out = Path(FLAGS.results_dir) / FLAGS.run_name / "whitepaper_qat"
-        start = time.perf_counter()
-        run_whitepaper_qat(config, out, tensorboard_dir=FLAGS.tensorboard_dir,
-                           checkpoint_dir=FLAGS.checkpoint_dir)
-    except TfquantError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print()
-    print((out / RESULTS_MD).read_text())
-    print(f"whitepaper QAT tables finished in {time.perf_counter() - start:.0f} s; results in {out}/")
-    return 0
+    return report_run("whitepaper QAT tables", RESULTS_MD, _run)
 
 
 if __name__ == "__main__":

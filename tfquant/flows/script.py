@@ -1,0 +1,28 @@
+"""What every experiment script does around its flow: one-line errors, the table, the time."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from tfquant.errors import TfquantError
+
+
+def report_run(label: str, results_md: str, run: Callable[[], Path]) -> int:
+    """Runs ``run`` (build the config from the flags, run the flow, return the run folder).
+
+    On a :class:`TfquantError` prints ``error: <message>`` on one line to stderr and returns
+    2; otherwise prints the run's ``results_md`` table and the wall time, and returns 0.
+    """
+    start = time.perf_counter()
+    try:
+        out = run()
+    except TfquantError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print()
+    print((out / results_md).read_text())
+    print(f"{label} finished in {time.perf_counter() - start:.0f} s; results in {out}/")
+    return 0
