@@ -50,6 +50,15 @@ bootstrap_venv() {
     "$VENV/bin/python" -m pip install --quiet -r requirements.txt
     echo "$want" > "$stamp"
   fi
+  # tfquant itself, editable: gives .venv/bin/tfquant (the same CLI as python -m tfquant).
+  local pstamp="$VENV/.pyproject.sha256" pwant
+  pwant=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [ ! -f "$pstamp" ] || [ "$(cat "$pstamp")" != "$pwant" ] || [ ! -x "$VENV/bin/tfquant" ]; then
+    log "installing tfquant into .venv (editable; the tfquant command)"
+    "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" >&2 || true
+    [ -x "$VENV/bin/tfquant" ] || { log "error: installing tfquant into .venv failed; run '$VENV/bin/python -m pip install --no-deps -e .' to see why"; exit 1; }
+    echo "$pwant" > "$pstamp"
+  fi
 }
 
 bootstrap_data() {

@@ -90,3 +90,29 @@ def test_nan_raises_with_count(tmp_path: Path) -> None:
     np.savez(tmp_path / "d.npz", x=x, y=np.zeros(6, np.int64))
     with pytest.raises(TfquantError, match="holds 2 NaN/Inf input value.*fix or drop"):
         data.calibration_set(f"npz:{tmp_path / 'd.npz'}", 6)
+
+
+def test_default_size_takes_every_example_of_a_small_source(npz_spec: str) -> None:
+    """None = min(DEFAULT, N): all 40 train rows, in order (a sorted full permutation)."""
+    assert data.DEFAULT_NUM_CALIBRATION_EXAMPLES > N_TRAIN
+    x = data.calibration_set(npz_spec)
+    x_train, _, _ = data.load_numpy(npz_spec, "train")
+    np.testing.assert_array_equal(x, x_train)
+
+
+def test_default_size_is_capped_at_the_default(tmp_path: Path) -> None:
+    n = data.DEFAULT_NUM_CALIBRATION_EXAMPLES + 7
+    path = tmp_path / "big.npz"
+    np.savez(path, x=np.random.default_rng(0).random((n, 2, 2, 1), dtype=np.float32))
+    x = data.calibration_set(f"npz:{path}")
+    assert len(x) == data.DEFAULT_NUM_CALIBRATION_EXAMPLES
+    assert len(np.unique(x.reshape(len(x), -1), axis=0)) == len(x)  # without replacement
+
+
+def test_npz_without_labels_is_calibration_data(tmp_path: Path) -> None:
+    path = tmp_path / "x_only.npz"
+    xs = np.random.default_rng(3).random((12, 4, 4, 3), dtype=np.float32)
+    np.savez(path, x=xs)
+    np.testing.assert_array_equal(data.calibration_set(f"npz:{path}"), xs)
+    with pytest.raises(TfquantError, match="no labels 'y'.*evaluation and training need"):
+        data.load_numpy(f"npz:{path}", "test")

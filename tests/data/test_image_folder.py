@@ -94,3 +94,22 @@ def test_class_indices_are_sorted_names_over_all_splits(tmp_path: Path) -> None:
     assert info.num_classes == info_test.num_classes == 5
     np.testing.assert_array_equal(y_train, np.arange(5))  # apple, banana, kiwi, mango, zebra
     np.testing.assert_array_equal(y_test, [2, 4])  # kiwi, zebra keep their train indices
+
+
+def test_unlabelled_flat_folder_serves_calibration_not_evaluation(tmp_path: Path) -> None:
+    for i, value in enumerate((10, 20, 30)):
+        _write_png(tmp_path / f"img{i}.png", value)
+    x = data.calibration_set(f"folder:{tmp_path}")
+    assert x.shape == (3, 6, 4, 1)
+    np.testing.assert_allclose(sorted(x[:, 0, 0, 0]), np.array([10, 20, 30]) / 255.0, rtol=1e-6)
+    with pytest.raises(TfquantError, match="3 images but no class folders.*need labels"):
+        data.load_numpy(f"folder:{tmp_path}", "test")
+
+
+def test_unlabelled_split_folder_serves_calibration(tmp_path: Path) -> None:
+    _write_png(tmp_path / "train" / "a.png", 5)
+    _write_png(tmp_path / "train" / "b.png", 6)
+    _write_png(tmp_path / "test" / "dog" / "c.png", 7)
+    assert data.calibration_set(f"folder:{tmp_path}").shape == (2, 6, 4, 1)
+    x, y, _ = data.load_numpy(f"folder:{tmp_path}", "test")
+    assert x.shape == (1, 6, 4, 1) and y.tolist() == [0]

@@ -22,11 +22,14 @@ from ai_edge_litert.tools import flatbuffer_utils
 
 from tfquant.errors import TfquantError
 from tfquant.recipes import Recipe
+from tfquant.recipes.inputs import InputContract
 
 METADATA_NAME = "tfquant_recipe"
 RANGES_METADATA_NAME = "tfquant_ranges"
 """Metadata entry with the calibrated range of each tensor and the calibrator that chose it
 (JSON, written by :mod:`tfquant.convert.calibrated`)."""
+QAT_METADATA_NAME = "tfquant_qat"
+"""Metadata entry with the QAT record (JSON) of a model exported by ``tfquant qat``."""
 _FILE_IDENTIFIER = b"TFL3"
 
 
@@ -193,3 +196,30 @@ def read_recipe(tflite: bytes | str | os.PathLike[str]) -> Recipe | None:
             "the model's embedded recipe is not UTF-8 text; re-export it with tfquant.convert"
         ) from None
     return Recipe.from_json(text)
+
+
+def read_input_contract(tflite: bytes | str | os.PathLike[str]) -> InputContract | None:
+    """The input contract recorded in a .tflite made by tfquant, or None.
+
+    Looks in the embedded recipe (``convert``) and then in the QAT record (``qat``), whose
+    ``input`` key holds the contract the fine-tuning data was fed with.
+
+    Raises:
+      TfquantError: the file is missing or not a TFLite model, or an embedded record is
+        invalid.
+    """
+    data = _model_bytes(tflite)
+    recipe = read_recipe(data)
+    if recipe is not None:
+        return recipe.input
+    raw = read_bytes(data, QAT_METADATA_NAME)
+    if raw is None:
+        return None
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise TfquantError(
+            "the model's embedded QAT record is not valid JSON; re-export it with tfquant qat"
+        ) from None
+    contract = record.get("input") if isinstance(record, dict) else None
+    return InputContract.from_dict(contract) if contract is not None else None

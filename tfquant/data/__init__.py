@@ -8,15 +8,16 @@ A dataset is named by a spec string (``--dataset`` / ``--calibration_data`` on t
 * ``tfds:NAME[/CONFIG][:VERSION]`` - a TensorFlow Datasets classification dataset that is
   already prepared (``data_dir`` is then the TFDS data dir); nothing is downloaded. Split
   ``test`` reads ``validation`` for datasets without a test split (e.g. ``imagenet2012``).
-* ``npz:PATH`` - arrays ``x`` (preprocessed float32 NHWC) and ``y`` (integer labels), or
-  ``x_<split>`` / ``y_<split>`` per split.
-* ``folder:PATH`` - images in ``PATH/<split>/<class>/*`` or ``PATH/<class>/*``.
+* ``npz:PATH`` - arrays ``x`` (float32 NHWC in [0, 1]) and ``y`` (integer labels), or
+  ``x_<split>`` / ``y_<split>`` per split; ``x`` alone serves calibration.
+* ``folder:PATH`` - images in ``PATH/<split>/<class>/*`` or ``PATH/<class>/*``; a folder of
+  images with no class folders serves calibration.
 
 Every source yields ``x`` float32 NHWC and ``y`` int64. Images are scaled to [0, 1],
 resized bilinearly to ``image_size`` when given and, if a :class:`Normalization` is given,
 standardised per channel: ``x = (x - mean) / std`` (see :mod:`tfquant.data.preprocess`).
-``npz`` inputs are taken as already scaled; only ``image_size`` and ``normalization``
-apply to them.
+``npz`` inputs are taken as already scaled to [0, 1]; only ``image_size`` and
+``normalization`` apply to them. Calibration needs no labels; evaluation and training do.
 
 Example::
 
@@ -59,6 +60,7 @@ __all__ = [
     "DatasetInfo",
     "Normalization",
     "SPEC_FORMS",
+    "DEFAULT_NUM_CALIBRATION_EXAMPLES",
     "calibration_set",
     "load",
     "load_numpy",
@@ -67,6 +69,10 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 _NUMPY_BATCH = 256
+
+DEFAULT_NUM_CALIBRATION_EXAMPLES = 1000
+"""Calibration set size when none is asked for: this many, or every example when the source
+has fewer (NVIDIA's study calibrates on ~1000 images, Wu et al. 2020, Sec. 4.2)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +100,7 @@ class _Arrays:
     """An in-memory split before ``limit``, resizing and normalisation."""
 
     x: np.ndarray
-    y: np.ndarray
+    y: np.ndarray | None
     num_classes: int
     split: str
 
@@ -159,7 +165,8 @@ def load(
             num_classes=source.num_classes,
         )
         return ds, info
-    x, y = _finish(spec, source, source.x[:limit], size, normalization), source.y[:limit]
+    y = _labels(spec, source)[:limit]
+    x = _finish(spec, source, source.x[:limit], size, normalization)
     return _array_dataset(x, y, batch_size, shuffle_seed), _info(spec, source, x)
 
 
@@ -194,13 +201,14 @@ def load_numpy(
         check_finite(x, f"{spec} split {source.split!r}")
         info = DatasetInfo(spec, source.split, len(x), tuple(x.shape[1:]), source.num_classes)
         return x, y, info
-    x, y = _finish(spec, source, source.x[:limit], size, normalization), source.y[:limit]
+    y = _labels(spec, source)[:limit]
+    x = _finish(spec, source, source.x[:limit], size, normalization)
     return x, y, _info(spec, source, x)
 
 
 def calibration_set(
     spec: str,
-    num_examples: int,
+    num_examples: int | None = None,
     *,
     seed: int = 0,
     data_dir: str | os.PathLike[str] | None = None,
@@ -209,7 +217,8 @@ def calibration_set(
 ) -> np.ndarray:
     """`num_examples` inputs drawn without replacement from the TRAIN split with a fixed seed.
 
-    Indices are ``np.sort(np.random.default_rng(seed).choice(N, num_examples,
+    Labels are not needed: an npz holding only ``x`` and a folder of images with no class
+    folders are valid calibration data. Indices are ``np.sort(np.random.default_rng(seed).choice(N, num_examples,
     replace=False))`` over the N train examples, so the same seed gives the same subset
     and a different seed a different one (for N > num_examples). The inputs are
     preprocessed exactly as :func:`load_numpy` does. For TFDS only the drawn images are
@@ -217,7 +226,10 @@ def calibration_set(
 
     Args:
       spec: dataset spec string (see the module docstring).
-      num_examples: size of the calibration set, 1..N.
+      num_examples: size of the calibration set, 1..N; None (the default) takes
+        :data:`DEFAULT_NUM_CALIBRATION_EXAMPLES`, or all N examples when the source has
+        fewer (the draw is then a permutation, sorted back: every example, in order). Only
+        an explicit request for more than N is an error.
       seed: seed of the draw.
       data_dir, image_size, normalization: as for :func:`load`.
 
@@ -232,12 +244,14 @@ def calibration_set(
     check_positive(num_examples, "num_examples (calibration set size)")
     if not _is_int(seed):
         raise TfquantError(f"calibration seed must be an integer, got {seed!r}")
-    size, source = _open(spec, parsed, "train", data_dir, image_size, None)
+    size, source = _open(spec, parsed, "train", data_dir, image_size, None, labels_required=False)
     n = source.num_examples
-    if num_examples > n:
+    if num_examples is None:
+        num_examples = min(n, DEFAULT_NUM_CALIBRATION_EXAMPLES)
+    elif num_examples > n:
         raise TfquantError(
             f"{spec} train split has {n} examples, cannot draw {num_examples} calibration "
-            f"examples without replacement; ask for at most {n}"
+            f"examples without replacement; ask for at most {n}, or leave the count out to use all {n}"
         )
     indices = np.sort(np.random.default_rng(seed).choice(n, size=num_examples, replace=False))
     if isinstance(source, tfds_source.TfdsSplit):
@@ -255,6 +269,8 @@ def _open(
     data_dir: str | os.PathLike[str] | None,
     image_size: tuple[int, int] | None,
     limit: int | None,
+    *,
+    labels_required: bool = True,
 ) -> tuple[tuple[int, int] | None, _Source]:
     """Validates the common arguments and opens ``split``; raises if it is empty."""
     size = check_image_size(image_size)
@@ -269,10 +285,12 @@ def _open(
     elif isinstance(parsed, TfdsSpec):
         source = tfds_source.open_split(parsed, split, data_dir=_opt_str(data_dir))
     elif isinstance(parsed, NpzSpec):
-        s = npz.load_npz(parsed.path, split)
+        s = npz.load_npz(parsed.path, split, labels_required=labels_required)
         source = _Arrays(s.x, s.y, s.num_classes, split)
     else:
-        f = image_folder.load_folder(parsed.path, split, image_size=size)
+        f = image_folder.load_folder(
+            parsed.path, split, image_size=size, labels_required=labels_required
+        )
         source = _Arrays(f.x, f.y, len(f.class_names), split)
     if source.num_examples == 0:
         raise TfquantError(
@@ -311,6 +329,12 @@ def _finish(
         x = normalization.apply_np(x)
     check_finite(x, f"{spec} split {source.split!r}")
     return x
+
+
+def _labels(spec: str, source: _Arrays) -> np.ndarray:
+    """The split's labels; internal invariant: sources opened with labels required have them."""
+    assert source.y is not None, f"{spec} was opened without labels"
+    return source.y
 
 
 def _info(spec: str, source: _Arrays, x: np.ndarray) -> DatasetInfo:

@@ -5,6 +5,10 @@ Two layouts:
 * ``PATH/<split>/<class_name>/*.png`` - one tree per split (``train``, ``test``, ...);
 * ``PATH/<class_name>/*.png`` - no split folders; the same images serve every split.
 
+Unlabelled images (``PATH/*.png`` or ``PATH/<split>/*.png``, no class folders) serve
+calibration, which needs no labels (``labels_required=False``); evaluation and training
+need class folders and say so.
+
 Class indices are the positions of the class folder names in sorted order (over all split
 folders, so every split agrees). Files with the suffixes in ``IMAGE_SUFFIXES`` are decoded
 with ``tf.io.decode_image`` to float32 in [0, 1] and, if ``image_size`` is given, resized
@@ -36,21 +40,31 @@ class FolderSplit:
 
     Attributes:
       x: float32 (N, H, W, C) in [0, 1].
-      y: int64 (N,) class indices into ``class_names``.
-      class_names: sorted class folder names.
+      y: int64 (N,) class indices into ``class_names``; None for unlabelled images.
+      class_names: sorted class folder names (empty for unlabelled images).
       files: the image paths, in the order of ``x``.
     """
 
     x: np.ndarray
-    y: np.ndarray
+    y: np.ndarray | None
     class_names: tuple[str, ...]
     files: tuple[Path, ...]
 
 
 def load_folder(
-    path: str | os.PathLike[str], split: str, *, image_size: tuple[int, int] | None = None
+    path: str | os.PathLike[str],
+    split: str,
+    *,
+    image_size: tuple[int, int] | None = None,
+    labels_required: bool = True,
 ) -> FolderSplit:
     """Decodes every image of ``split`` under ``path`` (see the module docstring).
+
+    Args:
+      path: the root folder.
+      split: the split folder to read, when the tree has split folders.
+      image_size: (height, width) to resize to; needed when images differ in size.
+      labels_required: False also accepts images with no class folders (``y`` is None).
 
     Raises:
       TfquantError: the folder is missing, holds no class folders or a split other than the
@@ -73,32 +87,63 @@ def load_folder(
     else:
         class_names = sorted(d.name for d in _subdirs(root))
         base = root
-    if not class_names:
-        raise TfquantError(f"{where}: no class folders found; {_LAYOUT_HINT}")
+    if not class_names or not _subdirs(base):
+        loose = _image_files(base)
+        if loose and not labels_required:
+            images = [_decode(f, image_size) for f in loose]
+            return _stack(images, loose, where, image_size, None, ())
+        if loose:
+            raise TfquantError(
+                f"{where} holds {len(loose)} images but no class folders, so it has no labels; "
+                f"evaluation and training need labels: put each image in {base}/<class>/ "
+                "(calibration alone needs none)"
+            )
+        if not class_names:
+            raise TfquantError(f"{where}: no class folders found; {_LAYOUT_HINT}")
     files: list[Path] = []
     labels: list[int] = []
     for index, name in enumerate(class_names):
         class_dir = base / name
         if not class_dir.is_dir():
             continue
-        for f in sorted(class_dir.iterdir()):
-            if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES:
-                files.append(f)
-                labels.append(index)
+        for f in _image_files(class_dir):
+            files.append(f)
+            labels.append(index)
     if not files:
         raise TfquantError(
             f"{where} split {split!r}: no images ({', '.join(IMAGE_SUFFIXES)}) in the class "
             f"folders of {base}; {_LAYOUT_HINT}"
         )
     images = [_decode(f, image_size) for f in files]
+    return _stack(images, files, where, image_size, np.asarray(labels, dtype=np.int64),
+                  tuple(class_names))
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """The image files directly in ``folder``, sorted (hidden files skipped)."""
+    return [
+        f for f in sorted(folder.iterdir())
+        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES
+    ]
+
+
+def _stack(
+    images: list[np.ndarray],
+    files: list[Path],
+    where: str,
+    image_size: tuple[int, int] | None,
+    labels: np.ndarray | None,
+    class_names: tuple[str, ...],
+) -> FolderSplit:
+    """Checks sizes, unifies channels (all gray, else RGB) and stacks into a FolderSplit."""
     _check_sizes(images, files, where, image_size)
     channels = {im.shape[-1] for im in images}
     if channels != {1}:
         images = [_to_rgb(im) for im in images]
     return FolderSplit(
         x=np.stack(images).astype(np.float32, copy=False),
-        y=np.asarray(labels, dtype=np.int64),
-        class_names=tuple(class_names),
+        y=labels,
+        class_names=class_names,
         files=tuple(files),
     )
 

@@ -1,10 +1,13 @@
 """Preprocessed arrays from an .npz file (``npz:PATH``).
 
-Layout: arrays ``x`` (float NHWC, already preprocessed) and ``y`` (integer class labels)
-serve every split; ``x_<split>`` / ``y_<split>`` (e.g. ``x_train``, ``y_test``) take
-precedence for that split. Write one with::
+Layout: arrays ``x`` (float NHWC images scaled to [0, 1]; the input contract, if any, is
+applied on top) and ``y`` (integer class labels) serve every split; ``x_<split>`` /
+``y_<split>`` (e.g. ``x_train``, ``y_test``) take precedence for that split. Write one with::
 
     np.savez("data.npz", x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
+
+Labels are optional where none are needed: calibration reads an npz holding only ``x``
+(``labels_required=False``); evaluation and training need ``y`` and say so.
 
 The number of classes is ``1 + max label`` over every ``y*`` array in the file, so all
 splits agree on it.
@@ -31,17 +34,25 @@ class NpzSplit:
 
     Attributes:
       x: float32 (N, H, W, C).
-      y: int64 (N,).
-      num_classes: ``1 + max label`` over all label arrays in the file.
+      y: int64 (N,), or None for an unlabelled file read with ``labels_required=False``.
+      num_classes: ``1 + max label`` over all label arrays in the file (0 without labels).
     """
 
     x: np.ndarray
-    y: np.ndarray
+    y: np.ndarray | None
     num_classes: int
 
 
-def load_npz(path: str | os.PathLike[str], split: str) -> NpzSplit:
+def load_npz(
+    path: str | os.PathLike[str], split: str, *, labels_required: bool = True
+) -> NpzSplit:
     """Reads and validates ``split`` of an .npz file.
+
+    Args:
+      path: the .npz file.
+      split: ``train``, ``test``, ...: ``x_<split>`` if present, else ``x``.
+      labels_required: False accepts a file without labels (calibration): ``y`` is then
+        None when the file holds no label array for the split.
 
     Raises:
       TfquantError: the file is missing or unreadable, a key is missing, ``x`` is not 4-D
@@ -55,13 +66,21 @@ def load_npz(path: str | os.PathLike[str], split: str) -> NpzSplit:
     try:
         with np.load(p, allow_pickle=False) as f:
             keys = sorted(f.files)
-            x_key, y_key = _keys_for(keys, split, where)
-            x, y = f[x_key], f[y_key]
+            x_key, y_key = _keys_for(keys, split, where, labels_required=labels_required)
+            x = f[x_key]
+            y = f[y_key] if y_key is not None else None
             labels = [f[k] for k in keys if k == "y" or k.startswith("y_")]
+    except TfquantError:
+        raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise TfquantError(
             f"{where}: cannot read the file ({_first_line(e)}); {_SAVE_HINT}"
         ) from None
+    if y_key is None:
+        where = f"{where} split {split!r} ({x_key}, no labels)"
+        x = _check_x(x, where)
+        check_finite(x, where)
+        return NpzSplit(x=x, y=None, num_classes=0)
     where = f"{where} split {split!r} ({x_key}, {y_key})"
     x = _check_x(x, where)
     y = _check_y(y, where, y_key)
@@ -75,12 +94,25 @@ def load_npz(path: str | os.PathLike[str], split: str) -> NpzSplit:
     return NpzSplit(x=x, y=y, num_classes=top + 1)
 
 
-def _keys_for(keys: list[str], split: str, where: str) -> tuple[str, str]:
-    """The (x, y) key pair serving ``split``: ``x_<split>``/``y_<split>``, else ``x``/``y``."""
+def _keys_for(
+    keys: list[str], split: str, where: str, *, labels_required: bool = True
+) -> tuple[str, str | None]:
+    """The (x, y) key pair serving ``split``: ``x_<split>``/``y_<split>``, else ``x``/``y``.
+
+    Without ``labels_required`` an ``x`` key alone serves, with ``None`` for ``y``.
+    """
     for pair in ((f"x_{split}", f"y_{split}"), ("x", "y")):
         present = [k for k in pair if k in keys]
         if len(present) == 2:
             return pair
+        if present == [pair[0]] and not labels_required:
+            return pair[0], None
+        if present == [pair[0]]:
+            raise TfquantError(
+                f"{where} has {pair[0]!r} but no labels {pair[1]!r} (arrays: {keys}); "
+                f"evaluation and training need integer labels: save them with "
+                f"np.savez(PATH, {pair[0]}=..., {pair[1]}=labels) (calibration alone needs none)"
+            )
         if present:
             missing = next(k for k in pair if k not in keys)
             raise TfquantError(

@@ -6,13 +6,12 @@ The pipeline applied to every image, in this order:
 2. resize to ``image_size`` (H, W) with bilinear interpolation (``tf.image.resize``, no
    antialiasing), which keeps values inside [0, 1] because each output pixel is a convex
    combination of input pixels;
-3. optionally normalise per channel, ``(x - mean) / std`` (:class:`Normalization`).
+3. optionally apply the input contract per channel, ``(x[..., order] - mean) / std``
+   (:class:`Normalization`, i.e. :class:`tfquant.recipes.inputs.InputContract`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from typing import Sequence
 
 import tfquant._env  # noqa: F401  (must run before TensorFlow is imported)
@@ -21,67 +20,16 @@ import numpy as np
 import tensorflow as tf
 
 from tfquant.errors import TfquantError
+from tfquant.recipes.inputs import InputContract
 
 # Images resized per call of tf.image.resize, bounding the float32 temporaries.
 _RESIZE_CHUNK = 1024
 
 
-@dataclasses.dataclass(frozen=True)
-class Normalization:
-    """Per-channel standardisation ``(x - mean) / std`` applied after scaling to [0, 1].
-
-    Attributes:
-      mean: one value for all channels or one per channel, in [0, 1] units
-        (e.g. ImageNet's ``(0.485, 0.456, 0.406)``).
-      std: one positive value for all channels or one per channel
-        (e.g. ImageNet's ``(0.229, 0.224, 0.225)``).
-    """
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "mean", _floats(self.mean, "mean"))
-        object.__setattr__(self, "std", _floats(self.std, "std"))
-        if any(s <= 0 for s in self.std):
-            raise TfquantError(
-                f"normalization std must be positive, got {self.std}; "
-                "pass e.g. std=(0.229, 0.224, 0.225)"
-            )
-
-    def check_channels(self, channels: int) -> None:
-        """Raises TfquantError unless mean/std have 1 or ``channels`` values."""
-        for label, values in (("mean", self.mean), ("std", self.std)):
-            if len(values) not in (1, channels):
-                raise TfquantError(
-                    f"normalization {label} has {len(values)} values but the images have "
-                    f"{channels} channels; give 1 or {channels} values"
-                )
-
-    def apply_np(self, x: np.ndarray) -> np.ndarray:
-        """Returns ``(x - mean) / std`` as a new float32 array (NHWC)."""
-        self.check_channels(x.shape[-1])
-        mean = np.asarray(self.mean, dtype=np.float32)
-        std = np.asarray(self.std, dtype=np.float32)
-        return ((x - mean) / std).astype(np.float32)
-
-    def apply_tf(self, x: tf.Tensor) -> tf.Tensor:
-        """Returns ``(x - mean) / std`` for a float32 HWC or NHWC tensor."""
-        return (x - tf.constant(self.mean, tf.float32)) / tf.constant(self.std, tf.float32)
-
-
-def _floats(values: Sequence[float] | float, label: str) -> tuple[float, ...]:
-    if isinstance(values, (int, float)):
-        values = (values,)
-    try:
-        out = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        raise TfquantError(
-            f"normalization {label} must be numbers, got {values!r}; pass e.g. {label}=(0.5,)"
-        ) from None
-    if not out or not all(math.isfinite(v) for v in out):
-        raise TfquantError(f"normalization {label} must be 1 or C finite numbers, got {values!r}")
-    return out
+Normalization = InputContract
+"""The input contract (:class:`tfquant.recipes.inputs.InputContract`): per-channel
+``(x[..., order] - mean) / std`` applied after scaling to [0, 1]. Kept under this name for
+the data API (``normalization=`` arguments)."""
 
 
 def check_image_size(image_size: Sequence[int] | None) -> tuple[int, int] | None:

@@ -12,6 +12,7 @@ import json
 from typing import Any, Mapping
 
 from tfquant.errors import TfquantError
+from tfquant.recipes.inputs import InputContract
 from tfquant.qtypes import (
     AciqPrior,
     ActivationScheme,
@@ -52,6 +53,9 @@ class Recipe:
         else needs a ``calibrator``.
       weight_percentile: the |w| percentile, for ``weight_calibrator`` percentile (default
         99.99).
+      input: the input contract (:class:`tfquant.recipes.inputs.InputContract`): how an
+        image in [0, 1] becomes the model's input. Calibration applied it; ``evaluate``
+        applies it unless told otherwise. ``None``: the model takes [0, 1] images as they are.
     """
 
     mode: Mode
@@ -66,8 +70,16 @@ class Recipe:
     activation_scheme: ActivationScheme | None = None
     weight_calibrator: WeightCalibration = WeightCalibration.MAX
     weight_percentile: float | None = None
+    input: InputContract | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.input, Mapping):
+            object.__setattr__(self, "input", InputContract.from_dict(self.input))
+        elif self.input is not None and not isinstance(self.input, InputContract):
+            raise TfquantError(
+                f"recipe input must be an input contract (mean, std, channel_order), got "
+                f"{self.input!r}"
+            )
         object.__setattr__(self, "mode", Mode.parse(self.mode, what="mode"))
         object.__setattr__(
             self,
@@ -169,6 +181,8 @@ class Recipe:
         d: dict[str, Any] = {"recipe_version": RECIPE_VERSION}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
+            if isinstance(value, InputContract):
+                value = value.to_dict()
             d[field.name] = value.value if hasattr(value, "value") else value
         return d
 

@@ -1,0 +1,332 @@
+"""The Python API behind the CLI: quantize, evaluate and inspect in a few lines.
+
+``python -m tfquant convert / evaluate / inspect`` call these functions, so a notebook gets
+the same behaviour and the same :class:`~tfquant.errors.TfquantError` messages::
+
+    import tfquant
+
+    result = tfquant.quantize("my_model.keras", mode="int8", calibration_data="npz:calib.npz",
+                              preprocess="mobilenet_v2", out="my_model_int8.tflite")
+    print(tfquant.evaluate("my_model_int8.tflite", "npz:test.npz")["accuracy"])
+    print(tfquant.inspect("my_model_int8.tflite"))
+
+Nothing here imports TensorFlow until a function runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from tfquant.errors import TfquantError
+from tfquant.recipes import Recipe
+from tfquant.recipes import inputs as _inputs
+from tfquant.recipes.inputs import InputContract
+
+ZOO_PREFIX = "zoo:"
+Note = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizeResult:
+    """What :func:`quantize` produced.
+
+    Attributes:
+      tflite: the model bytes (with the recipe embedded).
+      recipe: the recipe as used (calibration count and source filled in).
+      path: where the model was written, or None when ``out`` was not given.
+      seconds: conversion time (calibration data loading excluded).
+    """
+
+    tflite: bytes
+    recipe: Recipe
+    path: Path | None
+    seconds: float
+
+
+def load_model(model: Any, *, custom_objects: Any = None) -> Any:
+    """A Keras model from a path (.keras / .h5 / Keras SavedModel), ``zoo:NAME``, or as given.
+
+    Raises:
+      TfquantError: as :func:`tfquant.convert.load_model` and :func:`tfquant.models.build`.
+    """
+    if not isinstance(model, (str, os.PathLike)):
+        return model
+    spec = os.fspath(model)
+    if spec.startswith(ZOO_PREFIX):
+        from tfquant import models
+
+        return models.build(spec[len(ZOO_PREFIX):])
+    from tfquant import convert
+
+    return convert.load_model(spec, custom_objects=custom_objects)
+
+
+def input_contract(
+    *,
+    preprocess: str | None = None,
+    input_mean: Sequence[float] | float | None = None,
+    input_std: Sequence[float] | float | None = None,
+) -> InputContract | None:
+    """The input contract from a preset name or mean / std (see :mod:`tfquant.recipes.inputs`)."""
+    as_tuple = lambda v: None if v is None else (tuple(v) if isinstance(v, (list, tuple)) else (v,))  # noqa: E731
+    return _inputs.resolve(preset=preprocess, mean=as_tuple(input_mean), std=as_tuple(input_std))
+
+
+def quantize(
+    model: Any,
+    *,
+    mode: str = "int8",
+    calibration_data: str | np.ndarray | None = None,
+    out: str | os.PathLike[str] | None = None,
+    num_calibration_examples: int | None = None,
+    calibration_seed: int = 0,
+    preprocess: str | None = None,
+    input_mean: Sequence[float] | float | None = None,
+    input_std: Sequence[float] | float | None = None,
+    custom_objects: Any = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    image_size: tuple[int, int] | None = None,
+    recipe: Recipe | None = None,
+    note: Note | None = print,
+    **recipe_options: Any,
+) -> QuantizeResult:
+    """Converts a float model to .tflite as the recipe says; the ``convert`` command.
+
+    Args:
+      model: a path (.keras, .h5, SavedModel dir), ``zoo:NAME`` or a Keras model.
+      mode: ``fp32``, ``fp16``, ``dynamic``, ``int8`` or ``int16x8``.
+      calibration_data: a dataset spec (``npz:PATH``, ``folder:PATH``, ``tfds:NAME``,
+        ``fashion_mnist``) or an array of images in [0, 1] (NHWC); needed by int8 / int16x8.
+        No labels needed.
+      out: write ``out`` (.tflite) and ``out`` with ``.recipe.json`` beside it, atomically.
+      num_calibration_examples: calibration set size; None: 1000, or every example when
+        the source has fewer (``note`` says so).
+      calibration_seed: seed of the calibration draw.
+      preprocess, input_mean, input_std: the input contract (see
+        :mod:`tfquant.recipes.inputs`), applied to the calibration images and recorded.
+      custom_objects: the model's custom layers: a .py file, a module name or a mapping.
+      data_dir, image_size: as for :func:`tfquant.data.load`.
+      recipe: a full :class:`~tfquant.recipes.Recipe` instead of ``mode`` and
+        ``recipe_options`` (the input contract arguments still override its ``input``).
+      note: where one-line notes go (``print``; None for silence).
+      **recipe_options: other :class:`~tfquant.recipes.Recipe` fields (``calibrator``,
+        ``weight_granularity``, ``io_dtype``, ``percentile``, ...).
+
+    Returns:
+      A :class:`QuantizeResult`.
+
+    Raises:
+      TfquantError: bad options, model, data, or a conversion the converter refuses.
+    """
+    from tfquant.data import DEFAULT_NUM_CALIBRATION_EXAMPLES
+
+    contract = input_contract(preprocess=preprocess, input_mean=input_mean, input_std=input_std)
+    if recipe is None:
+        recipe = Recipe(
+            mode=mode,
+            num_calibration_examples=num_calibration_examples or DEFAULT_NUM_CALIBRATION_EXAMPLES,
+            calibration_seed=calibration_seed,
+            input=contract,
+            **recipe_options,
+        )
+    else:
+        if recipe_options:
+            raise TfquantError(
+                f"pass either recipe= or recipe options ({', '.join(sorted(recipe_options))}), "
+                "not both; use recipe.replace(...)"
+            )
+        if contract is not None:
+            recipe = recipe.replace(input=contract)
+    if out is not None and not os.fspath(out).endswith(".tflite"):
+        raise TfquantError(f"out must end in .tflite, got {os.fspath(out)!r}")
+    keras_model = load_model(model, custom_objects=custom_objects)
+    calibration = None
+    if recipe.mode.needs_calibration:
+        source = calibration_data if calibration_data is not None else recipe.calibration_data
+        if source is None:
+            raise TfquantError(
+                f"mode {recipe.mode} needs calibration data; pass --calibration_data DATASET "
+                "(e.g. npz:PATH, folder:PATH, tfds:NAME, fashion_mnist)"
+            )
+        calibration, label = _calibration_images(
+            source, num_calibration_examples, recipe, data_dir=data_dir, image_size=image_size
+        )
+        if note is not None and num_calibration_examples is None and (
+            len(calibration) < DEFAULT_NUM_CALIBRATION_EXAMPLES
+        ):
+            note(
+                f"calibration: {label} has {len(calibration)} examples (fewer than the default "
+                f"{DEFAULT_NUM_CALIBRATION_EXAMPLES}); using all of them"
+            )
+        family = _inputs.guess_family(getattr(keras_model, "name", ""))
+        if note is not None and recipe.input is None and family is not None:
+            note(
+                f"note: model {keras_model.name!r} looks like keras.applications {family}, which "
+                f"expects --preprocess {family}; calibrating on [0, 1] images as given (pass "
+                "--preprocess none to say that is intended)"
+            )
+        recipe = recipe.replace(
+            num_calibration_examples=len(calibration),
+            calibration_data=label if isinstance(source, str) else recipe.calibration_data,
+        )
+    from tfquant import convert
+
+    start = time.perf_counter()
+    tflite = convert.convert(keras_model, recipe, calibration_data=calibration)
+    seconds = time.perf_counter() - start
+    path = convert.save(tflite, out, recipe) if out is not None else None
+    return QuantizeResult(tflite=tflite, recipe=recipe, path=path, seconds=seconds)
+
+
+def _calibration_images(
+    source: str | np.ndarray,
+    requested: int | None,
+    recipe: Recipe,
+    *,
+    data_dir: str | os.PathLike[str] | None,
+    image_size: tuple[int, int] | None,
+) -> tuple[np.ndarray, str]:
+    """The calibration images, with the recipe's input contract applied, and their label."""
+    from tfquant import data
+
+    if isinstance(source, str):
+        x = data.calibration_set(
+            source,
+            requested,
+            seed=recipe.calibration_seed,
+            data_dir=data_dir,
+            image_size=image_size,
+            normalization=recipe.input,
+        )
+        return x, source
+    x = np.asarray(source, dtype=np.float32)
+    if x.ndim != 4 or len(x) == 0:
+        raise TfquantError(
+            f"calibration_data array has shape {x.shape}; pass images (N, H, W, C) with N >= 1"
+        )
+    if requested is not None:
+        if requested > len(x):
+            raise TfquantError(
+                f"calibration_data has {len(x)} images, cannot take {requested}; ask for at most "
+                f"{len(x)}, or leave the count out to use them all"
+            )
+        x = x[:requested]
+    elif len(x) > data.DEFAULT_NUM_CALIBRATION_EXAMPLES:
+        x = x[: data.DEFAULT_NUM_CALIBRATION_EXAMPLES]
+    data.preprocess.check_finite(x, "calibration_data")
+    if recipe.input is not None:
+        x = recipe.input.apply_np(x)
+    return x, "array"
+
+
+def evaluate(
+    tflite: str | os.PathLike[str],
+    dataset: str,
+    *,
+    split: str = "test",
+    preprocess: str | None = None,
+    input_mean: Sequence[float] | float | None = None,
+    input_std: Sequence[float] | float | None = None,
+    runtime: str = "xnnpack",
+    num_threads: int = 1,
+    batch_size: int = 256,
+    limit: int | None = None,
+    latency_runs: int = 0,
+    delegate_path: str | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    image_size: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """Top-1 accuracy, size (and latency) of a .tflite in the LiteRT interpreter; ``evaluate``.
+
+    The input contract is the one given (``preprocess`` or ``input_mean`` / ``input_std``),
+    else the one recorded in the model by ``convert`` / ``qat``, else none ([0, 1] images).
+
+    Returns:
+      The record ``evaluate --output`` writes: ``accuracy``, ``n_examples``, ``size_bytes``,
+      ``runtime``, ``threads``, ``executed_in`` (``tflite``), ``input`` and ``input_source``
+      (``flags``, ``recorded in the model`` or ``none``), ``recipe``, and with
+      ``latency_runs`` > 0 ``latency_ms_median`` / ``_p90`` / ``_min``.
+
+    Raises:
+      TfquantError: a missing or corrupt model, a dataset without labels, a shape mismatch.
+    """
+    from tfquant import convert, data, evaluation
+    from tfquant.qtypes import Runtime
+
+    rt = Runtime.parse(runtime, what="runtime")
+    # Load the model first: a corrupt file should fail before the dataset is read.
+    evaluation.load_interpreter(tflite, runtime=rt, num_threads=num_threads, delegate_path=delegate_path)
+    contract = input_contract(preprocess=preprocess, input_mean=input_mean, input_std=input_std)
+    contract_source = "flags"
+    if contract is None:
+        contract = convert.read_input_contract(tflite)
+        contract_source = "recorded in the model" if contract is not None else "none"
+    x, y, info = data.load_numpy(
+        dataset, split, data_dir=data_dir, image_size=image_size, limit=limit,
+        normalization=contract,
+    )
+    acc = evaluation.evaluate_accuracy(
+        tflite, x, y, runtime=rt, num_threads=num_threads, batch_size=batch_size,
+        delegate_path=delegate_path,
+    )
+    result: dict[str, Any] = {
+        "tflite_path": os.fspath(tflite),
+        "dataset": dataset,
+        "split": info.split,
+        "runtime": rt.value,
+        "threads": num_threads,
+        "accuracy": acc.accuracy,
+        "n_examples": acc.n_examples,
+        "size_bytes": evaluation.file_size(tflite),
+        "executed_in": "tflite",
+        "input": contract.to_dict() if contract is not None else None,
+        "input_source": contract_source,
+    }
+    if latency_runs > 0:
+        lat = evaluation.measure_latency(
+            tflite, runtime=rt, num_threads=num_threads, runs=latency_runs,
+            delegate_path=delegate_path, sample=x[:1],
+        )
+        result.update(
+            latency_ms_median=lat.median_ms, latency_ms_p90=lat.p90_ms, latency_ms_min=lat.min_ms,
+            latency_runs=lat.runs,
+        )
+    recipe = convert.read_recipe(tflite)
+    result["recipe"] = recipe.to_dict() if recipe else None
+    return result
+
+
+def inspect(tflite: str | os.PathLike[str] | bytes, *, as_dict: bool = False) -> str | dict[str, Any]:
+    """What is in a .tflite; the ``inspect`` command.
+
+    Returns:
+      The text ``inspect`` prints (per-tensor dtype, scale, zero point; op counts; each
+      activation's range and who chose it; the input contract; the recipe), or with
+      ``as_dict`` the object ``inspect --json`` prints.
+    """
+    from tfquant import convert, evaluation
+
+    report = evaluation.inspect_model(tflite)
+    ranges = convert.read_ranges(tflite)
+    contract = convert.read_input_contract(tflite)
+    recipe = convert.read_recipe(tflite)
+    if as_dict:
+        out = dataclasses.asdict(report)
+        out["ranges"] = ranges
+        out["input"] = contract.to_dict() if contract is not None else None
+        return out
+    lines = [
+        evaluation.format_report(report),
+        evaluation.format_activation_ranges(report, ranges, recipe),
+        "input contract: "
+        + (contract.describe() if contract is not None else "none recorded ([0, 1] images)"),
+        "recipe: " + (recipe.to_json().strip() if recipe else "(none embedded)"),
+    ]
+    return "\n".join(lines)
+
