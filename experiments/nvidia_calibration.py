@@ -22,6 +22,10 @@ from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tfquant import _quiet  # noqa: E402
+
+_quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneDNN start-up lines
+
 from tfquant import models  # noqa: E402
 from tfquant.errors import TfquantError  # noqa: E402
 from tfquant.flows.script import report_run  # noqa: E402

@@ -26,7 +26,10 @@ if str(_REPO_ROOT) not in sys.path:
 
 from absl import app, flags  # noqa: E402
 
-from tfquant import _env  # noqa: E402,F401  (must run before TensorFlow is imported)
+from tfquant import _quiet  # noqa: E402
+
+_quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneDNN start-up lines
+
 from tfquant.errors import TfquantError  # noqa: E402
 from tfquant.models import ZOO, WEIGHTS_DIR  # noqa: E402
 from tfquant.models import train as train_lib  # noqa: E402

@@ -111,7 +111,7 @@ def test_qat_fine_tunes_exports_4_bit_weights_and_checks_fidelity(fmnist_npz: Pa
     assert rc == 0
     record = json.loads(out.with_suffix(".qat.json").read_text())
     assert record["weight_bits"] == 4 and record["train_examples"] == 100 and record["seed"] == 3
-    assert record["finetune_recipe"]["name"] == "nvidia"
+    assert record["finetune_recipe_choice"] == "auto" and record["learning_rate_source"] == "zoo"
     assert record["fidelity"]["agreement"] >= 0.95
     from tfquant.convert import qat
 
@@ -128,11 +128,12 @@ def test_qat_user_errors_are_one_line(fmnist_npz: Path, tmp_path: Path, capsys, 
             "--epochs", "1"]
     assert main(base + ["--model", "zoo:cnn", "--out", "m.onnx"]) == 2
     assert ".tflite" in _one_line_error(capsys)
-    import tfquant.models as models
-
-    models.build("cnn").save(tmp_path / "own.keras")
-    assert main(base + ["--model", str(tmp_path / "own.keras"), "--out", "m.tflite"]) == 2
-    assert "--original_learning_rate" in _one_line_error(capsys)
+    unlabelled = tmp_path / "x_only.npz"
+    np.savez(unlabelled, x=np.load(fmnist_npz)["x_train"])
+    bad_train = ["qat", "--train_data", f"npz:{unlabelled}", "--calibration_data", f"npz:{unlabelled}",
+                 "--epochs", "1", "--model", "zoo:cnn", "--out", "m.tflite"]
+    assert main(bad_train) == 2
+    assert "no labels" in _one_line_error(capsys)
     assert not (tmp_path / "m.tflite").exists()
 
 
@@ -223,3 +224,10 @@ def test_real_process_exit_status_and_single_line(tmp_path: Path) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, lines  # TensorFlow's start-up noise is muted too
     assert lines[0].startswith("error: ") and "missing.tflite" in lines[0]
+
+
+def test_cli_finetune_recipes_are_the_library_ones() -> None:
+    from tfquant import cli
+    from tfquant.convert import qat
+
+    assert cli.FINETUNE_RECIPES == qat.FINETUNE_RECIPES

@@ -308,7 +308,8 @@ def inspect(tflite: str | os.PathLike[str] | bytes, *, as_dict: bool = False) ->
     Returns:
       The text ``inspect`` prints (per-tensor dtype, scale, zero point; op counts; each
       activation's range and who chose it; the input contract; the recipe), or with
-      ``as_dict`` the object ``inspect --json`` prints.
+      ``as_dict`` the object ``inspect --json`` prints (the report's fields plus
+      ``ranges``, ``rewrites``, ``input`` and ``recipe``).
     """
     from tfquant import convert, evaluation
 
@@ -316,16 +317,22 @@ def inspect(tflite: str | os.PathLike[str] | bytes, *, as_dict: bool = False) ->
     ranges = convert.read_ranges(tflite)
     contract = convert.read_input_contract(tflite)
     recipe = convert.read_recipe(tflite)
+    done = convert.read_rewrites(tflite)
     if as_dict:
         out = dataclasses.asdict(report)
         out["ranges"] = ranges
+        out["rewrites"] = done
         out["input"] = contract.to_dict() if contract is not None else None
+        out["recipe"] = recipe.to_dict() if recipe is not None else None
         return out
     lines = [
         evaluation.format_report(report),
         evaluation.format_activation_ranges(report, ranges, recipe),
         "input contract: "
         + (contract.describe() if contract is not None else "none recorded ([0, 1] images)"),
+        "int16x8 rewrites (exact in float): "
+        + ("; ".join(f"{k} x{len(v)} ({', '.join(v[:4])}{', ...' if len(v) > 4 else ''})"
+                     for k, v in sorted(done.items())) or "none"),
         "recipe: " + (recipe.to_json().strip() if recipe else "(none embedded)"),
     ]
     return "\n".join(lines)

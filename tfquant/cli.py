@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,6 +35,8 @@ from tfquant.qtypes import (
 )
 
 ZOO_PREFIX = "zoo:"
+# tfquant.convert.qat.FINETUNE_RECIPES, spelled here so that --help needs no TensorFlow.
+FINETUNE_RECIPES = ("auto", "nvidia", "whitepaper")
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -60,38 +61,85 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _floats_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        values = ()
+    if not values:
+        raise argparse.ArgumentTypeError(
+            f"expected one number or one per channel separated by commas (e.g. 0.5 or "
+            f"0.485,0.456,0.406), got {text!r}"
+        )
+    return values
+
+
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data_dir", default=None, help="folder with the dataset's files (e.g. Fashion-MNIST IDX files)")
     p.add_argument("--image_size", type=_image_size, default=None, help="resize images to H,W")
 
 
-def _load_model(spec: str) -> Any:
-    if spec.startswith(ZOO_PREFIX):
-        from tfquant import models
+def _add_input_flags(p: argparse.ArgumentParser, *, evaluate: bool = False) -> None:
+    from tfquant.recipes.inputs import preset_names
 
-        return models.build(spec[len(ZOO_PREFIX):])
-    from tfquant import convert
+    when = (
+        "default: the contract recorded in the model, else none"
+        if evaluate
+        else "recorded in the recipe; default: none ([0, 1] images as they are)"
+    )
+    p.add_argument("--input_mean", type=_floats_list, default=None,
+                   help=f"input contract: per-channel mean in [0, 1] units, x = (x01 - mean) / std ({when})")
+    p.add_argument("--input_std", type=_floats_list, default=None,
+                   help="input contract: per-channel std in [0, 1] units (e.g. 0.5 with mean 0.5 gives [-1, 1])")
+    p.add_argument("--preprocess", default=None, metavar="PRESET",
+                   help=f"input contract preset, one of: {', '.join(preset_names())} ({when})")
 
-    return convert.load_model(spec)
+
+def _add_model_flags(p: argparse.ArgumentParser, *, what: str = "PATH (.keras, .h5, SavedModel dir) or zoo:NAME") -> None:
+    p.add_argument("--model", required=True, help=what)
+    p.add_argument("--custom_objects", default=None, metavar="MODULE_OR_FILE",
+                   help="Python file (my_layers.py) or module (pkg.layers) defining the model's custom layers")
+
+
+def _input_contract(args: argparse.Namespace) -> Any:
+    """The input contract the flags give (an InputContract), or None when none was given."""
+    from tfquant.recipes import inputs
+
+    return inputs.resolve(preset=args.preprocess, mean=args.input_mean, std=args.input_std)
+
+
+def _load_model(spec: str, custom_objects: str | None = None) -> Any:
+    from tfquant import api
+
+    return api.load_model(spec, custom_objects=custom_objects)
+
+
+def _calibration_note(source: str, n_used: int, requested: int | None) -> None:
+    """One line when the default calibration size was capped by a smaller source."""
+    from tfquant.data import DEFAULT_NUM_CALIBRATION_EXAMPLES
+
+    if requested is None and n_used < DEFAULT_NUM_CALIBRATION_EXAMPLES:
+        print(
+            f"calibration: {source} has {n_used} examples (fewer than the default "
+            f"{DEFAULT_NUM_CALIBRATION_EXAMPLES}); using all of them"
+        )
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from tfquant import convert
+    from tfquant import api
     from tfquant.recipes import Recipe
 
+    recipe = None
+    options: dict[str, Any] = {}
     if args.recipe:
         path = Path(args.recipe)
         if not path.is_file():
             raise TfquantError(f"recipe file {args.recipe!r} does not exist; pass a .recipe.json path")
         recipe = Recipe.from_json(path.read_text())
     else:
-        recipe = Recipe(
-            mode=args.mode or Mode.INT8,
+        options = dict(
             weight_granularity=args.weight_granularity,
             io_dtype=args.io_dtype,
-            num_calibration_examples=args.num_calibration_examples,
-            calibration_seed=args.calibration_seed,
-            calibration_data=args.calibration_data,
             calibrator=args.calibrator,
             percentile=args.percentile,
             aciq_prior=args.aciq_prior,
@@ -101,155 +149,119 @@ def cmd_convert(args: argparse.Namespace) -> int:
         )
     if not str(args.out).endswith(".tflite"):
         raise TfquantError(f"--out must end in .tflite, got {args.out!r}")
-    calibration = None
-    if recipe.mode.needs_calibration:
-        source = recipe.calibration_data or args.calibration_data
-        if not source:
-            raise TfquantError(
-                f"mode {recipe.mode} needs calibration data; pass --calibration_data DATASET "
-                "(e.g. fashion_mnist, npz:PATH, tfds:NAME, folder:PATH)"
-            )
-        from tfquant import data
-
-        calibration = data.calibration_set(
-            source,
-            recipe.num_calibration_examples,
-            seed=recipe.calibration_seed,
-            data_dir=args.data_dir,
-            image_size=args.image_size,
-        )
-    model = _load_model(args.model)
-    start = time.perf_counter()
-    tflite = convert.convert(model, recipe, calibration_data=calibration)
-    out = convert.save(tflite, args.out, recipe)
-    print(
-        f"wrote {out} ({len(tflite):,} bytes, mode {recipe.mode}, "
-        f"{recipe.weight_granularity} weights, activation ranges: {recipe.calibration_label}) "
-        f"in {time.perf_counter() - start:.1f} s"
+    result = api.quantize(
+        args.model,
+        mode=args.mode or Mode.INT8.value,
+        calibration_data=args.calibration_data,
+        out=args.out,
+        num_calibration_examples=args.num_calibration_examples,
+        calibration_seed=args.calibration_seed,
+        preprocess=args.preprocess,
+        input_mean=args.input_mean,
+        input_std=args.input_std,
+        custom_objects=args.custom_objects,
+        data_dir=args.data_dir,
+        image_size=args.image_size,
+        recipe=recipe,
+        **options,
     )
+    recipe = result.recipe
+    line = (
+        f"wrote {result.path} ({len(result.tflite):,} bytes, mode {recipe.mode}, "
+        f"{recipe.weight_granularity} weights, activation ranges: {recipe.calibration_label}"
+    )
+    if recipe.input is not None and not recipe.input.is_identity:
+        line += f", input {recipe.input.describe()}"
+    print(line + f") in {result.seconds:.1f} s")
     return 0
-
-
-QAT_METADATA_NAME = "tfquant_qat"
 
 
 def cmd_qat(args: argparse.Namespace) -> int:
     """Quantization-aware fine-tuning (tfmot), then int8 export and a fidelity check."""
-    import dataclasses
     import json
 
     from tfquant import data
     from tfquant.convert import qat
-    from tfquant.convert.metadata import embed_bytes
+    from tfquant.convert.metadata import QAT_METADATA_NAME, embed_bytes
     from tfquant.io_utils import write_bytes_atomic, write_text_atomic
-    from tfquant.models.train import DEFAULT_CONFIGS, TrainConfig
+    from tfquant.models.train import DEFAULT_CONFIGS
 
     out = Path(args.out)
     if out.suffix != ".tflite":
         raise TfquantError(f"--out must end in .tflite, got {args.out!r}")
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.custom_objects)
+    contract = _input_contract(args)
     zoo_name = args.model[len(ZOO_PREFIX):] if args.model.startswith(ZOO_PREFIX) else None
-    if zoo_name in DEFAULT_CONFIGS and args.original_learning_rate is None:
-        original = DEFAULT_CONFIGS[zoo_name]
-    elif args.original_learning_rate is None:
-        raise TfquantError(
-            "--original_learning_rate is needed for a model outside the zoo (the fine-tuning "
-            "recipes are fractions of the original schedule); pass the LR it was trained with"
-        )
-    else:
-        original = TrainConfig(epochs=1, batch_size=args.batch_size, learning_rate=args.original_learning_rate)
-    finetune_recipe = (
-        qat.nvidia_recipe(original) if args.finetune_recipe == "nvidia" else qat.whitepaper_recipe(original)
-    )
-    options = dict(data_dir=args.data_dir, image_size=args.image_size)
+    options = dict(data_dir=args.data_dir, image_size=args.image_size, normalization=contract)
     x_cal = data.calibration_set(
         args.calibration_data, args.num_calibration_examples, seed=args.calibration_seed, **options
     )
+    _calibration_note(args.calibration_data, len(x_cal), args.num_calibration_examples)
     x_train, y_train, _ = data.load_numpy(args.train_data, "train", limit=args.limit_train, **options)
-    qat_model = qat.quantize_for_training(
-        model,
-        weight_bits=args.weight_bits,
-        weight_granularity=args.weight_granularity,
-        calibration_data=x_cal,
-    )
-    start = time.perf_counter()
-    result = qat.finetune(
-        qat_model, finetune_recipe, x_train, y_train, epochs=args.epochs, seed=args.seed,
-        log_dir=args.log_dir, checkpoint_dir=args.checkpoint_dir,
-    )
-    tflite = qat.export_tflite(qat_model)
-    record: dict[str, Any] = {
-        "model": args.model, "weight_bits": args.weight_bits, "activation_bits": 8,
-        "weight_granularity": args.weight_granularity, "epochs": args.epochs, "seed": args.seed,
-        "train_data": args.train_data, "train_examples": int(len(x_train)),
-        "calibration_data": args.calibration_data,
-        "num_calibration_examples": args.num_calibration_examples,
-        "calibration_seed": args.calibration_seed, "finetune_recipe": finetune_recipe.to_dict(),
-        "train_seconds": round(time.perf_counter() - start, 1),
-    }
-    if dataclasses.is_dataclass(result):
-        record["finetune"] = json.loads(json.dumps(dataclasses.asdict(result), default=str))
+    x_test = y_test = None
     if args.eval_data:
         x_test, y_test, _ = data.load_numpy(args.eval_data, "test", limit=args.limit_eval, **options)
-        report = qat.compare(qat_model, tflite, x_test, y_test)
-        record["fidelity"] = json.loads(json.dumps(dataclasses.asdict(report), default=str))
-        print(report.summary())
-    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
-    tflite = embed_bytes(tflite, QAT_METADATA_NAME, text.encode("utf-8"))
+    outcome = qat.run_qat(
+        model, x_train, y_train, x_cal,
+        weight_bits=args.weight_bits, weight_granularity=args.weight_granularity,
+        epochs=args.epochs, seed=args.seed, learning_rate=args.original_learning_rate,
+        batch_size=args.batch_size, finetune_recipe=args.finetune_recipe,
+        x_eval=x_test, y_eval=y_test, log_dir=args.log_dir, checkpoint_dir=args.checkpoint_dir,
+        original=DEFAULT_CONFIGS.get(zoo_name) if zoo_name else None,
+        model_path=None if zoo_name else args.model,
+    )
+    record: dict[str, Any] = {
+        "model": args.model,
+        "train_data": args.train_data,
+        "eval_data": args.eval_data,
+        "calibration_data": args.calibration_data,
+        "calibration_seed": args.calibration_seed,
+        "input": contract.to_dict() if contract is not None else None,
+        **outcome.record,
+    }
+    text = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
+    tflite = embed_bytes(outcome.tflite, QAT_METADATA_NAME, text.encode("utf-8"))
     write_bytes_atomic(out, tflite)
     write_text_atomic(out.with_suffix(".qat.json"), text)
-    print(
+    line = (
         f"wrote {out} ({len(tflite):,} bytes, int8, {args.weight_bits}-bit weights on the int8 grid, "
         f"{args.weight_granularity}) and {out.with_suffix('.qat.json').name}"
     )
+    if outcome.float_accuracy is not None and outcome.qat_accuracy is not None:
+        line += (
+            f"; top-1 float {outcome.float_accuracy:.4f} -> .tflite {outcome.qat_accuracy:.4f} "
+            f"on {record.get('accuracy_data', 'held-out data')}"
+        )
+    print(line)
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from tfquant import convert, data, evaluation
+    from tfquant import api
     from tfquant.io_utils import write_json_atomic
 
     if args.output and not str(args.output).endswith(".json"):
         raise TfquantError(f"--output must end in .json, got {args.output!r}")
-    runtime = Runtime.parse(args.runtime, what="runtime")
-    # Load the model first: a corrupt file should fail before the dataset is read.
-    evaluation.load_interpreter(args.tflite, runtime=runtime, num_threads=args.num_threads,
-                                delegate_path=args.delegate_path)
-    x, y, info = data.load_numpy(
-        args.dataset, args.split, data_dir=args.data_dir, image_size=args.image_size, limit=args.limit
+    result = api.evaluate(
+        args.tflite, args.dataset, split=args.split, preprocess=args.preprocess,
+        input_mean=args.input_mean, input_std=args.input_std, runtime=args.runtime,
+        num_threads=args.num_threads, batch_size=args.batch_size, limit=args.limit,
+        latency_runs=args.latency_runs, delegate_path=args.delegate_path,
+        data_dir=args.data_dir, image_size=args.image_size,
     )
-    acc = evaluation.evaluate_accuracy(
-        args.tflite, x, y, runtime=runtime, num_threads=args.num_threads,
-        batch_size=args.batch_size, delegate_path=args.delegate_path,
-    )
-    result: dict[str, Any] = {
-        "tflite_path": str(args.tflite),
-        "dataset": args.dataset,
-        "split": args.split,
-        "runtime": runtime.value,
-        "threads": args.num_threads,
-        "accuracy": acc.accuracy,
-        "n_examples": acc.n_examples,
-        "size_bytes": evaluation.file_size(args.tflite),
-        "executed_in": "tflite",
-    }
-    if args.latency_runs > 0:
-        lat = evaluation.measure_latency(
-            args.tflite, runtime=runtime, num_threads=args.num_threads,
-            runs=args.latency_runs, delegate_path=args.delegate_path, sample=x[:1],
-        )
-        result.update(
-            latency_ms_median=lat.median_ms, latency_ms_p90=lat.p90_ms, latency_ms_min=lat.min_ms,
-            latency_runs=lat.runs,
-        )
-    recipe = convert.read_recipe(args.tflite)
-    result["recipe"] = recipe.to_dict() if recipe else None
     line = (
-        f"{Path(args.tflite).name}: top-1 {acc.accuracy:.4f} on {acc.n_examples} {info.name}/{args.split} "
-        f"examples ({runtime}, {args.num_threads} thread(s)), {result['size_bytes']:,} bytes"
+        f"{Path(args.tflite).name}: top-1 {result['accuracy']:.4f} on {result['n_examples']} "
+        f"{args.dataset}/{result['split']} examples ({result['runtime']}, {args.num_threads} thread(s)), "
+        f"{result['size_bytes']:,} bytes"
     )
     if "latency_ms_median" in result:
         line += f", latency median {result['latency_ms_median']:.3f} ms"
+    if result["input"] is not None:
+        from tfquant.recipes.inputs import InputContract
+
+        contract = InputContract.from_dict(result["input"])
+        if not contract.is_identity:
+            line += f"; input {contract.describe()} ({result['input_source']})"
     print(line)
     if args.output:
         write_json_atomic(args.output, result)
@@ -258,22 +270,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from tfquant import convert, evaluation
+    from tfquant import api
 
-    report = evaluation.inspect_model(args.tflite)
     if args.json:
-        import dataclasses
         import json
 
-        out = dataclasses.asdict(report)
-        out["ranges"] = convert.read_ranges(args.tflite)
-        print(json.dumps(out, indent=2, default=str))
+        print(json.dumps(api.inspect(args.tflite, as_dict=True), indent=2, default=str))
         return 0
-    print(evaluation.format_report(report))
-    ranges = convert.read_ranges(args.tflite)
-    print(evaluation.format_activation_ranges(report, ranges, convert.read_recipe(args.tflite)))
-    recipe = convert.read_recipe(args.tflite)
-    print("recipe: " + (recipe.to_json().strip() if recipe else "(none embedded)"))
+    print(api.inspect(args.tflite))
     return 0
 
 
@@ -289,12 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     c = sub.add_parser("convert", help="convert a Keras/SavedModel model to .tflite")
-    c.add_argument("--model", required=True, help="PATH (.keras, .h5, SavedModel dir) or zoo:NAME")
+    _add_model_flags(c)
     c.add_argument("--mode", choices=[m.value for m in Mode], default=None, help="default int8")
     c.add_argument("--weight_granularity", choices=[g.value for g in Granularity], default="per_channel")
     c.add_argument("--io_dtype", choices=[d.value for d in IODType], default="float32")
     c.add_argument("--calibration_data", default=None, help="DATASET: fashion_mnist, tfds:NAME, npz:PATH, folder:PATH")
-    c.add_argument("--num_calibration_examples", type=_positive_int, default=1000)
+    c.add_argument("--num_calibration_examples", type=_positive_int, default=None,
+                   help="calibration set size (default: 1000, or all examples when the source has fewer)")
     c.add_argument("--calibration_seed", type=int, default=0)
     c.add_argument("--calibrator", choices=[m.value for m in Calibration], default=None,
                    help="activation ranges (int8/int16x8); default: the converter's own min/max")
@@ -310,22 +315,28 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--recipe", default=None, help="a .recipe.json to use instead of the flags above")
     c.add_argument("--out", required=True, help="OUT.tflite (OUT.recipe.json is written beside it)")
     _add_data_flags(c)
+    _add_input_flags(c)
     c.set_defaults(func=cmd_convert)
 
     q = sub.add_parser("qat", help="quantization-aware fine-tuning (tfmot), int8 export, fidelity check")
-    q.add_argument("--model", required=True, help="PATH (.keras, .h5, SavedModel dir) or zoo:NAME (a trained float model)")
+    _add_model_flags(q, what="PATH (.keras, .h5, SavedModel dir) or zoo:NAME (a trained float model)")
     q.add_argument("--train_data", required=True, help="DATASET to fine-tune on (its train split)")
     q.add_argument("--calibration_data", required=True, help="DATASET for the initial activation ranges")
     q.add_argument("--epochs", type=_positive_int, required=True)
     q.add_argument("--weight_bits", type=int, choices=[8, 4, 2], default=8,
                    help="sub-8-bit weights are stored as int8 values on the b-bit grid")
     q.add_argument("--weight_granularity", choices=[g.value for g in Granularity], default="per_channel")
-    q.add_argument("--finetune_recipe", choices=["nvidia", "whitepaper"], default="nvidia",
-                   help="nvidia: Adam, LR 1%% of the original, cosine; whitepaper: SGD + momentum, BN frozen after N steps")
+    q.add_argument("--finetune_recipe", choices=list(FINETUNE_RECIPES), default="auto",
+                   help="auto (default): nvidia + batch-norm re-estimation after fine-tuning, LR 10%% of the "
+                        "original below 8-bit weights; nvidia: Adam, LR 1%% of the original, cosine; "
+                        "whitepaper: SGD + momentum, BN frozen after N steps")
     q.add_argument("--original_learning_rate", type=float, default=None,
-                   help="LR the float model was trained with (zoo models know theirs)")
-    q.add_argument("--batch_size", type=_positive_int, default=128, help="for models outside the zoo")
-    q.add_argument("--num_calibration_examples", type=_positive_int, default=1000)
+                   help="LR the float model was trained with (default: the zoo's, else the optimizer "
+                        "saved in the model file, else 1e-3, Keras's Adam default)")
+    q.add_argument("--batch_size", type=_positive_int, default=None,
+                   help="fine-tuning batch size (default: the zoo model's, else 128)")
+    q.add_argument("--num_calibration_examples", type=_positive_int, default=None,
+                   help="calibration set size (default: 1000, or all examples when the source has fewer)")
     q.add_argument("--calibration_seed", type=int, default=0)
     q.add_argument("--seed", type=int, default=0, help="makes the run repeatable")
     q.add_argument("--limit_train", type=_positive_int, default=None, help="only the first N training examples")
@@ -335,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--checkpoint_dir", default=None, help="one checkpoint per epoch")
     q.add_argument("--out", required=True, help="OUT.tflite (OUT.qat.json is written beside it)")
     _add_data_flags(q)
+    _add_input_flags(q)
     q.set_defaults(func=cmd_qat)
 
     e = sub.add_parser("evaluate", help="top-1 accuracy, size and latency of a .tflite in LiteRT")
@@ -349,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--latency_runs", type=int, default=100, help="single-image invokes to time; 0 skips")
     e.add_argument("--output", default=None, help="RESULT.json")
     _add_data_flags(e)
+    _add_input_flags(e, evaluate=True)
     e.set_defaults(func=cmd_evaluate)
 
     i = sub.add_parser("inspect", help="per-tensor dtype, scale, zero point; op counts; recipe")
@@ -359,36 +372,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _import_tensorflow_quietly() -> None:
-    """Imports TensorFlow with file descriptor 2 muted.
+    """Imports TensorFlow without its CPU-only start-up notices (see :mod:`tfquant._quiet`).
 
-    On a machine without a GPU, TensorFlow's C++ start-up writes cuda-stub notices straight
-    to fd 2 (no environment variable silences them), which would bury the CLI's one-line
-    errors. A real import failure still raises ImportError with its message.
+    On a machine without a GPU TensorFlow's C++ start-up writes cuda-stub / oneDNN notices
+    and, at the first device use, a ``failed call to cuInit`` line straight to fd 2 (no
+    environment variable silences them), which would bury the CLI's one-line results and
+    errors. Only those known lines are dropped; anything else still reaches stderr, and a
+    real import failure still raises ImportError with its message.
     """
-    if "tensorflow" in sys.modules:
-        return
-    import os
+    from tfquant import _quiet
 
-    from tfquant import _env  # noqa: F401
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    _quiet.import_tensorflow()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI; returns the process exit status."""
     args = build_parser().parse_args(argv)
     _import_tensorflow_quietly()
+    from tfquant import progress
+
     try:
-        return int(args.func(args))
+        with progress.reporting():  # stderr: bars on a terminal, one line per stage in a log
+            return int(args.func(args))
     except TfquantError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

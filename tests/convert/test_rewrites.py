@@ -233,3 +233,81 @@ def test_int8_is_not_rewritten(transformer: Any) -> None:
     recipe = Recipe(mode=Mode.INT8, num_calibration_examples=N)
     tflite = convert.convert(transformer, recipe, calibration_data=_data(seed=0))
     assert inspect_model(tflite).op_counts.get("SQUARED_DIFFERENCE") == 3
+
+
+# --- hard-swish (MobileNetV3) ---------------------------------------------------------
+
+
+def _hard_swish_cnn(seed: int = 0) -> Any:
+    """Conv + hard-swish, built with keras.applications MobileNetV3's own helpers, plus an SE
+    gate ``x * hard_sigmoid(s)`` of another tensor (not a hard-swish: must stay)."""
+    import tensorflow as tf
+    from tf_keras.src.applications import mobilenet_v3
+
+    layers = tf.keras.layers
+    tf.keras.utils.set_random_seed(seed)
+    inputs = tf.keras.Input((8, 8, 3))
+    x = mobilenet_v3.hard_swish(layers.Conv2D(8, 3, padding="same")(inputs))
+    gate = mobilenet_v3.hard_sigmoid(layers.Conv2D(8, 1)(layers.GlobalAveragePooling2D(keepdims=True)(x)))
+    x = layers.Multiply(name="se_gate")([x, gate])
+    x = mobilenet_v3.hard_swish(layers.Conv2D(16, 3, strides=2, padding="same")(x))
+    outputs = layers.Dense(CLASSES)(layers.GlobalAveragePooling2D()(x))
+    return tf.keras.Model(inputs, outputs)
+
+
+def _images(seed: int, n: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, 2, (n, 8, 8, 3)).astype(np.float32)
+
+
+def test_hard_swish_rewrite_keeps_float_outputs() -> None:
+    model = _hard_swish_cnn()
+    # Keras numbers auto-named layers per process, so compare against the model's own names.
+    swishes = [layer.name for layer in model.layers
+               if layer.__class__.__name__ == "Multiply" and layer.name != "se_gate"]
+    assert len(swishes) == 2
+    assert rewrites.rewritable_hard_swishes(model) == swishes
+    assert rewrites.int16x8_rewrites(model) == {"hard_swish": swishes}
+    clone = rewrites.rewrite_for_int16x8(model)
+    assert _layer_types(clone).count("DecomposedHardSwish") == 2
+    assert clone.get_layer("se_gate").__class__.__name__ == "Multiply"
+    assert rewrites.int16x8_rewrites(clone) == {}
+    x = _images(1, 64)
+    ref = model(x).numpy()
+    assert np.abs(ref).max() > 0.1  # not a degenerate model
+    np.testing.assert_allclose(clone(x).numpy(), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_hard_swish_int16x8_runs_and_agrees_with_float() -> None:
+    model = _hard_swish_cnn()
+    x = _images(2, N)
+    r = Recipe(mode=Mode.INT16X8, num_calibration_examples=N)
+    tflite = convert.convert(model, r, calibration_data=x)
+    ops = {t for t in inspect_model(tflite).op_counts}
+    assert "HARD_SWISH" not in ops
+    ref = model(x).numpy()
+    out = run_tflite(tflite, x)
+    assert np.abs(out - ref).max() < 0.01 * np.abs(ref).max()
+    assert np.mean(out.argmax(-1) == ref.argmax(-1)) >= 0.95
+    # The model records what was rewritten, and inspect shows it.
+    assert convert.read_rewrites(tflite) == rewrites.int16x8_rewrites(model)
+    assert len(convert.read_rewrites(tflite)["hard_swish"]) == 2
+    import tfquant
+
+    assert "int16x8 rewrites (exact in float): hard_swish x2" in tfquant.inspect(tflite)
+    # int8 keeps the fused op (it has an int8 kernel): the rewrite is int16x8 only.
+    t8 = convert.convert(model, r.replace(mode=Mode.INT8), calibration_data=x)
+    assert "HARD_SWISH" in inspect_model(t8).op_counts
+    assert convert.read_rewrites(t8) == {}
+
+
+def test_mobilenet_v3_hard_swishes_are_all_found() -> None:
+    import tf_keras as keras
+
+    model = keras.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3), weights=None, classes=10, classifier_activation=None
+    )
+    found = rewrites.rewritable_hard_swishes(model)
+    # Every Multiply whose second input is hard_sigmoid of its first: 19 in MobileNetV3Small;
+    # the 9 squeeze-excite gates multiply another tensor and are not hard-swish.
+    multiplies = [l for l in model.layers if type(l) is keras.layers.Multiply]
+    assert len(found) == 19 and len(multiplies) == 19 + 9

@@ -29,6 +29,7 @@ from ai_edge_litert.tools import flatbuffer_utils
 from tfquant.calibration.histogram import NUM_BINS
 from tfquant.calibration.statistics import DEFAULT_EMA_CONSTANT, TensorStatistics
 from tfquant.errors import TfquantError
+from tfquant.progress import progress
 
 DEFAULT_BATCH_SIZE = 100
 
@@ -103,7 +104,8 @@ def collect_statistics(
     input_index = inputs[0]["index"]
     stats = {index: TensorStatistics.empty(name, num_bins=num_bins) for index, name in tensors.items()}
     size = -1
-    for begin in range(0, len(data), batch_size):
+    starts = range(0, len(data), batch_size)
+    for begin in progress(starts, desc=f"statistics pass ({len(data)} examples)", unit="batch"):
         batch = data[begin : begin + batch_size]
         if len(batch) != size:
             size = len(batch)

@@ -3,8 +3,11 @@
 The only stage that touches ``tf.lite.TFLiteConverter``. Modules, in pipeline order:
 
 * ``loading``         -- .keras / .h5 / SavedModel -> Keras model
+* ``custom_objects``  -- custom layers for loading: a user's .py file / module / dict, and
+                         the keras.applications layers (always registered)
 * ``representative``  -- calibration-data checks and the batched representative dataset
-* ``rewrites``        -- exact Keras model rewrites before conversion (int16x8 LayerNorm)
+* ``rewrites``        -- exact Keras model rewrites before conversion (int16x8 LayerNorm,
+                         hard-swish)
 * ``converter``       -- recipe -> converter flags -> .tflite bytes (mode table is there)
 * ``calibrated``      -- tfquant calibrators' ranges into int8 / int16x8 models (calibrate
                          once, export one model per calibrator)
@@ -23,15 +26,30 @@ Example::
 
 from tfquant.convert.artifacts import save
 from tfquant.convert.converter import convert
+from tfquant.convert.custom_objects import load_custom_objects
 from tfquant.convert.loading import load_model
-from tfquant.convert.metadata import METADATA_NAME, RANGES_METADATA_NAME, read_ranges, read_recipe
+from tfquant.convert.metadata import (
+    METADATA_NAME,
+    QAT_METADATA_NAME,
+    RANGES_METADATA_NAME,
+    REWRITES_METADATA_NAME,
+    read_input_contract,
+    read_ranges,
+    read_recipe,
+    read_rewrites,
+)
 
 __all__ = [
     "METADATA_NAME",
+    "QAT_METADATA_NAME",
     "RANGES_METADATA_NAME",
+    "REWRITES_METADATA_NAME",
     "convert",
+    "load_custom_objects",
     "load_model",
+    "read_input_contract",
     "read_ranges",
     "read_recipe",
+    "read_rewrites",
     "save",
 ]

@@ -63,6 +63,7 @@ from tfquant.convert import converter as _converter
 from tfquant.convert import representative
 from tfquant.convert.metadata import embed_ranges, embed_recipe
 from tfquant.errors import TfquantError
+from tfquant.progress import stage
 from tfquant.qtypes import ActivationScheme, Granularity, IODType, Mode, WeightCalibration
 from tfquant.recipes import Recipe
 
@@ -163,9 +164,10 @@ def calibrate(
     x = representative.validate_calibration_data(calibration_data, recipe, source.input_shape())
     start = time.perf_counter()
     one = representative.representative_dataset(x[:1], batch_dim=source.input_shape()[0], batch_size=1)
-    annotated = _converter.run_converter(
-        source, recipe.replace(num_calibration_examples=1), one, calibrate_only=True
-    )
+    with stage(f"calibrate ({recipe.mode}): float model with the tensors to quantize"):
+        annotated = _converter.run_converter(
+            source, recipe.replace(num_calibration_examples=1), one, calibrate_only=True
+        )
     convert_seconds = time.perf_counter() - start
     tensors = _annotated_tensors(_read(annotated))
     if source.input_shape()[0] not in (None, -1) and source.input_shape()[0] != batch_size:
@@ -340,6 +342,12 @@ def export(calibrated: CalibratedModel, recipe: Recipe) -> bytes:
             f"the recipe's {field} is {want!r} but the model was calibrated with {have!r}; "
             "calibrate again with this recipe"
         )
+    with stage(f"quantize ({recipe.mode}, {recipe.calibrator} ranges)"):
+        return _export(calibrated, recipe)
+
+
+def _export(calibrated: CalibratedModel, recipe: Recipe) -> bytes:
+    """:func:`export` after its checks: ranges, weight clipping, quantizer, metadata."""
     ranges = activation_ranges(calibrated, recipe)
     model = _read(calibrated.float_model)
     tensors = model.subgraphs[0].tensors

@@ -17,8 +17,10 @@ int16x8    ``supported_ops=[EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGH
            only (strict, see below): int16 symmetric activations, int8 weights, int64
            bias. io_dtype int16 -> int16 input/output tensors. A Keras model's
            LayerNormalization layers (last axis, center and scale on) are first replaced
-           by :class:`~tfquant.convert.rewrites.DecomposedLayerNormalization`, exact in
-           float (see below).
+           by :class:`~tfquant.convert.rewrites.DecomposedLayerNormalization`, and its
+           hard-swish Multiply layers (MobileNetV3) by
+           :class:`~tfquant.convert.rewrites.DecomposedHardSwish`, both exact in float
+           (see below).
 =========  ==============================================================================
 
 Weight granularity per_tensor sets ``converter._experimental_disable_per_channel = True``
@@ -48,7 +50,9 @@ them once (in brackets: max |error| / max |Keras output| on one random input):
   CONCATENATION (2.8e-3), FILL (7.1e-5); Keras MultiHeadAttention as a whole
   (FULLY_CONNECTED, BATCH_MATMUL, SOFTMAX, TRANSPOSE, RESHAPE; 5.7e-3).
 * rejected by the converter: POW ("Quantization to 16x8-bit not yet supported for op:
-  'POW'"). (A bare ``tf.math.erf`` is no TFLite builtin in any mode.)
+  'POW'"), HARD_SWISH (the converter fuses ``x * relu6(x + 3) * (1/6)`` into it; the
+  hard-swish rewrite below avoids the fusion). (A bare ``tf.math.erf`` is no TFLite
+  builtin in any mode.)
 * accepted by the converter but **no int16 kernel** in LiteRT: SQUARED_DIFFERENCE
   ("SquaredDifference only supports FLOAT32 and INT32"), hence Keras LayerNormalization,
   whose int16 graph aborts the interpreter process (SIGABRT) in ``invoke()``. Adding the
@@ -72,6 +76,13 @@ so still stopped by the runtime check: other LayerNormalizations
 (several or leading axes, center or scale off, subclasses of the layer), layers inside
 subclassed models, and SavedModels that Keras did not write (they convert from their
 signature, not from Keras layers). The other modes convert the model as given.
+
+Hard-swish rewrite (int16x8 only). keras.applications MobileNetV3 computes hard-swish as
+``Multiply([x, ReLU(6)(x + 3) * (1/6)])``; the converter fuses it into HARD_SWISH, which it
+cannot quantize to 16x8. :func:`~tfquant.convert.rewrites.decompose_hard_swish` replaces the
+Multiply by ``(x * (1/6)) * relu6(x + 3)``, the same product associated differently (float
+outputs of MobileNetV3Small equal to rounding), which lowers to ADD (fused RELU6), MUL, MUL.
+:func:`~tfquant.convert.rewrites.int16x8_rewrites` lists the layers both rewrites replace.
 
 Calibration examples are fed in batches (see :mod:`tfquant.convert.representative`).
 The converter's own logging (C++ stderr lines, Python warnings) is captured during
@@ -97,9 +108,11 @@ import numpy as np
 import tensorflow as tf
 
 from tfquant.convert import representative, rewrites, runtime_check
+from tfquant.convert.custom_objects import CustomObjectsSpec
 from tfquant.convert.loading import check_model_path, is_keras_savedmodel, load_model
-from tfquant.convert.metadata import embed_recipe
+from tfquant.convert.metadata import embed_recipe, embed_rewrites
 from tfquant.errors import TfquantError
+from tfquant.progress import stage
 from tfquant.qtypes import Granularity, IODType, Mode
 from tfquant.recipes import Recipe
 
@@ -244,6 +257,7 @@ def convert(
     recipe: Recipe,
     *,
     calibration_data: np.ndarray | None = None,
+    custom_objects: CustomObjectsSpec = None,
 ) -> bytes:
     """Converts a float model to .tflite bytes as ``recipe`` says, with the recipe embedded.
 
@@ -259,6 +273,8 @@ def convert(
         ``recipe.num_calibration_examples``), ignored by the other modes. Fed to the
         calibrator in batches of up to 100, which gives the same min/max ranges as one
         example at a time.
+      custom_objects: the custom layers of a Keras file ``model`` (a dict, a .py file or a
+        module name, as :func:`tfquant.convert.load_model` takes); unused for a Keras model.
 
     Returns:
       The .tflite flatbuffer, whose metadata entry ``tfquant_recipe`` holds
@@ -270,11 +286,13 @@ def convert(
         in LiteRT, or a model to rewrite for int16x8 has a layer that cannot be cloned.
     """
     _check_recipe(recipe)
+    source = _load_source(model, custom_objects=custom_objects)
     if recipe.calibrator is not None:
         from tfquant.convert import calibrated  # noqa: PLC0415  (it imports this module)
 
-        return calibrated.convert_calibrated(model, recipe, calibration_data=calibration_data)
-    source = _load_source(model)
+        loaded = source.keras_model if source.keras_model is not None else model
+        tflite = calibrated.convert_calibrated(loaded, recipe, calibration_data=calibration_data)
+        return _record_rewrites(tflite, source, recipe)
     dataset = None
     if recipe.mode.needs_calibration:
         x = representative.validate_calibration_data(
@@ -285,10 +303,20 @@ def convert(
             batch_dim=source.input_shape()[0],
             batch_size=representative.CALIBRATION_BATCH_SIZE,
         )
-    tflite = run_converter(source, recipe, dataset)
+    with stage(f"convert ({recipe.mode})"):
+        tflite = run_converter(source, recipe, dataset)
     if recipe.mode is Mode.INT16X8:
-        check_int16x8_runs(tflite)
-    return embed_recipe(tflite, recipe)
+        with stage("int16x8 runtime check"):
+            check_int16x8_runs(tflite)
+    return _record_rewrites(embed_recipe(tflite, recipe), source, recipe)
+
+
+def _record_rewrites(tflite: bytes, source: "Source", recipe: Recipe) -> bytes:
+    """Embeds which layers the int16x8 rewrites replaced (``tfquant_rewrites``), if any."""
+    if recipe.mode is not Mode.INT16X8 or source.keras_model is None:
+        return tflite
+    done = rewrites.int16x8_rewrites(source.keras_model)
+    return embed_rewrites(tflite, done) if done else tflite
 
 
 def check_int16x8_runs(tflite: bytes) -> None:
@@ -326,13 +354,15 @@ class Source:
         return _single_input(self.input_shapes, "the model")
 
 
-def _load_source(model: "tf.keras.Model | str | os.PathLike[str]") -> Source:
+def _load_source(
+    model: "tf.keras.Model | str | os.PathLike[str]", *, custom_objects: CustomObjectsSpec = None
+) -> Source:
     if isinstance(model, (str, os.PathLike)):
         path = check_model_path(model)
         if path.is_dir() and not is_keras_savedmodel(path):
             # Loaded here, so a broken one gets a clear error whatever the mode.
             return Source(savedmodel_dir=path, input_shapes=_savedmodel_input_shapes(path))
-        return Source(keras_model=load_model(path))
+        return Source(keras_model=load_model(path, custom_objects=custom_objects))
     if not isinstance(model, tf.keras.Model):
         raise TfquantError(
             f"model must be a tf.keras.Model or a path, got {type(model).__name__}; note "
@@ -351,14 +381,11 @@ def run_converter(
     switch), the input of :mod:`tfquant.convert.calibrated`.
     """
     model = source.keras_model
-    if (
-        recipe.mode is Mode.INT16X8
-        and model is not None
-        and rewrites.rewritable_layer_normalizations(model)
-    ):
-        # Exact in float; LiteRT has no int16 kernel for the SQUARED_DIFFERENCE that Keras
-        # LayerNormalization lowers to (see the module docstring).
-        model = rewrites.decompose_layer_normalization(model)
+    if recipe.mode is Mode.INT16X8 and model is not None:
+        # Exact in float: LayerNormalization (LiteRT has no int16 SQUARED_DIFFERENCE kernel)
+        # and hard-swish (the converter cannot quantize the fused HARD_SWISH to 16x8) are
+        # rewritten into ops with int16 kernels (see the module docstring).
+        model = rewrites.rewrite_for_int16x8(model)
 
     with _captured_output() as log:
         try:

@@ -2,7 +2,9 @@
 
 A SavedModel directory written by Keras (it holds ``keras_metadata.pb``) loads as a Keras
 model; any other SavedModel is converted straight from its ``serving_default`` signature
-(see :func:`tfquant.convert.convert`).
+(see :func:`tfquant.convert.convert`). Custom layers come from ``custom_objects`` (a dict, a
+.py file or a module, see :mod:`tfquant.convert.custom_objects`); the layers that
+keras.applications defines (ConvNeXt's ``LayerScale``, ...) are always added.
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 
 import tensorflow as tf
 
+from tfquant.convert.custom_objects import (
+    CustomObjectsSpec,
+    application_custom_objects,
+    load_custom_objects,
+    named_in_keras_error,
+    unresolved_class_names,
+)
 from tfquant.errors import TfquantError
 
 KERAS_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -64,11 +73,17 @@ def check_model_path(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def load_model(path: str | os.PathLike[str]) -> tf.keras.Model:
+def load_model(
+    path: str | os.PathLike[str], *, custom_objects: CustomObjectsSpec = None
+) -> tf.keras.Model:
     """Loads a float Keras model (uncompiled) from a .keras / .h5 file or a SavedModel dir.
 
     Args:
       path: a ``.keras`` or ``.h5`` file, or a SavedModel directory written by Keras.
+      custom_objects: the model's custom layers / functions: a dict name -> object, a
+        Python file (``"my_layers.py"``) or an importable module (``"pkg.module"``); see
+        :func:`tfquant.convert.custom_objects.load_custom_objects`. The layers of
+        keras.applications (e.g. ConvNeXt's ``LayerScale``) are always included.
 
     Returns:
       The model, not compiled (conversion needs no optimizer state).
@@ -76,7 +91,9 @@ def load_model(path: str | os.PathLike[str]) -> tf.keras.Model:
     Raises:
       TfquantError: the path is missing, has an unknown suffix, is a SavedModel that is not
         a Keras model (convert that path directly with :func:`tfquant.convert.convert`),
-        or the file is corrupt / unreadable.
+        the model uses a class Keras cannot resolve (the message names it and says to pass
+        ``--custom_objects`` / ``custom_objects=``), ``custom_objects`` is bad, or the file
+        is corrupt / unreadable.
     """
     p = check_model_path(path)
     if p.is_dir() and not is_keras_savedmodel(p):
@@ -85,13 +102,22 @@ def load_model(path: str | os.PathLike[str]) -> tf.keras.Model:
             "pass the path to tfquant.convert.convert(), which converts its serving_default "
             "signature"
         )
+    objects = {**application_custom_objects(), **load_custom_objects(custom_objects)}
     try:
-        model = tf.keras.models.load_model(str(p), compile=False)
+        model = tf.keras.models.load_model(str(p), custom_objects=objects, compile=False)
     except Exception as e:  # h5py, zipfile, protobuf and Keras all raise their own types
+        missing = unresolved_class_names(p, objects) or named_in_keras_error(str(e))
+        if missing:
+            names = ", ".join(missing)
+            raise TfquantError(
+                f"model {str(p)!r} uses {names}, which Keras does not know; pass the module "
+                f"that defines {'them' if len(missing) > 1 else 'it'}: --custom_objects "
+                "my_layers.py (a file or pkg.module; custom_objects= in Python)"
+            ) from None
         raise TfquantError(
             f"could not load a Keras model from {str(p)!r} ({type(e).__name__}: "
             f"{_one_line(e, 160)}); check the file is complete and was saved by tf.keras "
-            "(Keras 2)"
+            "(Keras 2), and pass its custom layers with --custom_objects if it has any"
         ) from None
     if not isinstance(model, tf.keras.Model):
         raise TfquantError(

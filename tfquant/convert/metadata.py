@@ -28,6 +28,9 @@ METADATA_NAME = "tfquant_recipe"
 RANGES_METADATA_NAME = "tfquant_ranges"
 """Metadata entry with the calibrated range of each tensor and the calibrator that chose it
 (JSON, written by :mod:`tfquant.convert.calibrated`)."""
+REWRITES_METADATA_NAME = "tfquant_rewrites"
+"""Metadata entry listing the Keras layers an exact int16x8 rewrite replaced (JSON: rewrite
+name -> layer names), written by :func:`tfquant.convert.convert`."""
 QAT_METADATA_NAME = "tfquant_qat"
 """Metadata entry with the QAT record (JSON) of a model exported by ``tfquant qat``."""
 _FILE_IDENTIFIER = b"TFL3"
@@ -223,3 +226,27 @@ def read_input_contract(tflite: bytes | str | os.PathLike[str]) -> InputContract
         ) from None
     contract = record.get("input") if isinstance(record, dict) else None
     return InputContract.from_dict(contract) if contract is not None else None
+
+
+def embed_rewrites(tflite: bytes, done: dict[str, list[str]]) -> bytes:
+    """Returns ``tflite`` with the int16x8 rewrites (rewrite -> replaced layers) embedded."""
+    text = json.dumps({k: list(v) for k, v in sorted(done.items())}, sort_keys=True)
+    return embed_bytes(tflite, REWRITES_METADATA_NAME, text.encode("utf-8"))
+
+
+def read_rewrites(tflite: bytes | str | os.PathLike[str]) -> dict[str, list[str]]:
+    """The int16x8 rewrites recorded in a model (rewrite -> replaced layer names); {} if none.
+
+    Raises:
+      TfquantError: the file is missing or not a TFLite model, or the entry is not JSON.
+    """
+    raw = read_bytes(_model_bytes(tflite), REWRITES_METADATA_NAME)
+    if raw is None:
+        return {}
+    try:
+        done = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise TfquantError(
+            "the model's embedded rewrite record is not valid JSON; re-export it with tfquant"
+        ) from None
+    return {str(k): [str(n) for n in v] for k, v in done.items()}

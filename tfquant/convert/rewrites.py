@@ -12,12 +12,24 @@ have int16 kernels (MEAN, SUB, MUL, ADD, RSQRT)::
 This is Ba et al. (2016), "Layer Normalization", arXiv:1607.06450, eq. 4 with gain
 ``gamma`` and bias ``beta``; ``mean(d * d)`` is the biased variance that ``tf.nn.moments``
 computes, so in float the two layers agree to rounding (~1e-6 relative).
-:func:`tfquant.convert.convert` applies the rewrite automatically in mode int16x8 only.
+
+The TF 2.21 converter fuses hard-swish, ``x · relu6(x + 3) · (1/6)`` (Howard et al. 2019,
+"Searching for MobileNetV3", arXiv:1905.02244, eq. 2), into one ``HARD_SWISH`` op, which it
+cannot quantize to 16x8 ("Quantization to 16x8-bit not yet supported for op:
+'HARD_SWISH'"). keras.applications MobileNetV3 writes it as ``Multiply([x, g])`` with
+``g = ReLU(6)(x + 3) · (1/6)``. :func:`decompose_hard_swish` replaces that Multiply by
+:class:`DecomposedHardSwish`, which computes ``(x · (1/6)) · relu6(x + 3)`` -- the same
+product, associated differently (equal to rounding), a form the converter does not fuse, so
+it lowers to ADD (with a fused RELU6), MUL and MUL, all with int16 kernels.
+
+:func:`rewrite_for_int16x8` applies both; :func:`tfquant.convert.convert` calls it in mode
+int16x8 only, on a clone (the caller's model is not modified), and
+:func:`int16x8_rewrites` lists what it replaces.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 
@@ -140,6 +152,34 @@ def decompose_layer_normalization(model: keras.Model) -> keras.Model:
       TfquantError: ``model`` (or a nested model holding a LayerNormalization) is
         subclassed, or one of its layers cannot be cloned from its config.
     """
+    return _clone_replacing(
+        model, _new_layer_normalization, rewritable_layer_normalizations, "LayerNormalization"
+    )
+
+
+def _new_layer_normalization(layer: keras.layers.Layer) -> keras.layers.Layer | None:
+    if not _is_rewritable(layer):
+        return None
+    new = DecomposedLayerNormalization(
+        epsilon=layer.epsilon, name=layer.name, dtype=layer.dtype_policy,
+        trainable=layer.trainable,
+    )
+    new.build(tf.TensorShape([None, layer.gamma.shape[-1]]))
+    new.set_weights(layer.get_weights())
+    return new
+
+
+def _clone_replacing(
+    model: keras.Model,
+    new_layer: Callable[[keras.layers.Layer], keras.layers.Layer | None],
+    rewritable: Callable[[keras.Model], list[str]],
+    what: str,
+) -> keras.Model:
+    """A clone of ``model`` whose layers ``new_layer`` replaces (None: clone unchanged).
+
+    Nested functional / Sequential models in which ``rewritable`` finds something are
+    rewritten recursively; every other layer is cloned from its config with its weights.
+    """
     if not isinstance(model, keras.Model):
         raise TfquantError(
             f"model must be a tf.keras.Model, got {type(model).__name__}; note tfquant uses "
@@ -147,29 +187,24 @@ def decompose_layer_normalization(model: keras.Model) -> keras.Model:
         )
     if not _is_graph_model(model):
         raise TfquantError(
-            f"cannot rewrite the LayerNormalization layers of subclassed model {model.name!r}; "
+            f"cannot rewrite the {what} layers of subclassed model {model.name!r}; "
             "build it with tf.keras.Model(inputs, outputs), or use mode int8"
         )
     pairs: list[tuple[keras.layers.Layer, keras.layers.Layer]] = []
 
     def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-        if isinstance(layer, keras.Model) and rewritable_layer_normalizations(layer):
-            return decompose_layer_normalization(layer)  # weights already copied
-        if _is_rewritable(layer):
-            new: keras.layers.Layer = DecomposedLayerNormalization(
-                epsilon=layer.epsilon, name=layer.name, dtype=layer.dtype_policy,
-                trainable=layer.trainable,
-            )
-            new.build(tf.TensorShape([None, layer.gamma.shape[-1]]))
-            new.set_weights(layer.get_weights())
-            return new
+        if isinstance(layer, keras.Model) and rewritable(layer):
+            return _clone_replacing(layer, new_layer, rewritable, what)  # weights copied
+        replaced = new_layer(layer)
+        if replaced is not None:
+            return replaced
         try:
             new = layer.__class__.from_config(layer.get_config())
         except (NotImplementedError, TypeError) as e:  # no get_config, or an incomplete one
             why = " ".join(str(e).split())[:120]
             raise TfquantError(
                 f"cannot clone layer {layer.name!r} ({type(layer).__name__}) to rewrite the "
-                f"model's LayerNormalization ({type(e).__name__}: {why}); give the layer a "
+                f"model's {what} ({type(e).__name__}: {why}); give the layer a "
                 "get_config() that from_config() accepts, or use mode int8"
             ) from None
         pairs.append((layer, new))
@@ -179,3 +214,174 @@ def decompose_layer_normalization(model: keras.Model) -> keras.Model:
     for old, new in pairs:
         new.set_weights(old.get_weights())
     return clone
+
+
+@keras.utils.register_keras_serializable(package="tfquant")
+class DecomposedHardSwish(keras.layers.Layer):
+    """Hard-swish of ``x`` as ``(x · (1/6)) · relu6(x + 3)``, which the converter does not fuse.
+
+    Takes the two inputs of the Multiply it replaces, ``[x, g]`` with
+    ``g = relu6(x + 3) · (1/6)`` (in either order, ``x_index`` says which is ``x``), and
+    recomputes the product from ``x`` alone: ``h(x) = x · relu6(x + 3) / 6`` (Howard et al.
+    2019, arXiv:1905.02244, eq. 2), equal to ``x · g`` up to float rounding. ``g`` is not
+    used, so the converter drops the ops that computed it.
+
+    Registered for Keras serialization as ``tfquant>DecomposedHardSwish``.
+
+    Args:
+      x_index: which input (0 or 1) is ``x``.
+      **kwargs: Standard ``keras.layers.Layer`` arguments.
+    """
+
+    def __init__(self, *, x_index: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.x_index = int(x_index)
+
+    def call(self, inputs: list[tf.Tensor]) -> tf.Tensor:
+        x = inputs[self.x_index]
+        return (x * (1.0 / 6.0)) * tf.nn.relu6(x + 3.0)
+
+    def compute_output_shape(self, input_shape: Any) -> tf.TensorShape:
+        return tf.TensorShape(input_shape[self.x_index])
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["x_index"] = self.x_index
+        return config
+
+
+def _producer(tensor: Any) -> tuple[keras.layers.Layer, Any] | None:
+    """The layer that made a Keras tensor and that layer's node."""
+    history = getattr(tensor, "_keras_history", None)
+    if history is None:
+        return None
+    layer, node_index, _ = history
+    return layer, layer.inbound_nodes[node_index]
+
+
+def _op_constant(layer: keras.layers.Layer, node: Any, symbols: tuple[str, ...]) -> float | None:
+    """The scalar constant of a TFOpLambda ``x <op> c`` node with one of ``symbols``."""
+    if type(layer).__name__ != "TFOpLambda" or getattr(layer, "symbol", None) not in symbols:
+        return None
+    args = list(node.call_args[1:]) + [node.call_kwargs.get("y")]
+    for value in args:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def _is_relu6(layer: keras.layers.Layer) -> bool:
+    if type(layer) is keras.layers.ReLU:
+        return (
+            layer.max_value is not None and float(layer.max_value) == 6.0
+            and float(layer.threshold) == 0.0 and float(layer.negative_slope) == 0.0
+        )
+    return type(layer) is keras.layers.Activation and layer.activation is tf.nn.relu6
+
+
+def _single_input(node: Any) -> Any:
+    tensors = tf.nest.flatten(node.input_tensors)
+    return tensors[0] if len(tensors) == 1 else None
+
+
+def _same_tensor(a: Any, b: Any) -> bool:
+    ha, hb = getattr(a, "_keras_history", None), getattr(b, "_keras_history", None)
+    return ha is not None and hb is not None and (ha.layer, ha.node_index, ha.tensor_index) == (
+        hb.layer, hb.node_index, hb.tensor_index
+    )
+
+
+def _hard_swish_x_index(layer: keras.layers.Layer) -> int | None:
+    """For ``Multiply([x, relu6(x + 3) · (1/6)])`` (either order): the index of ``x``."""
+    if type(layer) is not keras.layers.Multiply or len(layer.inbound_nodes) != 1:
+        return None
+    inputs = tf.nest.flatten(layer.inbound_nodes[0].input_tensors)
+    if len(inputs) != 2:
+        return None
+    for x_index in (0, 1):
+        x, gate = inputs[x_index], inputs[1 - x_index]
+        step = _producer(gate)
+        if step is None:
+            continue
+        scale_layer, scale_node = step
+        scale = _op_constant(scale_layer, scale_node, ("math.multiply", "__operators__.mul"))
+        if scale is None:
+            divisor = _op_constant(scale_layer, scale_node, ("math.truediv", "__operators__.truediv"))
+            scale = 1.0 / divisor if divisor else None
+        if scale is None or abs(scale - 1.0 / 6.0) > 1e-6:
+            continue
+        step = _producer(_single_input(scale_node))
+        if step is None or not _is_relu6(step[0]):
+            continue
+        step = _producer(_single_input(step[1]))
+        if step is None:
+            continue
+        shift = _op_constant(step[0], step[1], ("__operators__.add", "math.add"))
+        if shift == 3.0 and _same_tensor(_single_input(step[1]), x):
+            return x_index
+    return None
+
+
+def rewritable_hard_swishes(model: keras.Model) -> list[str]:
+    """Names of the hard-swish Multiply layers :func:`decompose_hard_swish` replaces.
+
+    A ``keras.layers.Multiply`` of ``x`` and ``relu6(x + 3) · (1/6)`` (or ``/ 6``), built
+    from TFOpLambda ``+`` / ``*`` and a ``ReLU(6.0)`` layer, as keras.applications
+    MobileNetV3 does. Nested functional / Sequential models are searched too
+    (``"outer/inner"`` names).
+    """
+    names: list[str] = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            names += [f"{layer.name}/{n}" for n in rewritable_hard_swishes(layer)]
+        elif _hard_swish_x_index(layer) is not None:
+            names.append(layer.name)
+    return names
+
+
+def _new_hard_swish(layer: keras.layers.Layer) -> keras.layers.Layer | None:
+    x_index = _hard_swish_x_index(layer)
+    if x_index is None:
+        return None
+    return DecomposedHardSwish(x_index=x_index, name=layer.name, dtype=layer.dtype_policy)
+
+
+def decompose_hard_swish(model: keras.Model) -> keras.Model:
+    """A clone of ``model`` with each hard-swish Multiply replaced, same weights, same outputs.
+
+    Each layer :func:`rewritable_hard_swishes` lists becomes a :class:`DecomposedHardSwish`
+    of the same name, ``(x · (1/6)) · relu6(x + 3)`` instead of ``x · (relu6(x + 3) · (1/6))``
+    (equal up to float rounding), which the TFLite converter does not fuse into the
+    ``HARD_SWISH`` op that it cannot quantize to 16x8. Other layers are cloned with their
+    weights.
+
+    Raises:
+      TfquantError: as :func:`decompose_layer_normalization`.
+    """
+    return _clone_replacing(model, _new_hard_swish, rewritable_hard_swishes, "hard-swish")
+
+
+def int16x8_rewrites(model: keras.Model) -> dict[str, list[str]]:
+    """What :func:`rewrite_for_int16x8` replaces: rewrite name -> layer names (non-empty only)."""
+    found = {
+        "layer_normalization": rewritable_layer_normalizations(model),
+        "hard_swish": rewritable_hard_swishes(model),
+    }
+    return {name: layers for name, layers in found.items() if layers}
+
+
+def rewrite_for_int16x8(model: keras.Model) -> keras.Model:
+    """``model`` with the int16x8 rewrites applied (a clone), or ``model`` itself if none apply.
+
+    LayerNormalization -> :class:`DecomposedLayerNormalization` and hard-swish ->
+    :class:`DecomposedHardSwish`; both exact in float (see the module docstring).
+
+    Raises:
+      TfquantError: as :func:`decompose_layer_normalization`.
+    """
+    found = int16x8_rewrites(model)
+    if "layer_normalization" in found:
+        model = decompose_layer_normalization(model)
+    if "hard_swish" in found:
+        model = decompose_hard_swish(model)
+    return model

@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfquant.errors import TfquantError
+from tfquant.progress import progress
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 SPLIT_NAMES = ("train", "test", "validation")
@@ -90,7 +91,7 @@ def load_folder(
     if not class_names or not _subdirs(base):
         loose = _image_files(base)
         if loose and not labels_required:
-            images = [_decode(f, image_size) for f in loose]
+            images = _decode_all(loose, image_size, root)
             return _stack(images, loose, where, image_size, None, ())
         if loose:
             raise TfquantError(
@@ -114,9 +115,14 @@ def load_folder(
             f"{where} split {split!r}: no images ({', '.join(IMAGE_SUFFIXES)}) in the class "
             f"folders of {base}; {_LAYOUT_HINT}"
         )
-    images = [_decode(f, image_size) for f in files]
+    images = _decode_all(files, image_size, root)
     return _stack(images, files, where, image_size, np.asarray(labels, dtype=np.int64),
                   tuple(class_names))
+
+
+def _decode_all(files: list[Path], image_size: tuple[int, int] | None, root: Path) -> list[np.ndarray]:
+    """Decodes ``files`` in order, with a progress report (large folders take a while)."""
+    return [_decode(f, image_size) for f in progress(files, desc=f"decode {root.name}", unit="image")]
 
 
 def _image_files(folder: Path) -> list[Path]:

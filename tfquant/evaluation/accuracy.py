@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
@@ -12,6 +13,7 @@ from ai_edge_litert.interpreter import Interpreter
 from tfquant.errors import TfquantError
 from tfquant.evaluation.interpreter import ModelLike, describe_model, load_interpreter
 from tfquant.evaluation.runner import BatchRunner, check_batch_size
+from tfquant.progress import progress
 from tfquant.qtypes import Runtime
 
 
@@ -60,6 +62,21 @@ def _interpreter_and_label(
         model, runtime=runtime, num_threads=num_threads, delegate_path=delegate_path
     )
     return interpreter, describe_model(model)
+
+
+def _batches(
+    runner: BatchRunner, x: np.ndarray, batch_size: int, what: str, model: object
+) -> Iterable[np.ndarray]:
+    """``runner.run`` with progress on stderr (a bar on a terminal; see :mod:`tfquant.progress`)."""
+    step = runner.native_batch if runner.fallback_reason else min(batch_size, len(x))
+    if isinstance(model, (str, os.PathLike)):
+        name = os.path.basename(os.fspath(model))
+    else:
+        name = "the model" if isinstance(model, Interpreter) else describe_model(model)
+    return progress(
+        runner.run(x, batch_size), total=-(-len(x) // step),
+        desc=f"{what} {name} ({len(x)} examples)", unit="batch",
+    )
 
 
 def _check_labels(y: Any, n: int, num_classes: int) -> np.ndarray:
@@ -122,7 +139,7 @@ def predict(
     runner.prepare(x, batch_size)
     out: np.ndarray | None = None
     start = 0
-    for chunk in runner.run(x, batch_size):
+    for chunk in _batches(runner, x, batch_size, "predict", model_or_interpreter):
         if out is None:
             out = np.empty((len(x), *chunk.shape[1:]), dtype=np.float32)
         out[start:start + len(chunk)] = chunk
@@ -178,7 +195,7 @@ def evaluate_accuracy(
     start = time.perf_counter()
     n_correct = 0
     offset = 0
-    for logits in runner.run(x, batch_size):
+    for logits in _batches(runner, x, batch_size, "evaluate", model):
         n_correct += int(np.count_nonzero(logits.argmax(axis=1) == labels[offset:offset + len(logits)]))
         offset += len(logits)
     seconds = time.perf_counter() - start

@@ -6,7 +6,7 @@ never measured here: it needs an otherwise idle machine.
 
 Workers are *spawned* (not forked: the parent usually has TensorFlow's threads running) and
 import only ``tfquant.evaluation`` (LiteRT and numpy). The evaluation set is sent to each
-worker once, at start-up.
+worker once, at start-up. Workers report no progress (the caller reports its own loop).
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ _DATA: dict[str, Any] = {}
 
 
 def _init_worker(x: np.ndarray, y: np.ndarray, options: dict[str, Any]) -> None:
+    from tfquant import _quiet, progress
+
+    progress.set_enabled(False)  # side-by-side workers drawing bars on one terminal would garble it
+    _quiet.warm_up_litert()  # LiteRT's one-time XNNPACK notice, filtered
     _DATA.update(x=x, y=y, options=options)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Sequence
 
+from tfquant import progress as _progress
 from tfquant.errors import TfquantError
 from tfquant.flows.provenance import open_run
 from tfquant.io_utils import append_jsonl, read_jsonl, write_text_atomic
@@ -114,7 +115,7 @@ def _key(r: Mapping[str, Any]) -> tuple[str, str, str]:
 
 
 def run_calibration_sweep(
-    config: CalibrationSweepConfig, out_dir: str | Path, *, log: Callable[[str], None] = print
+    config: CalibrationSweepConfig, out_dir: str | Path, *, log: Callable[[str], None] = _progress.write
 ) -> list[dict[str, Any]]:
     """Runs (or resumes) the sweep into ``out_dir``; returns all records of the run."""
     from tfquant import convert, data, models
@@ -184,7 +185,7 @@ def run_calibration_sweep(
         pending.append((pool.submit(str(path)), fp, [rec]))
 
     try:
-        for model_name in config.models:
+        for model_name in _progress.progress(config.models, desc="calibration sweep", unit="model"):
             keras_model: list[Any] = []
 
             def model(name: str = model_name) -> Any:

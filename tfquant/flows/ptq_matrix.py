@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from tfquant import progress as _progress
 from tfquant.errors import TfquantError
 from tfquant.io_utils import append_jsonl, read_jsonl, write_text_atomic
 from tfquant.qtypes import Runtime
@@ -116,7 +117,7 @@ def _ensure_tflite(
 
 
 def run_ptq_matrix(
-    config: PtqMatrixConfig, out_dir: str | Path, *, log: Callable[[str], None] = print
+    config: PtqMatrixConfig, out_dir: str | Path, *, log: Callable[[str], None] = _progress.write
 ) -> list[dict[str, Any]]:
     """Runs (or resumes) the matrix into ``out_dir``; returns all records of the run."""
     from tfquant import data, evaluation, models
@@ -150,7 +151,7 @@ def run_ptq_matrix(
         x_test, y_test, workers=config.workers, num_threads=config.threads, batch_size=config.batch_size
     )
     try:
-        for model_name in config.models:
+        for model_name in _progress.progress(config.models, desc="PTQ matrix", unit="model"):
             keras_cache: list[Any] = []
 
             def build_model(name: str = model_name) -> Any:

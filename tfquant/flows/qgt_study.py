@@ -71,6 +71,7 @@ from tfquant.algorithms.qgt import (
     qgt_regularizers,
 )
 from tfquant.algorithms.weight_grid import SymmetricWeightQuantizer, check_bits, kernel_of
+from tfquant import progress as _progress
 from tfquant.errors import TfquantError
 from tfquant.flows.provenance import open_run
 from tfquant.io_utils import append_jsonl, atomic_path, read_jsonl, write_json_atomic, write_text_atomic
@@ -434,7 +435,7 @@ def finetune(
     plan: Schedule,
     *,
     label: str,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = _progress.write,
     tensorboard_dir: Path | None = None,
     checkpoint_dir: Path | None = None,
 ) -> tuple[keras.Model, dict[str, Any]]:
@@ -619,7 +620,7 @@ def run_qgt_study(
     config: QgtStudyConfig,
     out_dir: str | Path,
     *,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = _progress.write,
     tensorboard_dir: str | Path | None = None,
     checkpoint_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
@@ -700,7 +701,7 @@ def _run(
             worst = min(rec["layers"], key=lambda r: r["rank"])
             log(f"{tag} worst layer {worst['layer']} ({worst['loss_pt']:+.2f} pt alone), ΣR {rec['residual_sum']:.4f}")
 
-    for model_name in config.models:
+    for model_name in _progress.progress(config.models, desc="QGT study", unit="model"):
         if all((model_name, b, c) in done for (m, b, c) in todo_all if m == model_name):
             continue
         keras.backend.clear_session()

@@ -7,18 +7,21 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from tfquant import progress
 from tfquant.errors import TfquantError
 
 
 def report_run(label: str, results_md: str, run: Callable[[], Path]) -> int:
     """Runs ``run`` (build the config from the flags, run the flow, return the run folder).
 
-    On a :class:`TfquantError` prints ``error: <message>`` on one line to stderr and returns
-    2; otherwise prints the run's ``results_md`` table and the wall time, and returns 0.
+    ``run`` reports progress on stderr (:func:`tfquant.progress.reporting`). On a
+    :class:`TfquantError` prints ``error: <message>`` on one line to stderr and returns 2;
+    otherwise prints the run's ``results_md`` table and the wall time, and returns 0.
     """
     start = time.perf_counter()
     try:
-        out = run()
+        with progress.reporting():  # stderr: bars on a terminal, one line per stage in a log
+            out = run()
     except TfquantError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -44,6 +44,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from tfquant import progress as _progress
 from tfquant.errors import TfquantError
 from tfquant.flows.provenance import open_run
 from tfquant.io_utils import append_jsonl, read_jsonl, write_text_atomic
@@ -287,7 +288,7 @@ def _key(r: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def run_whitepaper_ptq(
-    config: WhitepaperPtqConfig, out_dir: str | Path, *, log: Callable[[str], None] = print
+    config: WhitepaperPtqConfig, out_dir: str | Path, *, log: Callable[[str], None] = _progress.write
 ) -> list[dict[str, Any]]:
     """Runs (or resumes) the PTQ tables into ``out_dir``; returns all records of the run.
 
@@ -350,7 +351,7 @@ def run_whitepaper_ptq(
                     "n_correct": acc.n_correct, "eval_seconds": round(acc.seconds, 3)})
 
     try:
-        for model_name in config.models:
+        for model_name in _progress.progress(config.models, desc="whitepaper PTQ", unit="model"):
             todo = [c for c in (SPREAD, *CELLS) if (model_name, c) not in done]
             if not todo:
                 continue

@@ -60,6 +60,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from tfquant import progress as _progress
 from tfquant.errors import TfquantError
 from tfquant.flows.provenance import open_run
 from tfquant.flows.whitepaper_ptq import HELD, NOT_HELD, NOT_TESTED, PARTLY, Finding
@@ -633,7 +634,7 @@ def run_whitepaper_qat(
     config: WhitepaperQatConfig,
     out_dir: str | Path,
     *,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = _progress.write,
     verbose: bool = True,
     tensorboard_dir: str | Path | None = None,
     checkpoint_dir: str | Path | None = None,
@@ -707,7 +708,7 @@ def run_whitepaper_qat(
     log(f"test set: {info.name}/test, {len(x_test)} examples; fine-tuning on "
         f"{len(arrays.x_train)} training images; {len(arrays.x_cal)} calibration images")
 
-    for model_name in config.models:
+    for model_name in _progress.progress(config.models, desc="whitepaper QAT", unit="model"):
         todo = [c for c in config.cells if (model_name, c) not in done]
         if not todo:
             continue

@@ -21,6 +21,7 @@ from typing import Callable
 from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 
 import h5py
+import numpy as np
 import tf_keras as keras
 
 from tfquant.errors import TfquantError
@@ -141,3 +142,120 @@ def build_keras_app(
     if weights_path is not None:
         load_weights_file(model, weights_path)
     return model
+
+
+@dataclass(frozen=True)
+class ApplicationFamily:
+    """One ``keras.applications`` family, by one representative constructor.
+
+    Attributes:
+        constructor: Name of the constructor in ``keras.applications`` (``"ResNet50"``).
+        module: The ``keras.applications`` submodule holding its ``preprocess_input``.
+        min_size: Smallest height/width the constructor accepts with ``weights=None``.
+    """
+
+    constructor: str
+    module: str
+    min_size: int
+
+
+# One representative per family of tf-keras 2.21 keras.applications; min_size is what
+# ``imagenet_utils.obtain_input_shape`` enforces (75 for the Inceptions, 71 for Xception,
+# 32 for the rest).
+APPLICATION_FAMILIES: dict[str, ApplicationFamily] = {
+    family.constructor: family
+    for family in (
+        ApplicationFamily("ConvNeXtTiny", "convnext", 32),
+        ApplicationFamily("DenseNet121", "densenet", 32),
+        ApplicationFamily("EfficientNetB0", "efficientnet", 32),
+        ApplicationFamily("EfficientNetV2B0", "efficientnet_v2", 32),
+        ApplicationFamily("InceptionV3", "inception_v3", 75),
+        ApplicationFamily("InceptionResNetV2", "inception_resnet_v2", 75),
+        ApplicationFamily("MobileNet", "mobilenet", 32),
+        ApplicationFamily("MobileNetV2", "mobilenet_v2", 32),
+        ApplicationFamily("MobileNetV3Small", "mobilenet_v3", 32),
+        ApplicationFamily("MobileNetV3Large", "mobilenet_v3", 32),
+        ApplicationFamily("NASNetMobile", "nasnet", 32),
+        ApplicationFamily("RegNetX002", "regnet", 32),
+        ApplicationFamily("ResNet50", "resnet", 32),
+        ApplicationFamily("ResNet50V2", "resnet_v2", 32),
+        ApplicationFamily("ResNetRS50", "resnet_rs", 32),
+        ApplicationFamily("VGG16", "vgg16", 32),
+        ApplicationFamily("Xception", "xception", 71),
+    )
+}
+
+
+def _family(name: str) -> ApplicationFamily:
+    if name not in APPLICATION_FAMILIES:
+        raise TfquantError(
+            f"unknown keras.applications family {name!r}; choose from: "
+            f"{', '.join(APPLICATION_FAMILIES)}"
+        )
+    return APPLICATION_FAMILIES[name]
+
+
+def build_application(name: str, *, size: int | None = None, num_classes: int = 10) -> keras.Model:
+    """A ``keras.applications`` model with random weights (nothing is downloaded).
+
+    Args:
+        name: A key of :data:`APPLICATION_FAMILIES`, e.g. ``"MobileNetV3Small"``.
+        size: Input height and width (3 channels); default the family's ``min_size``.
+        num_classes: Number of output logits (``include_top=True``,
+            ``classifier_activation=None``).
+
+    Returns:
+        An uncompiled model; its input preprocessing is :func:`application_preprocess`.
+
+    Raises:
+        TfquantError: An unknown family, or ``size`` below the family's minimum.
+    """
+    family = _family(name)
+    size = family.min_size if size is None else int(size)
+    if size < family.min_size:
+        raise TfquantError(
+            f"{name} needs images of at least {family.min_size}x{family.min_size}, got "
+            f"{size}x{size}; pass a larger size"
+        )
+    constructor = getattr(keras.applications, family.constructor)
+    return constructor(
+        input_shape=(size, size, 3),
+        include_top=True,
+        weights=None,
+        classes=int(num_classes),
+        classifier_activation=None,
+    )
+
+
+def application_preprocess(name: str) -> Callable:
+    """The family's ``preprocess_input``: pixels in [0, 255] -> what the model expects."""
+    import importlib
+
+    family = _family(name)
+    module = importlib.import_module(f"tf_keras.applications.{family.module}")
+    return module.preprocess_input
+
+
+def set_batch_norm_statistics(model: keras.Model, x: np.ndarray) -> None:
+    """Sets every BatchNormalization's moving mean / variance to its batch statistics on ``x``.
+
+    With random weights the stored statistics (mean 0, variance 1) normalize nothing, and
+    activations vanish or explode with depth (keras.applications MobileNet logits ~1e-21 at
+    32 px), which no quantizer can represent. One training-mode pass with momentum 0 stores
+    ``μ_B`` and ``σ²_B`` of each layer's input (Ioffe & Szegedy 2015, arXiv:1502.03167,
+    Alg. 1, with the running averages replaced by the batch's own), as a trained network's
+    statistics would be: every layer then sees unit-scale inputs in inference mode too.
+
+    Args:
+        model: The model, modified in place.
+        x: A batch of preprocessed inputs (a few examples suffice).
+    """
+    norms = [m for m in model.submodules if isinstance(m, keras.layers.BatchNormalization)]
+    momenta = [n.momentum for n in norms]
+    for n in norms:
+        n.momentum = 0.0
+    try:
+        model(x, training=True)
+    finally:
+        for n, momentum in zip(norms, momenta):
+            n.momentum = momentum

@@ -15,6 +15,10 @@ Modules, in pipeline order:
 * ``finetune``   -- :func:`finetune`: progress, TensorBoard, checkpoints, seed, BN freeze
 * ``export``     -- :func:`export_tflite` (int8, float I/O) and :func:`weight_levels`
 * ``fidelity``   -- :func:`compare` (agreement, max logit diff) and :func:`first_divergence`
+* ``outputs``    -- :func:`outputs_probabilities`: logits or softmax out (the loss to train with)
+* ``bn_reestimate`` -- :func:`reestimate_batch_norm`: BN statistics of the QAT graph (precise BN)
+* ``pipeline``   -- :func:`run_qat`, the CLI's whole flow (recipe ``auto``, warning when far
+                    below float) and :func:`saved_learning_rate`
 
 Example::
 
@@ -33,6 +37,8 @@ Example::
     print(qat.compare(qat_model, tflite, x_test, y_test).summary())
 """
 
+from tfquant.convert.qat.bn_reestimate import reestimate_batch_norm
+from tfquant.convert.qat.outputs import outputs_probabilities
 from tfquant.convert.qat.annotate import custom_objects, qat_scope, quantize_for_training
 from tfquant.convert.qat.export import WeightLevels, export_tflite, float_ops, weight_levels
 from tfquant.convert.qat.fidelity import (
@@ -44,6 +50,13 @@ from tfquant.convert.qat.fidelity import (
     format_layer_diffs,
 )
 from tfquant.convert.qat.finetune import BatchNormFreezable, FinetuneResult, finetune
+from tfquant.convert.qat.pipeline import (
+    DEFAULT_LEARNING_RATE,
+    FINETUNE_RECIPES,
+    QatOutcome,
+    run_qat,
+    saved_learning_rate,
+)
 from tfquant.convert.qat.ranges import (
     layer_ranges_from_tensor_ranges,
     observe_layer_ranges,
@@ -61,6 +74,13 @@ from tfquant.convert.qat.registry import register_layer_config
 from tfquant.convert.qat.spec import QatSpec
 
 __all__ = [
+    "DEFAULT_LEARNING_RATE",
+    "FINETUNE_RECIPES",
+    "QatOutcome",
+    "outputs_probabilities",
+    "reestimate_batch_norm",
+    "run_qat",
+    "saved_learning_rate",
     "BatchNormFreezable",
     "FidelityReport",
     "FinetuneRecipe",

@@ -1,7 +1,8 @@
 """Fine-tuning a QAT model as a :class:`~tfquant.convert.qat.recipes.FinetuneRecipe` says.
 
 :func:`finetune` is a Keras ``fit`` over ``(x_train, y_train)`` with softmax cross-entropy on
-logits, the recipe's optimizer and learning-rate schedule, and:
+the logits (or on the probabilities of a model that ends in a softmax), the recipe's optimizer
+and learning-rate schedule, and:
 
 * progress: one flushed line per epoch (loss, accuracy, the last step's learning rate,
   seconds);
@@ -47,7 +48,7 @@ import tf_keras as keras
 from tensorflow.core.framework import summary_pb2
 from tensorflow.python.framework import config as tf_config
 
-from tfquant.convert.qat import ranges
+from tfquant.convert.qat import outputs, ranges
 from tfquant.convert.qat.recipes import FinetuneRecipe, LRSchedule, Optimizer
 from tfquant.errors import TfquantError
 
@@ -79,6 +80,7 @@ class FinetuneResult:
       seconds: Wall time of the fit.
       bn_frozen_at_step: Step after which BN statistics froze (None: never).
       checkpoints: Checkpoint paths written (one per epoch).
+      from_logits: The loss took the output as logits (False: as probabilities).
     """
 
     recipe: FinetuneRecipe
@@ -91,6 +93,7 @@ class FinetuneResult:
     seconds: float
     bn_frozen_at_step: int | None
     checkpoints: tuple[str, ...]
+    from_logits: bool = True
 
 
 def _batch_norm_layers(
@@ -266,11 +269,15 @@ def finetune(
     checkpoint_dir: "str | os.PathLike[str] | None" = None,
     validation_data: tuple[np.ndarray, np.ndarray] | None = None,
     verbose: bool = True,
+    from_logits: bool | None = None,
 ) -> FinetuneResult:
-    """Fine-tunes a QAT classifier (logits out, integer labels) in place.
+    """Fine-tunes a QAT classifier (logits or softmax out, integer labels) in place.
 
-    Loss: softmax cross-entropy on logits. Steps: ``epochs · ceil(N / recipe.batch_size)``;
-    a cosine schedule decays from ``recipe.learning_rate`` to 0 over all of them.
+    Loss: sparse categorical cross-entropy, on logits or on probabilities as the model's
+    output is (``from_logits``; None detects it with
+    :func:`~tfquant.convert.qat.outputs.outputs_probabilities`). Steps:
+    ``epochs · ceil(N / recipe.batch_size)``; a cosine schedule decays from
+    ``recipe.learning_rate`` to 0 over all of them.
 
     Args:
       qat_model: A model from :func:`~tfquant.convert.qat.quantize_for_training`; it is
@@ -285,6 +292,7 @@ def finetune(
       checkpoint_dir: Directory for one checkpoint per epoch (created), or None.
       validation_data: Optional ``(x, y)`` evaluated after each epoch.
       verbose: Print one line per epoch.
+      from_logits: The model outputs logits (True) or probabilities (False); None: detect.
 
     Returns:
       A :class:`FinetuneResult`.
@@ -324,6 +332,8 @@ def finetune(
             "or use recipe.replace(bn_correction=False)"
         )
 
+    if from_logits is None:
+        from_logits = not outputs.outputs_probabilities(qat_model, x)
     steps_per_epoch = -(-len(x) // recipe.batch_size)
     total_steps = epochs * steps_per_epoch
     keras.utils.set_random_seed(seed)
@@ -361,7 +371,7 @@ def finetune(
     with _deterministic_ops():
         qat_model.compile(
             optimizer=_optimizer(recipe, total_steps),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
             metrics=["accuracy"],
         )
         start = time.perf_counter()
@@ -390,4 +400,5 @@ def finetune(
         seconds=round(seconds, 2),
         bn_frozen_at_step=freeze.frozen_at if freeze is not None else None,
         checkpoints=checkpoints,
+        from_logits=bool(from_logits),
     )
