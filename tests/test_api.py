@@ -115,3 +115,28 @@ def test_array_calibration_data_and_bad_arrays() -> None:
 def test_recipe_and_options_are_exclusive() -> None:
     with pytest.raises(TfquantError, match="either recipe= or recipe options"):
         tfquant.quantize(_scale_sensitive_model(), recipe=tfquant.Recipe(mode="fp32"), calibrator="max")
+
+
+def test_folder_images_are_resized_to_the_model_input(tmp_path: Path) -> None:
+    """Images decoded from files (here 9x7 PNGs) are resized to the model's 4x4 input without
+    image_size; npz arrays are used as given (a wrong shape is an error that names the fix)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(4)
+    for cls in ("0", "1"):
+        for i in range(6):
+            value = 230 if cls == "0" else 20
+            img = np.clip(rng.normal(value, 5, (9, 7, 1)), 0, 255).astype(np.uint8)
+            path = tmp_path / "imgs" / cls / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tf.io.write_file(str(path), tf.io.encode_png(img))
+    out = tmp_path / "m.tflite"
+    res = tfquant.quantize(_scale_sensitive_model(), mode="int8", preprocess="tf",
+                           calibration_data=f"folder:{tmp_path / 'imgs'}", out=out, note=None)
+    assert res.recipe.num_calibration_examples == 12
+    record = tfquant.evaluate(out, f"folder:{tmp_path / 'imgs'}")
+    assert record["n_examples"] == 12 and record["accuracy"] == pytest.approx(1.0)
+    np.savez(tmp_path / "wrong.npz", x=np.zeros((3, 9, 7, 1), np.float32))
+    with pytest.raises(TfquantError, match="--image_size H,W"):
+        tfquant.quantize(_scale_sensitive_model(), mode="int8",
+                         calibration_data=f"npz:{tmp_path / 'wrong.npz'}", note=None)

@@ -111,7 +111,9 @@ def quantize(
       preprocess, input_mean, input_std: the input contract (see
         :mod:`tfquant.recipes.inputs`), applied to the calibration images and recorded.
       custom_objects: the model's custom layers: a .py file, a module name or a mapping.
-      data_dir, image_size: as for :func:`tfquant.data.load`.
+      data_dir, image_size: as for :func:`tfquant.data.load`; without ``image_size``,
+        images decoded from files (``folder:``, ``tfds:``) are resized to the model's input
+        height and width when the model fixes them.
       recipe: a full :class:`~tfquant.recipes.Recipe` instead of ``mode`` and
         ``recipe_options`` (the input contract arguments still override its ``input``).
       note: where one-line notes go (``print``; None for silence).
@@ -146,6 +148,8 @@ def quantize(
     if out is not None and not os.fspath(out).endswith(".tflite"):
         raise TfquantError(f"out must end in .tflite, got {os.fspath(out)!r}")
     keras_model = load_model(model, custom_objects=custom_objects)
+    if image_size is None and isinstance(calibration_data, str):
+        image_size = _decoded_image_size(calibration_data, _keras_input_hw(keras_model))
     calibration = None
     if recipe.mode.needs_calibration:
         source = calibration_data if calibration_data is not None else recipe.calibration_data
@@ -182,6 +186,24 @@ def quantize(
     seconds = time.perf_counter() - start
     path = convert.save(tflite, out, recipe) if out is not None else None
     return QuantizeResult(tflite=tflite, recipe=recipe, path=path, seconds=seconds)
+
+
+def _keras_input_hw(model: Any) -> tuple[int, int] | None:
+    """(H, W) of a Keras model's single 4-D input when both are fixed, else None."""
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1 or len(inputs[0].shape) != 4:
+        return None
+    h, w = inputs[0].shape[1], inputs[0].shape[2]
+    return (int(h), int(w)) if h is not None and w is not None else None
+
+
+def _decoded_image_size(spec: str, model_hw: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The model's (H, W) for sources decoded from image files (``folder:``, ``tfds:``), so
+    their images are resized to what the model takes without ``--image_size``; None for
+    arrays (``npz:``, ``fashion_mnist``), which are used as given."""
+    if model_hw is None or not spec.startswith(("folder:", "tfds:")):
+        return None
+    return model_hw
 
 
 def _calibration_images(
@@ -246,6 +268,8 @@ def evaluate(
 
     The input contract is the one given (``preprocess`` or ``input_mean`` / ``input_std``),
     else the one recorded in the model by ``convert`` / ``qat``, else none ([0, 1] images).
+    Without ``image_size``, images decoded from files (``folder:``, ``tfds:``) are resized to
+    the model's input height and width.
 
     Returns:
       The record ``evaluate --output`` writes: ``accuracy``, ``n_examples``, ``size_bytes``,
@@ -262,6 +286,10 @@ def evaluate(
     rt = Runtime.parse(runtime, what="runtime")
     # Load the model first: a corrupt file should fail before the dataset is read.
     evaluation.load_interpreter(tflite, runtime=rt, num_threads=num_threads, delegate_path=delegate_path)
+    if image_size is None:
+        shape = evaluation.load_interpreter(tflite, runtime="builtin").get_input_details()[0]["shape"]
+        hw = (int(shape[1]), int(shape[2])) if len(shape) == 4 else None
+        image_size = _decoded_image_size(dataset, hw)
     contract = input_contract(preprocess=preprocess, input_mean=input_mean, input_std=input_std)
     contract_source = "flags"
     if contract is None:

@@ -85,7 +85,8 @@ def validate_calibration_data(
     ):
         raise TfquantError(
             f"calibration_data has shape {_fmt(x.shape)} but the model input is {expected}; "
-            "reshape the data to (N, *input_shape) (the first axis counts examples)"
+            "reshape the data to (N, *input_shape) (the first axis counts examples), or for "
+            "images pass --image_size H,W (image_size=) to resize them"
         )
     x = np.ascontiguousarray(x, dtype=np.float32)
     finite = np.isfinite(x)
