@@ -15,9 +15,6 @@ Everything is built once per session under one ``tmp_path_factory`` folder:
 it prints; ``convert_once`` / ``evaluate_once`` cache CLI runs so tests share them, and
 ``float_accuracy`` holds each trained model's Keras accuracy on the 300 test digits.
 
-Tests that exercise a flag or behaviour of the CLI contract planned in issue 13 and not
-landed when they were written carry ``@pytest.mark.planned("<feature>")``. They are NOT
-skipped: they fail until the feature lands, and the marker says which feature they wait for.
 """
 
 from __future__ import annotations
@@ -31,14 +28,6 @@ import pytest
 import tfquant._env  # noqa: F401  (before TensorFlow)
 from tests.outside_zoo import builders as B
 from tests.outside_zoo.helpers import Run, cli, read_json
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "planned(feature): needs a part of issue 13's CLI contract that may not have landed yet "
-        "(the test is meant to fail until it does)",
-    )
 
 
 # --------------------------------------------------------------------------------------- data

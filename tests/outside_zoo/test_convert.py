@@ -40,22 +40,15 @@ def _check_default_count(run: Run) -> None:
     assert said, f"expected a line saying all {B.N_CALIB} examples are used\n{run.explain()}"
 
 
-CALIBRATION_DEFAULT = "default calibration count = all examples; x-only npz"
 
 
 def _matrix() -> list:
     params = []
     for name in MODELS:
         for mode in MODES:
-            marks = []
-            if name == "custom":
-                marks.append(pytest.mark.planned("--custom_objects"))
-            if mode in ("int8", "int16x8"):
-                marks.append(pytest.mark.planned(CALIBRATION_DEFAULT))
-            params.append(pytest.param(name, mode, marks=marks, id=f"{name}-{mode}"))
+            params.append(pytest.param(name, mode, id=f"{name}-{mode}"))
     for mode in MNV2_MODES:
-        marks = [pytest.mark.planned(CALIBRATION_DEFAULT)] if mode == "int8" else []
-        params.append(pytest.param("mnv2", mode, marks=marks, id=f"mnv2-{mode}"))
+        params.append(pytest.param("mnv2", mode, id=f"mnv2-{mode}"))
     return params
 
 
@@ -72,7 +65,6 @@ def test_convert_every_model_every_mode_with_default_flags(
         _check_default_count(run)
 
 
-@pytest.mark.planned(CALIBRATION_DEFAULT)
 @pytest.mark.parametrize("mode", ["int8", "int16x8"])
 @pytest.mark.parametrize("calibrator", CALIBRATORS)
 def test_convert_se_cnn_with_every_calibrator(
@@ -95,7 +87,6 @@ def test_convert_se_cnn_with_every_calibrator(
     assert '"ranges"' in inspected.out and calibrator.split("_")[0] in inspected.out, inspected.out[:2000]
 
 
-@pytest.mark.planned("unlabelled calibration folder (folder of images, no class subfolders)")
 def test_convert_with_a_flat_folder_of_unlabelled_images(
     se_cnn: Path, files: dict[str, Path], convert_once: Callable[..., Run]
 ) -> None:
@@ -104,7 +95,6 @@ def test_convert_with_a_flat_folder_of_unlabelled_images(
     assert recipe["num_calibration_examples"] == B.N_CALIB, recipe
 
 
-@pytest.mark.planned("--custom_objects")
 def test_custom_layer_without_custom_objects_names_the_class(
     custom: Path, files: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -115,7 +105,6 @@ def test_custom_layer_without_custom_objects_names_the_class(
     assert not out.exists() and not out.with_suffix(".recipe.json").exists()
 
 
-@pytest.mark.planned("--custom_objects")
 def test_custom_objects_accepts_a_module_name(
     custom: Path, my_layers_py: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -127,7 +116,6 @@ def test_custom_objects_accepts_a_module_name(
     assert tflite_of(run) == out
 
 
-@pytest.mark.planned("--custom_objects")
 def test_custom_objects_file_that_does_not_exist_is_one_line_error(custom: Path, tmp_path: Path) -> None:
     out = tmp_path / "x.tflite"
     run = cli("convert", "--model", str(custom), "--mode", "fp32",
@@ -149,7 +137,6 @@ def test_asking_for_more_calibration_examples_than_exist_is_one_line_error(
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.planned("x-only npz as calibration data")
 def test_explicit_calibration_count_below_the_file_size_is_used(
     se_cnn: Path, convert_once: Callable[..., Run]
 ) -> None:

@@ -17,7 +17,6 @@ from tests.outside_zoo import builders as B
 from tests.outside_zoo.helpers import Run, cli, one_line_error, tflite_of
 
 TRAINED = ["se_cnn", "dw_block", "layernorm", "softmax", "custom"]
-CALIBRATION_DEFAULT = "default calibration count = all examples; x-only npz"
 TOLERANCE = {"fp16": 0.02, "dynamic": 0.02, "int8": 0.03, "int16x8": 0.03}
 
 
@@ -25,10 +24,7 @@ def _params() -> list:
     params = []
     for name in TRAINED:
         for mode, tol in TOLERANCE.items():
-            marks = [pytest.mark.planned(CALIBRATION_DEFAULT)] if mode in ("int8", "int16x8") else []
-            if name == "custom":
-                marks.append(pytest.mark.planned("--custom_objects"))
-            params.append(pytest.param(name, mode, tol, marks=marks, id=f"{name}-{mode}"))
+            params.append(pytest.param(name, mode, tol, id=f"{name}-{mode}"))
     return params
 
 
@@ -70,7 +66,6 @@ def test_evaluate_output_json_fields(
     assert f"top-1 {result['accuracy']:.4f} on {B.N_TEST}" in run.out, run.explain()
 
 
-@pytest.mark.planned(CALIBRATION_DEFAULT)
 @pytest.mark.parametrize("mode", ["fp32", "int8", "int16x8"])
 def test_folder_of_pngs_gives_the_npz_accuracy(
     se_cnn: Path, convert_once: Callable[..., Run], evaluate_once: Callable[..., dict[str, Any]],
@@ -85,7 +80,6 @@ def test_folder_of_pngs_gives_the_npz_accuracy(
     assert on_folder["accuracy"] >= float_on_folder["accuracy"] - 0.03, (on_folder, float_on_folder)
 
 
-@pytest.mark.planned("x-only npz: evaluation says it needs labels")
 def test_evaluate_on_npz_without_labels_is_one_line_error(
     se_cnn: Path, convert_once: Callable[..., Run], files: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -97,7 +91,6 @@ def test_evaluate_on_npz_without_labels_is_one_line_error(
     assert not out.exists()
 
 
-@pytest.mark.planned("unlabelled folder: evaluation says it needs labels")
 def test_evaluate_on_flat_folder_without_classes_is_one_line_error(
     se_cnn: Path, convert_once: Callable[..., Run], files: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -110,7 +103,6 @@ def test_evaluate_on_flat_folder_without_classes_is_one_line_error(
     assert not out.exists()
 
 
-@pytest.mark.planned(CALIBRATION_DEFAULT)
 def test_evaluate_mobilenet_v2_random_weights_runs(
     mnv2: Path, convert_once: Callable[..., Run], evaluate_once: Callable[..., dict[str, Any]],
     files: dict[str, Path],
@@ -123,7 +115,6 @@ def test_evaluate_mobilenet_v2_random_weights_runs(
 # ------------------------------------------------------------------------------------- inspect
 
 
-@pytest.mark.planned(CALIBRATION_DEFAULT)
 def test_inspect_int8_se_cnn_shows_the_gate_ops_int8_tensors_and_recipe(
     se_cnn: Path, convert_once: Callable[..., Run]
 ) -> None:
@@ -135,7 +126,6 @@ def test_inspect_int8_se_cnn_shows_the_gate_ops_int8_tensors_and_recipe(
     assert "int8" in run.out and '"mode": "int8"' in run.out
 
 
-@pytest.mark.planned(CALIBRATION_DEFAULT)
 @pytest.mark.parametrize("name", ["se_cnn", "dw_block", "layernorm", "softmax", "mnv2"])
 def test_inspect_json_of_int8_models(
     request: pytest.FixtureRequest, convert_once: Callable[..., Run], name: str
@@ -152,7 +142,6 @@ def test_inspect_json_of_int8_models(
     assert [t["dtype"] for t in report["inputs"]] == ["float32"]
 
 
-@pytest.mark.planned("inspect --json includes the embedded recipe (README: 'the embedded recipe')")
 def test_inspect_json_includes_the_embedded_recipe(
     se_cnn: Path, convert_once: Callable[..., Run]
 ) -> None:

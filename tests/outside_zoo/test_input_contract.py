@@ -17,7 +17,6 @@ import pytest
 
 from tests.outside_zoo.helpers import Run, cli, read_json, tflite_of
 
-pytestmark = pytest.mark.planned("--preprocess / --input_mean / --input_std, recorded input contract")
 
 CONTRACT_FLAGS = {
     "preset": ("--preprocess", "mobilenet_v2"),

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.outside_zoo import builders as B
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +26,6 @@ def _run(*argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.planned("quiet CPU start-up; default calibration count; x-only npz")
 def test_convert_int8_as_a_process_exits_0_with_clean_stderr(
     se_cnn: Path, files: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -42,7 +39,6 @@ def test_convert_int8_as_a_process_exits_0_with_clean_stderr(
     assert proc.stdout.strip().splitlines()[-1].startswith("wrote "), proc.stdout
 
 
-@pytest.mark.planned("quiet CPU start-up")
 def test_error_as_a_process_is_one_line_and_exit_2(
     se_cnn: Path, files: dict[str, Path], tmp_path: Path
 ) -> None:
