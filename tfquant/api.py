@@ -161,13 +161,9 @@ def quantize(
         calibration, label = _calibration_images(
             source, num_calibration_examples, recipe, data_dir=data_dir, image_size=image_size
         )
-        if note is not None and num_calibration_examples is None and (
-            len(calibration) < DEFAULT_NUM_CALIBRATION_EXAMPLES
-        ):
-            note(
-                f"calibration: {label} has {len(calibration)} examples (fewer than the default "
-                f"{DEFAULT_NUM_CALIBRATION_EXAMPLES}); using all of them"
-            )
+        line = calibration_note(label, len(calibration), num_calibration_examples)
+        if note is not None and line is not None:
+            note(line)
         family = _inputs.guess_family(getattr(keras_model, "name", ""))
         if note is not None and recipe.input is None and family is not None:
             note(
@@ -186,6 +182,19 @@ def quantize(
     seconds = time.perf_counter() - start
     path = convert.save(tflite, out, recipe) if out is not None else None
     return QuantizeResult(tflite=tflite, recipe=recipe, path=path, seconds=seconds)
+
+
+def calibration_note(source: str, n_used: int, requested: int | None) -> str | None:
+    """The one line saying a source smaller than the default calibration size is used whole,
+    or None when a count was asked for or the default was reached."""
+    from tfquant.data import DEFAULT_NUM_CALIBRATION_EXAMPLES
+
+    if requested is not None or n_used >= DEFAULT_NUM_CALIBRATION_EXAMPLES:
+        return None
+    return (
+        f"calibration: {source} has {n_used} examples (fewer than the default "
+        f"{DEFAULT_NUM_CALIBRATION_EXAMPLES}); using all of them"
+    )
 
 
 def _keras_input_hw(model: Any) -> tuple[int, int] | None:
@@ -285,9 +294,11 @@ def evaluate(
 
     rt = Runtime.parse(runtime, what="runtime")
     # Load the model first: a corrupt file should fail before the dataset is read.
-    evaluation.load_interpreter(tflite, runtime=rt, num_threads=num_threads, delegate_path=delegate_path)
+    interpreter = evaluation.load_interpreter(
+        tflite, runtime=rt, num_threads=num_threads, delegate_path=delegate_path
+    )
     if image_size is None:
-        shape = evaluation.load_interpreter(tflite, runtime="builtin").get_input_details()[0]["shape"]
+        shape = interpreter.get_input_details()[0]["shape"]
         hw = (int(shape[1]), int(shape[2])) if len(shape) == 4 else None
         image_size = _decoded_image_size(dataset, hw)
     contract = input_contract(preprocess=preprocess, input_mean=input_mean, input_std=input_std)

@@ -115,14 +115,12 @@ def _load_model(spec: str, custom_objects: str | None = None) -> Any:
 
 
 def _calibration_note(source: str, n_used: int, requested: int | None) -> None:
-    """One line when the default calibration size was capped by a smaller source."""
-    from tfquant.data import DEFAULT_NUM_CALIBRATION_EXAMPLES
+    """Prints the line saying a small calibration source is used whole (see tfquant.api)."""
+    from tfquant.api import calibration_note
 
-    if requested is None and n_used < DEFAULT_NUM_CALIBRATION_EXAMPLES:
-        print(
-            f"calibration: {source} has {n_used} examples (fewer than the default "
-            f"{DEFAULT_NUM_CALIBRATION_EXAMPLES}); using all of them"
-        )
+    line = calibration_note(source, n_used, requested)
+    if line is not None:
+        print(line)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
