@@ -78,7 +78,7 @@ def main(argv: list[str]) -> int:
     from tfquant import convert, data, models
     from tfquant.calibration import collect_statistics
     from tfquant.convert import calibrated
-    from tfquant.flows.provenance import provenance
+    from tfquant.study.provenance import provenance
     from tfquant.recipes import Recipe
 
     try:

@@ -35,7 +35,7 @@ from tfquant import _quiet  # noqa: E402
 _quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneDNN start-up lines
 
 from tfquant.errors import TfquantError  # noqa: E402
-from tfquant.flows.script import report_run  # noqa: E402
+from tfquant.study.script import report_run  # noqa: E402
 from tfquant.models.keras_apps import APPLICATION_FAMILIES  # noqa: E402
 
 MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
@@ -130,7 +130,7 @@ def _run() -> Path:
     import tf_keras as keras
 
     from tfquant import convert
-    from tfquant.flows.provenance import open_run
+    from tfquant.study.provenance import open_run
     from tfquant.io_utils import append_jsonl, read_jsonl, write_text_atomic
     from tfquant.models.keras_apps import build_application, set_batch_norm_statistics
 

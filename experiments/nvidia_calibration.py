@@ -28,8 +28,8 @@ _quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneD
 
 from tfquant import models  # noqa: E402
 from tfquant.errors import TfquantError  # noqa: E402
-from tfquant.flows.script import report_run  # noqa: E402
-from tfquant.flows.calibration_sweep import (  # noqa: E402
+from tfquant.study.script import report_run  # noqa: E402
+from tfquant.experiments.nvidia_calibration import (  # noqa: E402
     COLUMNS,
     DEFAULT_COLUMNS,
     RESULTS_MD,

@@ -26,8 +26,8 @@ _quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneD
 
 from tfquant import models  # noqa: E402
 from tfquant.errors import TfquantError  # noqa: E402
-from tfquant.flows.script import report_run  # noqa: E402
-from tfquant.flows.ptq_matrix import RESULTS_MD, PtqMatrixConfig, run_ptq_matrix  # noqa: E402
+from tfquant.study.script import report_run  # noqa: E402
+from tfquant.experiments.ptq_zoo import RESULTS_MD, PtqMatrixConfig, run_ptq_matrix  # noqa: E402
 from tfquant.recipes import VARIANTS  # noqa: E402
 
 FLAGS = flags.FLAGS

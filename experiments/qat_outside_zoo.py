@@ -19,7 +19,7 @@ Three small user-like models, trained briefly in float with Adam (as users do):
   optimizer (so the default learning rate applies).
 
 For each (dataset, model) the script writes ``train.npz``, ``calib.npz`` (256 images, ``x``
-only) and ``test.npz``, then runs :func:`tfquant.convert.qat.run_qat` with ``epochs=2`` at 8
+only) and ``test.npz``, then runs :func:`tfquant.qat.run_qat` with ``epochs=2`` at 8
 and 4 bits, once with today's recipe (``nvidia``) and once with the default (``auto``), and
 measures the exported .tflite in the LiteRT interpreter
 (:func:`tfquant.evaluation.evaluate_accuracy`) on the test split::
@@ -50,7 +50,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from tfquant.convert.qat.bn_reestimate import reestimate_batch_norm  # noqa: E402
+from tfquant.qat.bn_reestimate import reestimate_batch_norm  # noqa: E402
 from tfquant.errors import TfquantError  # noqa: E402
 
 L = keras.layers
@@ -234,7 +234,7 @@ def run_row(files: dict[str, Any], *, bits: int, recipe: str, epochs: int, seed:
     """One QAT run through run_qat as the documented CLI command makes it (no eval data: the
     far-below-float check runs on held-out training data; LR from the saved optimizer, else
     the default); the .tflite measured in LiteRT on the test split."""
-    from tfquant.convert import qat
+    from tfquant import qat
     from tfquant.evaluation import evaluate_accuracy
 
     with np.load(files["train"]) as f:
@@ -322,7 +322,7 @@ def _run() -> Path:
 
 def main(argv: list[str]) -> int:
     del argv
-    from tfquant.flows.script import report_run
+    from tfquant.study.script import report_run
 
     return report_run("QAT outside the zoo", "qat_outside_zoo.md", _run)
 

@@ -3,7 +3,7 @@
 For each zoo model (BN folded first) and bit width: PTQ, plain QAT and QGT accuracy (all
 "sim"), the model's exact size with weights packed at b bits against float32, a per-layer
 bottleneck report before and after QGT, and the QGT model exported as an int8 .tflite on
-the b-bit grid ("tflite"). See :mod:`tfquant.flows.qgt_study`. The full experiment (cnn and
+the b-bit grid ("tflite"). See :mod:`tfquant.experiments.qgt`. The full experiment (cnn and
 mobilenet_v1, 2 and 4 bits, 3 epochs of fine-tuning per method, whole test split;
 about 4 minutes on 2 cores)::
 
@@ -37,8 +37,8 @@ _quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneD
 
 from tfquant import models  # noqa: E402
 from tfquant.errors import TfquantError  # noqa: E402
-from tfquant.flows.script import report_run  # noqa: E402
-from tfquant.flows.qgt_study import RESULTS_MD, QgtStudyConfig, run_qgt_study  # noqa: E402
+from tfquant.study.script import report_run  # noqa: E402
+from tfquant.experiments.qgt import RESULTS_MD, QgtStudyConfig, run_qgt_study  # noqa: E402
 
 _DEFAULT = QgtStudyConfig()
 

@@ -5,7 +5,7 @@ per-channel, float; TFLite's dynamic range beside them), Table B int8 weights + 
 (per-channel and per-layer weights, tflite next to sim), Table C 4-bit weights / 8-bit
 activations (per-layer, per-channel), Table D W8A4, and the per-channel weight-range spread
 per model; every cell marked tflite (LiteRT interpreter) or sim (fake quantization in TF).
-See :mod:`tfquant.flows.whitepaper_ptq`. Whole test split, all five zoo models::
+See :mod:`tfquant.experiments.whitepaper_ptq`. Whole test split, all five zoo models::
 
   python experiments/whitepaper_ptq.py     # -> results/default/whitepaper_ptq/
 
@@ -35,8 +35,8 @@ _quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneD
 
 from tfquant import models  # noqa: E402
 from tfquant.errors import TfquantError  # noqa: E402
-from tfquant.flows.script import report_run  # noqa: E402
-from tfquant.flows.whitepaper_ptq import (  # noqa: E402
+from tfquant.study.script import report_run  # noqa: E402
+from tfquant.experiments.whitepaper_ptq import (  # noqa: E402
     RESULTS_MD,
     WhitepaperPtqConfig,
     run_whitepaper_ptq,

@@ -6,7 +6,7 @@ simulation, QAT per-layer / per-channel .tflite with INT4 kernels), Table C low-
 activations (PTQ W8A4, QAT W8A4 and W4A8, simulation), Table D BN folding during QAT (naive
 fold vs correction + freeze, at 8- and 4-bit weights, simulation); every cell marked tflite
 (LiteRT interpreter) or sim (fake quantization in TF). See
-:mod:`tfquant.flows.whitepaper_qat`. cnn, mobilenet_v1, mobilenet_v2 and resnet (tfmot
+:mod:`tfquant.experiments.whitepaper_qat`. cnn, mobilenet_v1, mobilenet_v2 and resnet (tfmot
 cannot wrap the ViT), whole test split, NVIDIA's fine-tuning recipe on the first 16,384
 training images::
 
@@ -42,8 +42,8 @@ from tfquant import _quiet  # noqa: E402
 _quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneDNN start-up lines
 
 from tfquant.errors import TfquantError  # noqa: E402
-from tfquant.flows.script import report_run  # noqa: E402
-from tfquant.flows.whitepaper_qat import (  # noqa: E402
+from tfquant.study.script import report_run  # noqa: E402
+from tfquant.experiments.whitepaper_qat import (  # noqa: E402
     CELLS,
     QAT_MODELS,
     RESULTS_MD,

@@ -113,7 +113,7 @@ def test_qat_fine_tunes_exports_4_bit_weights_and_checks_fidelity(fmnist_npz: Pa
     assert record["weight_bits"] == 4 and record["train_examples"] == 100 and record["seed"] == 3
     assert record["finetune_recipe_choice"] == "auto" and record["learning_rate_source"] == "zoo"
     assert record["fidelity"]["agreement"] >= 0.95
-    from tfquant.convert import qat
+    from tfquant import qat
 
     levels = qat.weight_levels(str(out))
     assert levels and all(-7 <= w.qmin and w.qmax <= 7 for w in levels)  # the 4-bit grid
@@ -228,6 +228,6 @@ def test_real_process_exit_status_and_single_line(tmp_path: Path) -> None:
 
 def test_cli_finetune_recipes_are_the_library_ones() -> None:
     from tfquant import cli
-    from tfquant.convert import qat
+    from tfquant import qat
 
     assert cli.FINETUNE_RECIPES == qat.FINETUNE_RECIPES

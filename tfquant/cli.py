@@ -35,7 +35,7 @@ from tfquant.qtypes import (
 )
 
 ZOO_PREFIX = "zoo:"
-# tfquant.convert.qat.FINETUNE_RECIPES, spelled here so that --help needs no TensorFlow.
+# tfquant.qat.FINETUNE_RECIPES, spelled here so that --help needs no TensorFlow.
 FINETUNE_RECIPES = ("auto", "nvidia", "whitepaper")
 
 
@@ -179,7 +179,7 @@ def cmd_qat(args: argparse.Namespace) -> int:
     import json
 
     from tfquant import data
-    from tfquant.convert import qat
+    from tfquant import qat
     from tfquant.convert.metadata import QAT_METADATA_NAME, embed_bytes
     from tfquant.io_utils import write_bytes_atomic, write_text_atomic
     from tfquant.models.train import DEFAULT_CONFIGS

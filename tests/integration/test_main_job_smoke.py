@@ -44,7 +44,7 @@ def test_ptq_zoo_rejects_unknown_model(tmp_path: Path) -> None:
 
 
 def test_nvidia_calibration_smoke_covers_every_column_in_the_interpreter(tmp_path: Path) -> None:
-    from tfquant.flows.calibration_sweep import DEFAULT_COLUMNS
+    from tfquant.experiments.nvidia_calibration import DEFAULT_COLUMNS
 
     argv = [sys.executable, "experiments/nvidia_calibration.py", "--smoke", "--results_dir", str(tmp_path),
             "--run_name", "smoke"]

@@ -91,6 +91,6 @@ def test_qat_on_a_model_saved_without_optimizer_uses_the_default_lr(
     assert result["accuracy"] >= float_acc - 0.02, (result["accuracy"], float_acc, run.explain())
     record = read_json(tflite.with_suffix(".qat.json"))
     assert record["learning_rate_source"] == "default", record
-    from tfquant.convert.qat import DEFAULT_LEARNING_RATE
+    from tfquant.qat import DEFAULT_LEARNING_RATE
 
     assert record["original_learning_rate"] == DEFAULT_LEARNING_RATE, record

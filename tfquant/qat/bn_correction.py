@@ -1,0 +1,246 @@
+"""BN-folded QAT layers inside tfmot QAT models, frozen by :func:`~tfquant.qat.finetune`.
+
+The whitepaper's batch-norm handling for QAT (Krishnamoorthi 2018, arXiv 1806.08342,
+Sec. 3.2.2) lives in :mod:`tfquant.algorithms.bn_fold_qat`: a conv + BN pair becomes one
+layer that fake-quantizes the *folded* kernel, either
+
+* with the correction c = σ_B/σ (weights γW/σ use the moving σ; the output is scaled by
+  1/c and biased with batch statistics until the freeze, then the moving statistics freeze
+  and the layer computes the inference graph), or
+* naively (``bn_correction=False``): weights γW/σ_B with the batch σ_B, so the quantized
+  weights change with every batch, and statistics that never freeze.
+
+This module connects those layers to the rest of QAT:
+
+* :class:`FreezableFoldedConvBN` / :class:`FreezableFoldedDepthwiseConvBN` add the
+  :class:`~tfquant.qat.finetune.BatchNormFreezable` hook, so a recipe's
+  ``freeze_bn_after_steps`` freezes them and ``bn_correction=True`` recipes accept the model;
+* their tfmot ``QuantizeConfig`` (registered with
+  :func:`~tfquant.qat.register_layer_config` on import): the folded kernel is
+  fake-quantized by the layer's own ``weight_quantizer``
+  (:class:`tfquant.algorithms.SymmetricWeightQuantizer`: symmetric narrow range, per output
+  channel or per tensor, straight-through gradient), so tfmot adds no weight quantizer; the
+  output gets tfmot's activation fake quant (affine, EMA range) unless every reader is a
+  ReLU / ReLU6, which TFLite fuses into the conv (the ReLU's own output quant then applies);
+* :func:`quantize_folded_for_training` builds the whole thing from a float model and a
+  :class:`~tfquant.qat.FinetuneRecipe`, so the layers' correction and freeze step
+  are the recipe's.
+
+The result is evaluated as a Keras model (its fake-quant graph is the simulation):
+:func:`~tfquant.qat.export_tflite` cannot export it, because the folded kernels carry
+no tfmot weight fake quant for the converter to read a weight scale from.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
+
+import numpy as np
+import tf_keras as keras
+
+from tfquant.algorithms.bn_fold_qat import (
+    FoldedConvBN,
+    FoldedDepthwiseConvBN,
+    fold_batch_norms_for_qat,
+)
+from tfquant.qat import configs, ranges
+from tfquant.qat.annotate import quantize_for_training
+from tfquant.qat.recipes import FinetuneRecipe
+from tfquant.qat.registry import register_layer_config
+from tfquant.qat.spec import QatSpec
+from tfquant.errors import TfquantError
+from tfquant.qtypes import Granularity
+
+
+class _FreezeHook:
+    """``freeze_batch_norm()`` for the folded layers (mixed in before the layer class)."""
+
+    bn_correction: bool
+    freeze_bn_delay: int | None
+
+    def freeze_batch_norm(self) -> None:
+        """Freezes from the next training step on: 1/c dropped, moving statistics fixed.
+
+        Sets ``freeze_bn_delay`` to the steps taken so far (unless the layer's own delay is
+        already earlier); the layer reads it when its training graph is traced, and
+        :func:`~tfquant.qat.finetune` re-traces right after calling this.
+
+        Raises:
+          TfquantError: on a naive-fold layer (``bn_correction=False``), which never freezes.
+        """
+        if not self.bn_correction:
+            raise TfquantError(
+                f"layer {self.name!r} is a naive BN fold (bn_correction=False), which never "
+                "freezes; fine-tune it with recipe.replace(freeze_bn_after_steps=None)"
+            )
+        step = int(self.step.numpy())
+        if self.freeze_bn_delay is None or self.freeze_bn_delay > step:
+            self.freeze_bn_delay = step
+
+
+@keras.utils.register_keras_serializable(package="tfquant")
+class FreezableFoldedConvBN(_FreezeHook, FoldedConvBN):
+    """:class:`~tfquant.algorithms.FoldedConvBN` with the freeze hook of
+    :func:`~tfquant.qat.finetune`."""
+
+
+@keras.utils.register_keras_serializable(package="tfquant")
+class FreezableFoldedDepthwiseConvBN(_FreezeHook, FoldedDepthwiseConvBN):
+    """:class:`~tfquant.algorithms.FoldedDepthwiseConvBN` with the freeze hook of
+    :func:`~tfquant.qat.finetune`."""
+
+
+FREEZABLE_CLASSES: Mapping[type, type] = {
+    FoldedConvBN: FreezableFoldedConvBN,
+    FoldedDepthwiseConvBN: FreezableFoldedDepthwiseConvBN,
+}
+
+
+def _fuses_into_relu(layer: keras.layers.Layer) -> bool:
+    """Every reader of the layer's output is a ReLU / ReLU6 that TFLite fuses into the conv."""
+    readers = [node.outbound_layer for node in layer.outbound_nodes]
+    if not readers:
+        return False
+    for reader in readers:
+        if isinstance(reader, keras.layers.ReLU):
+            c = reader.get_config()
+            if (
+                float(c.get("negative_slope") or 0.0) != 0.0
+                or float(c.get("threshold") or 0.0) != 0.0
+                or c.get("max_value") not in (None, 6, 6.0)
+            ):
+                return False
+        elif not (
+            isinstance(reader, keras.layers.Activation)
+            and configs.activation_name(reader) in ("relu", "relu6")
+        ):
+            return False
+    return True
+
+
+def folded_layer_config(spec: QatSpec, layer: keras.layers.Layer) -> Any:
+    """The tfmot ``QuantizeConfig`` of a folded layer: its output quant, no weight quantizer.
+
+    :class:`~tfquant.qat.configs.PassThroughConfig` when every reader is a fusable
+    ReLU / ReLU6 (TFLite quantizes only the activation's output), else
+    :class:`~tfquant.qat.configs.OutputConfig` at ``spec.activation_bits``.
+    """
+    if _fuses_into_relu(layer):
+        return configs.PassThroughConfig()
+    return configs.OutputConfig(activation_bits=spec.activation_bits)
+
+
+def _register_configs() -> None:
+    for cls in FREEZABLE_CLASSES.values():
+        register_layer_config(cls, folded_layer_config)
+
+
+_register_configs()
+
+
+def _make_freezable(folded: keras.Model) -> keras.Model:
+    """A clone of ``folded`` with each Folded*BN layer as its freezable subclass (same weights)."""
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        cls = FREEZABLE_CLASSES.get(type(layer))
+        if cls is None:
+            return layer.__class__.from_config(layer.get_config())
+        return cls.from_config(layer.get_config())
+
+    out = keras.models.clone_model(folded, clone_function=clone)
+    out.set_weights(folded.get_weights())
+    return out
+
+
+def folded_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The BN-folded QAT layers of a model (inside tfmot wrappers too), in layer order."""
+    out = []
+    for layer in model.layers:
+        inner = getattr(layer, "layer", layer)
+        if isinstance(inner, (FoldedConvBN, FoldedDepthwiseConvBN)):
+            out.append(inner)
+    return out
+
+
+def quantize_folded_for_training(
+    model: keras.Model,
+    recipe: FinetuneRecipe,
+    *,
+    weight_bits: int = 8,
+    activation_bits: int = 8,
+    weight_granularity: "Granularity | str" = Granularity.PER_CHANNEL,
+    skip_layers: Sequence[str] = (),
+    calibration_data: np.ndarray | None = None,
+    initial_ranges: Mapping[str, ranges.RangeLike] | None = None,
+) -> keras.Model:
+    """A QAT copy of ``model`` whose conv + BN pairs are BN-folded QAT layers, as ``recipe`` says.
+
+    1. :func:`tfquant.algorithms.fold_batch_norms_for_qat`: every Conv2D / DepthwiseConv2D
+       followed by a BatchNormalization becomes one folded layer whose kernel γW/σ (or
+       γW/σ_B, naive) is fake-quantized to ``weight_bits`` by its own
+       :class:`~tfquant.algorithms.SymmetricWeightQuantizer`. ``recipe.bn_correction``
+       chooses the fold: True gives the correction, frozen after
+       ``recipe.freeze_bn_after_steps`` steps (None: never); False the naive fold.
+    2. :func:`~tfquant.qat.quantize_for_training` on the folded model with the same
+       bit widths and granularity: tfmot fake quants on every other layer (Dense kernels,
+       convs without BN, activations; the folded layers get :func:`folded_layer_config`).
+       Activation ranges: as there (``calibration_data`` / ``initial_ranges``, measured on
+       the folded model, which in inference equals ``model``).
+
+    Fine-tune the result with ``recipe`` (:func:`~tfquant.qat.finetune`); evaluate it
+    in Keras (it does not export to TFLite, see the module docstring).
+
+    Args:
+      model: A trained float functional / Sequential tf_keras model. Not modified.
+      recipe: The fine-tuning recipe; its ``bn_correction`` and ``freeze_bn_after_steps``
+        define the folded layers.
+      weight_bits, activation_bits, weight_granularity, skip_layers, calibration_data,
+        initial_ranges: As :func:`~tfquant.qat.quantize_for_training`.
+
+    Returns:
+      The QAT ``keras.Model`` (uncompiled).
+
+    Raises:
+      TfquantError: a recipe that is not a FinetuneRecipe; a naive fold with
+        ``freeze_bn_after_steps`` set (it never freezes); a model without a conv + BN pair
+        to fold; and the errors of the two steps.
+    """
+    if not isinstance(recipe, FinetuneRecipe):
+        raise TfquantError(
+            f"recipe must be a FinetuneRecipe, got {type(recipe).__name__}; use "
+            "whitepaper_recipe(...) or nvidia_recipe(...)"
+        )
+    if not recipe.bn_correction and recipe.freeze_bn_after_steps is not None:
+        raise TfquantError(
+            f"recipe {recipe.name!r} asks for the naive BN fold (bn_correction=False), which "
+            f"never freezes, but sets freeze_bn_after_steps={recipe.freeze_bn_after_steps}; "
+            "use recipe.replace(freeze_bn_after_steps=None), or bn_correction=True"
+        )
+    spec = QatSpec(
+        weight_bits=weight_bits,
+        activation_bits=activation_bits,
+        weight_granularity=weight_granularity,
+    )
+    folded = fold_batch_norms_for_qat(
+        model,
+        freeze_bn_delay=recipe.freeze_bn_after_steps if recipe.bn_correction else None,
+        bn_correction=recipe.bn_correction,
+        weight_bits=spec.weight_bits,
+        per_channel=spec.per_channel,
+    )
+    if not folded_layers(folded):
+        raise TfquantError(
+            f"model {getattr(model, 'name', model)!r} has no Conv2D / DepthwiseConv2D followed "
+            "by a BatchNormalization to fold; use quantize_for_training for a model without BN"
+        )
+    return quantize_for_training(
+        _make_freezable(folded),
+        weight_bits=spec.weight_bits,
+        activation_bits=spec.activation_bits,
+        weight_granularity=spec.weight_granularity,
+        skip_layers=skip_layers,
+        calibration_data=calibration_data,
+        initial_ranges=initial_ranges,
+    )
