@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # tfquant batch reproduction.
 #
-#   ./run_all.sh                 main job -> results/default/:
+#   ./run_all.sh                 main job -> results/default/<experiment>/ (one folder per script):
 #                                  1. experiments/ptq_zoo.py: every zoo model x every TFLite variant,
-#                                     accuracy / size / latency in LiteRT (results.{jsonl,md})
+#                                     accuracy / size / latency in LiteRT (ptq_zoo/)
 #                                  2. experiments/nvidia_calibration.py: every zoo model x calibrator,
 #                                     int8 and int16x8, in LiteRT (nvidia_calibration/)
 #                                  3. short versions of the whitepaper tables and the QGT study:

@@ -55,10 +55,11 @@ VARIANTS = (
 
 def forward_pass(float_tflite: bytes, x, batch_size: int, *, xnnpack: bool) -> float:
     """Seconds for one plain pass of the float model over ``x`` (no tensors kept)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from tfquant.qtypes import Runtime
+    from tfquant.tflite.interpreter import make_interpreter
 
-    kind = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    interpreter = Interpreter(model_content=float_tflite, experimental_op_resolver_type=kind, num_threads=1)
+    runtime = Runtime.XNNPACK if xnnpack else Runtime.BUILTIN
+    interpreter = make_interpreter(float_tflite, runtime=runtime, num_threads=1)
     index = interpreter.get_input_details()[0]["index"]
     start = time.perf_counter()
     size = -1

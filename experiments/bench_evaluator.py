@@ -72,13 +72,10 @@ def build_int8_cnn(path: Path, calibration) -> Path:
         for i in range(0, len(calibration), 10):
             yield [calibration[i:i + 10].astype(np.float32)]
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    path.write_bytes(converter.convert())
+    from tfquant.tflite.converter import ConverterOptions, run_converter
+
+    options = ConverterOptions(optimize=True, ops_set="int8", io_dtype=tf.int8)
+    path.write_bytes(run_converter(keras_model=model, options=options, representative_dataset=representative))
     return path
 
 

@@ -1,6 +1,6 @@
 """NVIDIA's calibration study on the zoo (Wu et al. 2020, Table 3): accuracy per calibrator.
 
-Rows = zoo models; columns = float, TFLite default, max, entropy, percentile 99.9 / 99.99 /
+Rows = zoo models; columns = float, converter (the converter's own calibration), max, entropy, percentile 99.9 / 99.99 /
 99.999 / 99.9999, MSE, ACIQ; for int8 and int16x8; every cell measured in the LiteRT
 interpreter on the whole test split. Part of the main job (``./run_all.sh``)::
 
@@ -29,12 +29,13 @@ _quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneD
 from tfquant import models  # noqa: E402
 from tfquant.errors import TfquantError  # noqa: E402
 from tfquant.study.script import report_run  # noqa: E402
+from tfquant.study import RESULTS_MD  # noqa: E402
 from tfquant.experiments.nvidia_calibration import (  # noqa: E402
     COLUMNS,
     DEFAULT_COLUMNS,
-    RESULTS_MD,
-    CalibrationSweepConfig,
-    run_calibration_sweep,
+    NAME,
+    NvidiaCalibrationConfig,
+    run_nvidia_calibration,
 )
 
 FLAGS = flags.FLAGS
@@ -53,7 +54,7 @@ flags.DEFINE_bool("smoke", False, "Tiny run for tests: cnn only, 300 test images
 
 def _run() -> Path:
     """Builds the config from the flags and runs the flow; returns the run folder."""
-    config = CalibrationSweepConfig(
+    config = NvidiaCalibrationConfig(
         models=tuple(["cnn"] if FLAGS.smoke else FLAGS.models),
         modes=tuple(FLAGS.modes),
         columns=tuple(FLAGS.columns),
@@ -66,8 +67,8 @@ def _run() -> Path:
     for name in config.models:
         if name not in models.ZOO:
             raise TfquantError(f"unknown zoo model {name!r}; choose from: {', '.join(models.ZOO)}")
-    out = Path(FLAGS.results_dir) / FLAGS.run_name / "nvidia_calibration"
-    run_calibration_sweep(config, out)
+    out = Path(FLAGS.results_dir) / FLAGS.run_name / NAME
+    run_nvidia_calibration(config, out)
     return out
 
 

@@ -2,7 +2,7 @@
 
 Default (what ``./run_all.sh`` runs)::
 
-  python experiments/ptq_zoo.py            # -> results/default/{results.jsonl,results.md}
+  python experiments/ptq_zoo.py            # -> results/default/ptq_zoo/{results.jsonl,results.md}
 
 Smoke size (what the tests run)::
 
@@ -27,7 +27,8 @@ _quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneD
 from tfquant import models  # noqa: E402
 from tfquant.errors import TfquantError  # noqa: E402
 from tfquant.study.script import report_run  # noqa: E402
-from tfquant.experiments.ptq_zoo import RESULTS_MD, PtqMatrixConfig, run_ptq_matrix  # noqa: E402
+from tfquant.experiments.ptq_zoo import NAME, PtqZooConfig, run_ptq_zoo  # noqa: E402
+from tfquant.study import RESULTS_MD  # noqa: E402
 from tfquant.recipes import VARIANTS  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -35,7 +36,7 @@ flags.DEFINE_list("models", list(models.ZOO), "Zoo models to run.")
 flags.DEFINE_list("variants", list(VARIANTS), "TFLite variants (recipes) to compare.")
 flags.DEFINE_list("runtimes", ["xnnpack", "builtin"], "Interpreter runtimes.")
 flags.DEFINE_integer("threads", 1, "Interpreter threads.")
-flags.DEFINE_string("run_name", "default", "Results go to <results_dir>/<run_name>/.")
+flags.DEFINE_string("run_name", "default", "Results go to <results_dir>/<run_name>/ptq_zoo/.")
 flags.DEFINE_string("results_dir", "results", "Parent folder of run folders.")
 flags.DEFINE_string("data_dir", None, "Folder with the Fashion-MNIST IDX files.")
 flags.DEFINE_integer("num_calibration_examples", 1000, "Calibration set size (train split).")
@@ -48,7 +49,7 @@ flags.DEFINE_bool("smoke", False, "Tiny run for tests: cnn only, 300 test images
 
 def _run() -> Path:
     """Builds the config from the flags and runs the flow; returns the run folder."""
-    config = PtqMatrixConfig(
+    config = PtqZooConfig(
         models=tuple(["cnn"] if FLAGS.smoke else FLAGS.models),
         variants=tuple(FLAGS.variants),
         runtimes=tuple(FLAGS.runtimes),
@@ -64,8 +65,8 @@ def _run() -> Path:
     for name in config.models:
         if name not in models.ZOO:
             raise TfquantError(f"unknown zoo model {name!r}; choose from: {', '.join(models.ZOO)}")
-    out = Path(FLAGS.results_dir) / FLAGS.run_name
-    run_ptq_matrix(config, out)
+    out = Path(FLAGS.results_dir) / FLAGS.run_name / NAME
+    run_ptq_zoo(config, out)
     return out
 
 

@@ -20,7 +20,7 @@ Three small user-like models, trained briefly in float with Adam (as users do):
 
 For each (dataset, model) the script writes ``train.npz``, ``calib.npz`` (256 images, ``x``
 only) and ``test.npz``, then runs :func:`tfquant.qat.run_qat` with ``epochs=2`` at 8
-and 4 bits, once with today's recipe (``nvidia``) and once with the default (``auto``), and
+and 4 bits, once with today's schedule (``nvidia``) and once with the default (``auto``), and
 measures the exported .tflite in the LiteRT interpreter
 (:func:`tfquant.evaluation.evaluate_accuracy`) on the test split::
 
@@ -58,13 +58,15 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("datasets", ["digits", "shapes"], "Datasets (digits, shapes).")
 flags.DEFINE_list("models", ["se_resnet", "ds_block", "plain"], "Models.")
 flags.DEFINE_list("bits", ["8", "4"], "Weight bits.")
-flags.DEFINE_list("recipes", ["nvidia", "auto"], "finetune_recipe values of run_qat (nvidia = before).")
+flags.DEFINE_list("recipes", ["nvidia", "auto"], "Fine-tuning schedules: finetune_schedule values of "
+                  "run_qat (nvidia = before); --schedules is the same flag.")
+flags.DEFINE_alias("schedules", "recipes")
 flags.DEFINE_integer("epochs", 2, "QAT epochs (the documented command's --epochs 2).")
 flags.DEFINE_integer("float_epochs", 15, "Float training epochs.")
 flags.DEFINE_integer("seed", 0, "Seed of data, float training and QAT.")
 flags.DEFINE_string("run_name", "default", "Results go to <results_dir>/<run_name>/.")
 flags.DEFINE_string("results_dir", "results", "Parent folder of run folders.")
-flags.DEFINE_bool("smoke", False, "Tiny run: se_resnet on digits, 4 bits, both recipes.")
+flags.DEFINE_bool("smoke", False, "Tiny run: se_resnet on digits, 4 bits, both schedules.")
 
 FLOAT_LR = 1e-3  # Keras Adam's default: what a user who writes optimizer="adam" trains with
 FLOAT_BATCH = 32  # 41 steps per digits epoch: BN moving statistics converge (momentum 0.99)
@@ -248,11 +250,11 @@ def run_row(files: dict[str, Any], *, bits: int, recipe: str, epochs: int, seed:
     start = time.perf_counter()
     outcome = qat.run_qat(
         model, x_tr, y_tr, x_cal, weight_bits=bits, epochs=epochs, seed=seed,
-        model_path=files["model"], finetune_recipe=recipe, verbose=False,
+        model_path=files["model"], finetune_schedule=recipe, verbose=False,
     )
     seconds = time.perf_counter() - start
     acc = evaluate_accuracy(outcome.tflite, x_te, y_te).accuracy
-    rec = outcome.record
+    rec = outcome.record.to_dict()
     return {
         "float_acc": round(float_acc, 4),
         "qat_tflite_acc": round(float(acc), 4),

@@ -77,9 +77,9 @@ def _run() -> Path:
     """Builds the config from the flags and runs the flow; returns the run folder."""
     if FLAGS.smoke and FLAGS.short:
         raise TfquantError("--smoke and --short are two sizes; pass one of them")
-    preset = "smoke" if FLAGS.smoke else "short" if FLAGS.short else None
-    if preset:  # the preset fixes models, bits and sizes; data_dir and seed still apply
-        config = QgtStudyConfig.preset(preset, data_dir=FLAGS.data_dir, seed=FLAGS.seed)
+    size = "smoke" if FLAGS.smoke else "short" if FLAGS.short else None
+    if size:  # the size fixes models, bits and sizes; data_dir and seed still apply
+        config = QgtStudyConfig.of_size(size, data_dir=FLAGS.data_dir, seed=FLAGS.seed)
     else:
         try:
             bits = tuple(int(b) for b in FLAGS.bits)
@@ -91,7 +91,7 @@ def _run() -> Path:
             qgt_strength=strength, seed=FLAGS.seed, limit=FLAGS.limit,
             export_tflite=FLAGS.export_tflite, data_dir=FLAGS.data_dir,
         )
-    out = Path(FLAGS.results_dir) / (FLAGS.run_name or preset or "default") / "qgt"
+    out = Path(FLAGS.results_dir) / (FLAGS.run_name or size or "default") / "qgt"
     run_qgt_study(config, out, tensorboard_dir=FLAGS.tensorboard_dir,
                   checkpoint_dir=FLAGS.checkpoint_dir)
     return out

@@ -36,11 +36,8 @@ _quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneD
 from tfquant import models  # noqa: E402
 from tfquant.errors import TfquantError  # noqa: E402
 from tfquant.study.script import report_run  # noqa: E402
-from tfquant.experiments.whitepaper_ptq import (  # noqa: E402
-    RESULTS_MD,
-    WhitepaperPtqConfig,
-    run_whitepaper_ptq,
-)
+from tfquant.experiments.whitepaper_ptq import NAME, WhitepaperPtqConfig, run_whitepaper_ptq  # noqa: E402
+from tfquant.study import RESULTS_MD  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", list(models.ZOO), "Zoo models (rows).")
@@ -58,16 +55,16 @@ def _run() -> Path:
     """Builds the config from the flags and runs the flow; returns the run folder."""
     if FLAGS.smoke and FLAGS.short:
         raise TfquantError("--smoke and --short are two sizes; pass one of them")
-    preset = "smoke" if FLAGS.smoke else "short" if FLAGS.short else None
-    if preset:  # the preset fixes models and sizes; data_dir and workers still apply
-        config = WhitepaperPtqConfig.preset(preset, data_dir=FLAGS.data_dir, workers=FLAGS.workers)
+    size = "smoke" if FLAGS.smoke else "short" if FLAGS.short else None
+    if size:  # the size fixes models and limits; data_dir and workers still apply
+        config = WhitepaperPtqConfig.of_size(size, data_dir=FLAGS.data_dir, workers=FLAGS.workers)
     else:
         config = WhitepaperPtqConfig(
             models=tuple(FLAGS.models), data_dir=FLAGS.data_dir,
             num_calibration_examples=FLAGS.num_calibration_examples, workers=FLAGS.workers,
             limit=FLAGS.limit,
         )
-    out = Path(FLAGS.results_dir) / FLAGS.run_name / "whitepaper_ptq"
+    out = Path(FLAGS.results_dir) / FLAGS.run_name / NAME
     run_whitepaper_ptq(config, out)
     return out
 

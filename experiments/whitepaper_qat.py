@@ -7,7 +7,7 @@ activations (PTQ W8A4, QAT W8A4 and W4A8, simulation), Table D BN folding during
 fold vs correction + freeze, at 8- and 4-bit weights, simulation); every cell marked tflite
 (LiteRT interpreter) or sim (fake quantization in TF). See
 :mod:`tfquant.experiments.whitepaper_qat`. cnn, mobilenet_v1, mobilenet_v2 and resnet (tfmot
-cannot wrap the ViT), whole test split, NVIDIA's fine-tuning recipe on the first 16,384
+cannot wrap the ViT), whole test split, NVIDIA's fine-tuning schedule on the first 16,384
 training images::
 
   python experiments/whitepaper_qat.py     # -> results/default/whitepaper_qat/
@@ -73,8 +73,8 @@ def _run() -> Path:
     chosen = [name for name in ("smoke", "short", "full") if FLAGS[name].value]
     if len(chosen) > 1:
         raise TfquantError(f"--{' and --'.join(chosen)} are different sizes; pass one of them")
-    if chosen:  # the preset fixes models, cells and sizes; data_dir and seed still apply
-        config = WhitepaperQatConfig.preset(chosen[0], data_dir=FLAGS.data_dir, seed=FLAGS.seed)
+    if chosen:  # the size fixes models, cells and sizes; data_dir and seed still apply
+        config = WhitepaperQatConfig.of_size(chosen[0], data_dir=FLAGS.data_dir, seed=FLAGS.seed)
     else:
         config = WhitepaperQatConfig(
             models=tuple(FLAGS.models), cells=tuple(FLAGS.cells), data_dir=FLAGS.data_dir,

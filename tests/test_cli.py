@@ -226,8 +226,20 @@ def test_real_process_exit_status_and_single_line(tmp_path: Path) -> None:
     assert lines[0].startswith("error: ") and "missing.tflite" in lines[0]
 
 
-def test_cli_finetune_recipes_are_the_library_ones() -> None:
+def test_cli_finetune_schedules_are_the_library_ones() -> None:
     from tfquant import cli
     from tfquant import qat
 
-    assert cli.FINETUNE_RECIPES == qat.FINETUNE_RECIPES
+    assert cli.FINETUNE_SCHEDULES == qat.FINETUNE_SCHEDULES
+
+
+@pytest.mark.parametrize("flag", ["--finetune_schedule", "--finetune_recipe"])
+def test_finetune_schedule_flag_and_its_earlier_name(flag: str) -> None:
+    from tfquant import cli
+
+    argv = ["qat", "--model", "zoo:cnn", "--train_data", "fashion_mnist", "--calibration_data",
+            "fashion_mnist", "--epochs", "1", "--out", "/tmp/x.tflite"]
+    assert cli.build_parser().parse_args(argv).finetune_schedule == "auto"
+    assert cli.build_parser().parse_args(argv + [flag, "whitepaper"]).finetune_schedule == "whitepaper"
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(argv + [flag, "fast"])

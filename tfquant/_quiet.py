@@ -147,28 +147,9 @@ def filtered_stderr() -> Iterator[None]:
 
 def _one_op_model() -> bytes:
     """A float32 RELU on a (1,) tensor as a .tflite flatbuffer (to create the delegate once)."""
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
+    from tfquant.tflite.flatbuffer import one_op_model
 
-    model = schema.ModelT()
-    model.version = 3
-    code = schema.OperatorCodeT()
-    code.builtinCode = schema.BuiltinOperator.RELU
-    code.deprecatedBuiltinCode = schema.BuiltinOperator.RELU
-    code.version = 1
-    model.operatorCodes = [code]
-    model.buffers = [schema.BufferT()]
-    tensors = []
-    for name in (b"x", b"y"):
-        t = schema.TensorT()
-        t.shape, t.type, t.buffer, t.name = [1], schema.TensorType.FLOAT32, 0, name
-        tensors.append(t)
-    op = schema.OperatorT()
-    op.opcodeIndex, op.inputs, op.outputs = 0, [0], [1]
-    subgraph = schema.SubGraphT()
-    subgraph.tensors, subgraph.inputs, subgraph.outputs, subgraph.operators = tensors, [0], [1], [op]
-    model.subgraphs = [subgraph]
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return one_op_model()
 
 
 def warm_up_litert() -> None:
@@ -182,9 +163,9 @@ def warm_up_litert() -> None:
     _litert_warm = True
     with filtered_stderr():
         try:
-            from ai_edge_litert.interpreter import Interpreter
+            from tfquant.tflite.interpreter import make_interpreter
 
-            Interpreter(model_content=_one_op_model()).allocate_tensors()
+            make_interpreter(_one_op_model(), allocate=True)
         except Exception:  # a broken LiteRT install fails later, where it is used, with its message
             pass
 

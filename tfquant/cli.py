@@ -23,20 +23,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tfquant.errors import TfquantError
-from tfquant.qtypes import (
-    AciqPrior,
-    ActivationScheme,
-    Calibration,
-    Granularity,
-    IODType,
-    Mode,
-    Runtime,
-    WeightCalibration,
-)
+from tfquant import qtypes
 
 ZOO_PREFIX = "zoo:"
-# tfquant.qat.FINETUNE_RECIPES, spelled here so that --help needs no TensorFlow.
-FINETUNE_RECIPES = ("auto", "nvidia", "whitepaper")
+# tfquant.qat.FINETUNE_SCHEDULES, spelled here so that --help needs no TensorFlow.
+FINETUNE_SCHEDULES = ("auto", "nvidia", "whitepaper")
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -49,6 +40,11 @@ def _image_size(text: str) -> tuple[int, int]:
     if len(parts) != 2 or min(parts) < 1:
         raise argparse.ArgumentTypeError(f"--image_size takes H,W (e.g. 224,224), got {text!r}")
     return parts[0], parts[1]
+
+
+def _values(enum: type) -> list[str]:
+    """The choices of a flag: the values of a :mod:`tfquant.qtypes` enum."""
+    return [member.value for member in enum]
 
 
 def _positive_int(text: str) -> int:
@@ -72,6 +68,15 @@ def _floats_list(text: str) -> tuple[float, ...]:
             f"0.485,0.456,0.406), got {text!r}"
         )
     return values
+
+
+def _add_out_data_input_flags(p: argparse.ArgumentParser, *, sidecar: str, func: Any) -> None:
+    """--out OUT.tflite (OUT.<sidecar>.json beside it), the data and input-contract flags, and
+    the command's function."""
+    p.add_argument("--out", required=True, help=f"OUT.tflite (OUT.{sidecar}.json is written beside it)")
+    _add_data_flags(p)
+    _add_input_flags(p)
+    p.set_defaults(func=func)
 
 
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
@@ -149,7 +154,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise TfquantError(f"--out must end in .tflite, got {args.out!r}")
     result = api.quantize(
         args.model,
-        mode=args.mode or Mode.INT8.value,
+        mode=args.mode or qtypes.Mode.INT8.value,
         calibration_data=args.calibration_data,
         out=args.out,
         num_calibration_examples=args.num_calibration_examples,
@@ -176,8 +181,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_qat(args: argparse.Namespace) -> int:
     """Quantization-aware fine-tuning (tfmot), then int8 export and a fidelity check."""
-    import json
-
     from tfquant import data
     from tfquant import qat
     from tfquant.convert.metadata import QAT_METADATA_NAME, embed_bytes
@@ -203,21 +206,17 @@ def cmd_qat(args: argparse.Namespace) -> int:
         model, x_train, y_train, x_cal,
         weight_bits=args.weight_bits, weight_granularity=args.weight_granularity,
         epochs=args.epochs, seed=args.seed, learning_rate=args.original_learning_rate,
-        batch_size=args.batch_size, finetune_recipe=args.finetune_recipe,
+        batch_size=args.batch_size, finetune_schedule=args.finetune_schedule,
         x_eval=x_test, y_eval=y_test, log_dir=args.log_dir, checkpoint_dir=args.checkpoint_dir,
         original=DEFAULT_CONFIGS.get(zoo_name) if zoo_name else None,
         model_path=None if zoo_name else args.model,
     )
-    record: dict[str, Any] = {
-        "model": args.model,
-        "train_data": args.train_data,
-        "eval_data": args.eval_data,
-        "calibration_data": args.calibration_data,
-        "calibration_seed": args.calibration_seed,
-        "input": contract.to_dict() if contract is not None else None,
-        **outcome.record,
-    }
-    text = json.dumps(record, indent=2, sort_keys=True, default=str) + "\n"
+    record = outcome.record.replace(
+        model=args.model, train_data=args.train_data, eval_data=args.eval_data,
+        calibration_data=args.calibration_data, calibration_seed=args.calibration_seed,
+        input=contract.to_dict() if contract is not None else None,
+    )
+    text = record.to_json()
     tflite = embed_bytes(outcome.tflite, QAT_METADATA_NAME, text.encode("utf-8"))
     write_bytes_atomic(out, tflite)
     write_text_atomic(out.with_suffix(".qat.json"), text)
@@ -228,7 +227,7 @@ def cmd_qat(args: argparse.Namespace) -> int:
     if outcome.float_accuracy is not None and outcome.qat_accuracy is not None:
         line += (
             f"; top-1 float {outcome.float_accuracy:.4f} -> .tflite {outcome.qat_accuracy:.4f} "
-            f"on {record.get('accuracy_data', 'held-out data')}"
+            f"on {record.accuracy_data or 'held-out data'}"
         )
     print(line)
     return 0
@@ -292,29 +291,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("convert", help="convert a Keras/SavedModel model to .tflite")
     _add_model_flags(c)
-    c.add_argument("--mode", choices=[m.value for m in Mode], default=None, help="default int8")
-    c.add_argument("--weight_granularity", choices=[g.value for g in Granularity], default="per_channel")
-    c.add_argument("--io_dtype", choices=[d.value for d in IODType], default="float32")
+    c.add_argument("--mode", choices=_values(qtypes.Mode), default=None, help="default int8")
+    c.add_argument("--weight_granularity", choices=_values(qtypes.Granularity), default="per_channel")
+    c.add_argument("--io_dtype", choices=_values(qtypes.IODType), default="float32")
     c.add_argument("--calibration_data", default=None, help="DATASET: fashion_mnist, tfds:NAME, npz:PATH, folder:PATH")
     c.add_argument("--num_calibration_examples", type=_positive_int, default=None,
                    help="calibration set size (default: 1000, or all examples when the source has fewer)")
     c.add_argument("--calibration_seed", type=int, default=0)
-    c.add_argument("--calibrator", choices=[m.value for m in Calibration], default=None,
+    c.add_argument("--calibrator", choices=_values(qtypes.Calibration), default=None,
                    help="activation ranges (int8/int16x8); default: the converter's own min/max")
     c.add_argument("--percentile", type=float, default=None, help="for --calibrator percentile (default 99.99)")
-    c.add_argument("--aciq_prior", choices=[p.value for p in AciqPrior], default=None,
+    c.add_argument("--aciq_prior", choices=_values(qtypes.AciqPrior), default=None,
                    help="for --calibrator aciq (default laplace)")
-    c.add_argument("--activation_scheme", choices=[a.value for a in ActivationScheme], default=None,
+    c.add_argument("--activation_scheme", choices=_values(qtypes.ActivationScheme), default=None,
                    help="int8: affine (default) or symmetric; int16x8 is always symmetric")
-    c.add_argument("--weight_calibrator", choices=[w.value for w in WeightCalibration], default="max",
+    c.add_argument("--weight_calibrator", choices=_values(qtypes.WeightCalibration), default="max",
                    help="weight bounds per channel (needs --calibrator when not max)")
     c.add_argument("--weight_percentile", type=float, default=None,
                    help="for --weight_calibrator percentile (default 99.99)")
     c.add_argument("--recipe", default=None, help="a .recipe.json to use instead of the flags above")
-    c.add_argument("--out", required=True, help="OUT.tflite (OUT.recipe.json is written beside it)")
-    _add_data_flags(c)
-    _add_input_flags(c)
-    c.set_defaults(func=cmd_convert)
+    _add_out_data_input_flags(c, sidecar="recipe", func=cmd_convert)
 
     q = sub.add_parser("qat", help="quantization-aware fine-tuning (tfmot), int8 export, fidelity check")
     _add_model_flags(q, what="PATH (.keras, .h5, SavedModel dir) or zoo:NAME (a trained float model)")
@@ -323,11 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--epochs", type=_positive_int, required=True)
     q.add_argument("--weight_bits", type=int, choices=[8, 4, 2], default=8,
                    help="sub-8-bit weights are stored as int8 values on the b-bit grid")
-    q.add_argument("--weight_granularity", choices=[g.value for g in Granularity], default="per_channel")
-    q.add_argument("--finetune_recipe", choices=list(FINETUNE_RECIPES), default="auto",
+    q.add_argument("--weight_granularity", choices=_values(qtypes.Granularity), default="per_channel")
+    q.add_argument("--finetune_schedule", "--finetune_recipe", dest="finetune_schedule",
+                   choices=list(FINETUNE_SCHEDULES), default="auto",
                    help="auto (default): nvidia + batch-norm re-estimation after fine-tuning, LR 10%% of the "
                         "original below 8-bit weights; nvidia: Adam, LR 1%% of the original, cosine; "
-                        "whitepaper: SGD + momentum, BN frozen after N steps")
+                        "whitepaper: SGD + momentum, BN frozen after N steps (--finetune_recipe: "
+                        "the same flag, its earlier name)")
     q.add_argument("--original_learning_rate", type=float, default=None,
                    help="LR the float model was trained with (default: the zoo's, else the optimizer "
                         "saved in the model file, else 1e-3, Keras's Adam default)")
@@ -342,17 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--limit_eval", type=_positive_int, default=None)
     q.add_argument("--log_dir", default=None, help="TensorBoard logs")
     q.add_argument("--checkpoint_dir", default=None, help="one checkpoint per epoch")
-    q.add_argument("--out", required=True, help="OUT.tflite (OUT.qat.json is written beside it)")
-    _add_data_flags(q)
-    _add_input_flags(q)
-    q.set_defaults(func=cmd_qat)
+    _add_out_data_input_flags(q, sidecar="qat", func=cmd_qat)
 
     e = sub.add_parser("evaluate", help="top-1 accuracy, size and latency of a .tflite in LiteRT")
     e.add_argument("--tflite", required=True)
     e.add_argument("--dataset", required=True, help="fashion_mnist, tfds:NAME, npz:PATH, folder:PATH")
     e.add_argument("--split", default="test")
     e.add_argument("--limit", type=_positive_int, default=None, help="only the first N examples")
-    e.add_argument("--runtime", choices=[r.value for r in Runtime], default="xnnpack")
+    e.add_argument("--runtime", choices=_values(qtypes.Runtime), default="xnnpack")
     e.add_argument("--delegate_path", default=None, help="external delegate library (runtime delegate)")
     e.add_argument("--num_threads", type=_positive_int, default=1)
     e.add_argument("--batch_size", type=_positive_int, default=256)

@@ -7,6 +7,8 @@ names the allowed values when it fails.
 from __future__ import annotations
 
 import enum
+import math
+import numbers
 from typing import TypeVar
 
 from tfquant.errors import TfquantError
@@ -55,7 +57,12 @@ class Mode(_ParsableEnum):
 
 
 class Granularity(_ParsableEnum):
-    """Weight quantization granularity (activations are always per-tensor in TFLite)."""
+    """Weight quantization granularity (activations are always per-tensor in TFLite).
+
+    per_channel: one scale per output channel of the kernel (the channel axes of
+    :func:`tfquant.models.kernels.layer_kernel`). per_tensor: one scale for the whole kernel;
+    the whitepaper (Krishnamoorthi 2018) calls this "per-layer", and so do its table cells.
+    """
 
     PER_CHANNEL = "per_channel"
     PER_TENSOR = "per_tensor"
@@ -113,7 +120,11 @@ class WeightCalibration(_ParsableEnum):
 
 
 class AciqPrior(_ParsableEnum):
-    """The distribution ACIQ assumes for a tensor."""
+    """The distribution ACIQ assumes for a tensor (Banner et al. 2019).
+
+    laplace: Laplace(μ, b), b estimated as E|x - μ|. gaussian: N(μ, σ²), σ the standard
+    deviation. See :mod:`tfquant.calibration.aciq` for the clipping values.
+    """
 
     LAPLACE = "laplace"
     GAUSSIAN = "gaussian"
@@ -153,3 +164,23 @@ class LRSchedule(_ParsableEnum):
 
     COSINE = "cosine"
     CONSTANT = "constant"
+
+
+DEFAULT_PERCENTILE = 99.99
+"""p of :attr:`Calibration.PERCENTILE` when none is given (calibrators, recipes, the
+simulation, weight bounds)."""
+
+
+def check_percentile(percentile: object, *, what: str = "percentile") -> float:
+    """``percentile`` as a float if it is a number in (0, 100]; the one validation of p.
+
+    Raises:
+      TfquantError: not a number (bools and strings included), NaN, or outside (0, 100];
+        the message calls it ``what``.
+    """
+    if isinstance(percentile, bool) or not isinstance(percentile, numbers.Real):
+        raise TfquantError(f"{what} must be a number in (0, 100], got {percentile!r}; e.g. 99.99")
+    p = float(percentile)
+    if not (0.0 < p <= 100.0) or math.isnan(p):
+        raise TfquantError(f"{what} must be in (0, 100], got {percentile!r}; e.g. 99.99")
+    return p

@@ -7,7 +7,7 @@ import pytest
 
 from tfquant.calibration.base import QuantTarget, Range
 from tfquant.calibration.histogram import AbsHistogram
-from tfquant.calibration.percentile import PercentileCalibrator, percentile_amax
+from tfquant.calibration.percentile import BinEdge, PercentileCalibrator, percentile_amax
 from tfquant.calibration.statistics import TensorStatistics
 from tfquant.errors import TfquantError
 
@@ -42,6 +42,37 @@ def test_is_the_lower_edge_of_the_crossing_bin() -> None:
     assert percentile_amax(counts, edges, 50.0) == 1.0  # cdf [.25, .5, .75, 1]
     assert percentile_amax(counts, edges, 50.1) == 2.0
     assert percentile_amax(counts, edges, 100.0) == 3.0
+
+
+def test_upper_edge_is_the_top_of_the_crossing_bin() -> None:
+    counts, edges = np.array([1, 1, 1, 1]), np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    up = BinEdge.UPPER
+    assert percentile_amax(counts, edges, 25.0, edge=up) == 1.0  # cdf [.25, .5, .75, 1]
+    assert percentile_amax(counts, edges, 50.0, edge=up) == 2.0
+    assert percentile_amax(counts, edges, 50.1, edge=up) == 3.0
+    assert percentile_amax(counts, edges, 100.0, edge=up) == 4.0
+
+
+@pytest.mark.parametrize("edge", list(BinEdge))
+def test_closed_form_on_uneven_counts(edge: BinEdge) -> None:
+    # counts [2, 0, 6, 2] over edges [0, .5, 1, 3, 4]: cdf [.2, .2, .8, 1].
+    counts, edges = np.array([2, 0, 6, 2]), np.array([0.0, 0.5, 1.0, 3.0, 4.0])
+    expected = {  # p -> (lower, upper) of the crossing bin
+        20.0: (0.0, 0.5), 20.5: (1.0, 3.0), 80.0: (1.0, 3.0), 90.0: (3.0, 4.0),
+    }
+    for p, (lower, upper) in expected.items():
+        assert percentile_amax(counts, edges, p, edge=edge) == (upper if edge is BinEdge.UPPER else lower)
+
+
+def test_lower_and_upper_bracket_the_empirical_percentile() -> None:
+    x = np.random.default_rng(3).exponential(size=50_001).astype(np.float32)
+    h = _hist(x)
+    for p in (90.0, 99.0, 99.9):
+        lo = percentile_amax(h.counts, h.edges, p)
+        hi = percentile_amax(h.counts, h.edges, p, edge=BinEdge.UPPER)
+        assert hi - lo == pytest.approx(h.width)
+        # 50,001 values: p% of them is never a whole count, so the CDF never lands on p.
+        assert np.mean(np.abs(x) <= hi) > p / 100 > np.mean(np.abs(x) < lo)
 
 
 def test_only_zeros_gives_zero() -> None:

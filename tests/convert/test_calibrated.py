@@ -102,9 +102,9 @@ def test_weight_calibrator_sets_per_channel_weight_scales(cnn, cal_int8):
     tflite = calibrated.export(cal_int8, r)
     conv = next(t for t in inspect_model(tflite).tensors if t.constant and t.dtype == "int8" and len(t.scales) == 16)
     # the float conv kernel after BN folding, as the converter sees it, is in the annotated model
-    from ai_edge_litert.tools import flatbuffer_utils
+    from tfquant.tflite import flatbuffer
 
-    m = flatbuffer_utils.read_model_from_bytearray(bytearray(cal_int8.float_model))
+    m = flatbuffer.read(cal_int8.float_model)
     w = next(
         np.frombuffer(bytes(m.buffers[t.buffer].data), np.float32).reshape(t.shape)
         for t in m.subgraphs[0].tensors

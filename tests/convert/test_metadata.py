@@ -68,7 +68,7 @@ def test_model_without_recipe_reads_none(plain: bytes) -> None:
 
 @pytest.mark.parametrize("which", ["plain", "plain_int8"])
 def test_embedding_keeps_outputs_identical(which: str, request: pytest.FixtureRequest) -> None:
-    from ai_edge_litert import schema_py_generated as schema
+    from tfquant.tflite import flatbuffer
 
     original = request.getfixturevalue(which)
     r = recipe(mode=Mode.FP32, calibration_data="unit-test")
@@ -76,8 +76,7 @@ def test_embedding_keeps_outputs_identical(which: str, request: pytest.FixtureRe
     x = np.random.default_rng(5).standard_normal((16, *INPUT_SHAPE)).astype(np.float32)
     np.testing.assert_array_equal(run_tflite(tagged, x), run_tflite(original, x))
     assert convert.read_recipe(tagged) == r
-    model = schema.Model.GetRootAs(tagged, 0)
-    names = [model.Metadata(i).Name().decode() for i in range(model.MetadataLength())]
+    names = [flatbuffer.name(m.name) for m in flatbuffer.read(tagged).metadata]
     assert names.count(metadata.METADATA_NAME) == 1
     assert "min_runtime_version" in names  # the converter's own entries survive
 

@@ -7,8 +7,7 @@ import json
 import pytest
 
 from tfquant import TfquantError, models
-from tfquant.experiments import ptq_zoo as ptq_matrix
-from tfquant.experiments.ptq_zoo import PtqMatrixConfig, run_ptq_matrix
+from tfquant.experiments.ptq_zoo import PtqZooConfig, PtqZooRecord, run_ptq_zoo
 from tfquant.io_utils import read_jsonl
 
 REQUIRED = {
@@ -24,18 +23,18 @@ def untrained_zoo(monkeypatch):
     monkeypatch.setattr(models, "build", lambda name, **kw: real_build(name, weights=None))
 
 
-def _config(**kw) -> PtqMatrixConfig:
+def _config(**kw) -> PtqZooConfig:
     base = dict(
         models=("cnn",), variants=("fp32", "int8_per_channel"), num_calibration_examples=20,
         latency_warmup=1, latency_runs=3, limit=200,
     )
     base.update(kw)
-    return PtqMatrixConfig(**base)
+    return PtqZooConfig(**base)
 
 
 def test_records_resume_and_table(tmp_path, untrained_zoo) -> None:
     config = _config()
-    records = run_ptq_matrix(config, tmp_path, log=lambda s: None)
+    records = [r.to_json() for r in run_ptq_zoo(config, tmp_path, log=lambda s: None)]
     tflite_records = [r for r in records if r["executed_in"] == "tflite"]
     # one record per model x variant x runtime, plus the Keras reference
     assert len(tflite_records) == 4
@@ -60,13 +59,16 @@ def test_records_resume_and_table(tmp_path, untrained_zoo) -> None:
 
     # A second run resumes: nothing is measured again.
     lines_before = (tmp_path / "results.jsonl").read_text()
-    run_ptq_matrix(config, tmp_path, log=lambda s: None)
+    run_ptq_zoo(config, tmp_path, log=lambda s: None)
     assert (tmp_path / "results.jsonl").read_text() == lines_before
+    # Every line reads back as a typed record, equal to what the run returned.
+    assert sorted(map(str, (PtqZooRecord.from_json(d) for d in read_jsonl(tmp_path / "results.jsonl")))) == sorted(
+        map(str, (PtqZooRecord.from_json(d) for d in records)))
 
     # Lose one record (as if interrupted before it was written): only that cell re-runs.
     kept = [l for l in lines_before.splitlines() if not ('"int8_per_channel"' in l and '"builtin"' in l)]
     (tmp_path / "results.jsonl").write_text("\n".join(kept) + "\n")
-    run_ptq_matrix(config, tmp_path, log=lambda s: None)
+    run_ptq_zoo(config, tmp_path, log=lambda s: None)
     after = read_jsonl(tmp_path / "results.jsonl")
     assert len(after) == len(kept) + 1
     assert after[-1]["variant"] == "int8_per_channel" and after[-1]["runtime"] == "builtin"
@@ -75,7 +77,7 @@ def test_records_resume_and_table(tmp_path, untrained_zoo) -> None:
 
     # A different configuration does not resume into the same folder.
     with pytest.raises(TfquantError, match="different config.*new --run_name"):
-        run_ptq_matrix(_config(limit=100), tmp_path, log=lambda s: None)
+        run_ptq_zoo(_config(limit=100), tmp_path, log=lambda s: None)
     assert len(read_jsonl(tmp_path / "results.jsonl")) == len(after)
 
 
@@ -90,13 +92,14 @@ def test_a_variant_that_cannot_be_made_is_recorded_not_fatal(tmp_path, untrained
         return real_convert(model, recipe, **kw)
 
     monkeypatch.setattr(convert, "convert", flaky)
-    records = run_ptq_matrix(_config(), tmp_path, log=lambda s: None)
+    records = [r.to_json() for r in run_ptq_zoo(_config(), tmp_path, log=lambda s: None)]
     failed = [r for r in records if "error" in r]
     assert {r["runtime"] for r in failed} == {"xnnpack", "builtin"}
     assert all("FOO" in r["error"] for r in failed)
     assert not (tmp_path / "models" / "cnn" / "int8_per_channel.tflite").exists()
     table = (tmp_path / "results.md").read_text()
     assert "failed¹" in table and "op FOO has no int8 kernel" in table
+    assert all("convert_seconds" not in r for r in failed)  # as before: error records carry no timing
     # the fp32 cells still ran
     assert sum(1 for r in records if r.get("variant") == "fp32" and "accuracy" in r) == 2
 

@@ -34,7 +34,7 @@ from tfquant.experiments.qgt import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-SMOKE = QgtStudyConfig.preset("smoke")
+SMOKE = QgtStudyConfig.of_size("smoke")
 ACCURACY_CELLS = (FLOAT, PTQ, QAT, QGT, qs.QGT_A8_SIM, QGT_TFLITE)
 
 # The zoo cnn (tfquant/models/cnn.py): Conv/Dense kernel shapes; each layer has a bias of
@@ -143,7 +143,7 @@ def test_resume_writes_nothing_new_and_other_configs_are_refused(smoke_run) -> N
     assert (out / "results.jsonl").read_bytes() == before
     assert logs == [f"{out}: every record is present; nothing to run"]
     with pytest.raises(TfquantError, match="different config.*new --run_name"):
-        run_qgt_study(QgtStudyConfig.preset("smoke", seed=1), out, log=lambda s: None)
+        run_qgt_study(QgtStudyConfig.of_size("smoke", seed=1), out, log=lambda s: None)
     assert (out / "results.jsonl").read_bytes() == before
 
 
@@ -226,10 +226,10 @@ def test_findings_follow_the_tie_threshold() -> None:
         ("cnn", 2): {PTQ: 0.20, QAT: 0.85, QGT: 0.30},  # QGT < QAT, QAT > PTQ
         ("mobilenet_v1", 2): {PTQ: 0.10, QAT: 0.70, QGT: 0.50},
     }
-    by_bits = {f.bits: f for f in findings(_records(acc), ("cnn", "mobilenet_v1"), (2, 4, 8))}
+    by_bits = dict(zip((2, 4, 8), findings(_records(acc), ("cnn", "mobilenet_v1"), (2, 4, 8))))
     assert by_bits[4].verdict == qs.HELD
-    assert "cnn: QGT 0.9085 >= plain QAT 0.9100 (-0.15 pt)" in by_bits[4].text
-    assert by_bits[2].verdict == qs.PARTLY and "QGT 0.3000 < plain QAT 0.8500 (-55.00 pt)" in by_bits[2].text
+    assert "cnn QGT - plain QAT 0.9085 vs 0.9100 (-0.15 pt)" in by_bits[4].ours
+    assert by_bits[2].verdict == qs.PARTLY and "QGT - plain QAT 0.3000 vs 0.8500 (-55.00 pt)" in by_bits[2].ours
     assert by_bits[8].verdict == qs.NOT_TESTED
     acc[("cnn", 2)] = {PTQ: 0.5, QAT: 0.4, QGT: 0.3}
     acc[("mobilenet_v1", 2)] = {PTQ: 0.5, QAT: 0.4, QGT: 0.3}
@@ -272,9 +272,9 @@ def test_config_rejects_bad_values(kwargs: dict, match: str) -> None:
         QgtStudyConfig(**kwargs)
 
 
-def test_unknown_preset_is_rejected() -> None:
-    with pytest.raises(TfquantError, match="unknown preset 'tiny'; choose from: smoke, short"):
-        QgtStudyConfig.preset("tiny")
+def test_unknown_size_is_rejected() -> None:
+    with pytest.raises(TfquantError, match="unknown size 'tiny'; choose from: smoke, short"):
+        QgtStudyConfig.of_size("tiny")
 
 
 def test_qgt_strength_forms() -> None:
@@ -285,8 +285,8 @@ def test_qgt_strength_forms() -> None:
     assert QgtStudyConfig(qgt_strength=[(2, 3.0), (4, 7.0)]).strength(2) == 3.0
 
 
-def test_presets_and_schedule() -> None:
-    short = QgtStudyConfig.preset("short")
+def test_sizes_and_schedule() -> None:
+    short = QgtStudyConfig.of_size("short")
     assert short.models == ("cnn",) and short.bits == (2, 4) and short.epochs < 1 and short.limit == 2000
     plan = qs.schedule(short, "cnn", qs.TRAIN_EXAMPLES)
     assert (plan.passes, plan.steps, plan.batch_size) == (1, round(0.5 * 55_000 / 128), 128)

@@ -1,4 +1,4 @@
-"""The whitepaper PTQ tables: every cell at smoke size, sim vs tflite, resume, findings logic."""
+"""The whitepaper PTQ tables: every cell at smoke size, sim vs tflite, resume, claims logic."""
 
 from __future__ import annotations
 
@@ -11,18 +11,21 @@ import numpy as np
 import pytest
 
 from tfquant import TfquantError
-from tfquant.experiments import whitepaper_ptq as wp
+from tfquant.evaluation.weight_spread import weight_range_spread
 from tfquant.experiments.whitepaper_ptq import (
     CELLS,
     FLOAT,
+    RENAMED_CELLS,
     SPREAD,
+    SpreadRecord,
     WhitepaperPtqConfig,
+    WhitepaperPtqRecord,
     findings,
     results_markdown,
     run_whitepaper_ptq,
-    weight_range_spread,
 )
 from tfquant.io_utils import read_jsonl
+from tfquant.study import RecordSet, Verdict
 
 ROOT = Path(__file__).resolve().parents[2]
 SIM_VS_TFLITE_TOLERANCE = 0.02  # top-1, on the 300 smoke images
@@ -32,8 +35,8 @@ SIM_VS_TFLITE_TOLERANCE = 0.02  # top-1, on the 300 smoke images
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
     """The flow at smoke size (trained cnn, 300 test images, 100 calibration images)."""
     out = tmp_path_factory.mktemp("whitepaper_ptq")
-    records = run_whitepaper_ptq(WhitepaperPtqConfig.preset("smoke"), out, log=lambda s: None)
-    return out, records
+    records = run_whitepaper_ptq(WhitepaperPtqConfig.of_size("smoke"), out, log=lambda s: None)
+    return out, [r.to_json() for r in records]
 
 
 def test_every_cell_is_present_and_says_where_it_ran(smoke_run) -> None:
@@ -51,7 +54,7 @@ def test_every_cell_is_present_and_says_where_it_ran(smoke_run) -> None:
         else:
             assert r["spec"] == CELLS[r["cell"]].spec.to_dict()
     by = {r["cell"]: r for r in cells}
-    assert by["w8a8_per_layer"]["recipe"]["weight_granularity"] == "per_tensor"
+    assert by["w8a8_per_tensor"]["recipe"]["weight_granularity"] == "per_tensor"
     # what the dynamic-range model kept float is recorded: the cnn's 3x3x1x16 stem (144 < 1024)
     dyn = by["w8_dynamic_range"]
     assert len(dyn["float_weight_tensors"]) == 1 and 0.99 < dyn["int8_weight_fraction"] < 1.0
@@ -60,7 +63,7 @@ def test_every_cell_is_present_and_says_where_it_ran(smoke_run) -> None:
 def test_int8_simulation_agrees_with_the_interpreter(smoke_run) -> None:
     _, records = smoke_run
     acc = {r["cell"]: r["accuracy"] for r in records if r["cell"] != SPREAD}
-    for cell in ("w8a8_per_channel", "w8a8_per_layer"):
+    for cell in ("w8a8_per_channel", "w8a8_per_tensor"):
         assert abs(acc[cell] - acc[cell + "_sim"]) <= SIM_VS_TFLITE_TOLERANCE, cell
 
 
@@ -84,11 +87,15 @@ def test_spread_record_and_results_file(smoke_run) -> None:
 def test_resume_writes_nothing_new_and_other_configs_are_refused(smoke_run) -> None:
     out, _ = smoke_run
     before = (out / "results.jsonl").read_bytes()
-    run_whitepaper_ptq(WhitepaperPtqConfig.preset("smoke"), out, log=lambda s: None)
+    run_whitepaper_ptq(WhitepaperPtqConfig.of_size("smoke"), out, log=lambda s: None)
     assert (out / "results.jsonl").read_bytes() == before
+    # every line reads back as its typed record kind
+    lines = read_jsonl(out / "results.jsonl")
+    kinds = [(SpreadRecord if d["cell"] == SPREAD else WhitepaperPtqRecord).from_json(d) for d in lines]
+    assert [k.to_json() for k in kinds] == lines and sum(isinstance(k, SpreadRecord) for k in kinds) == 1
     assert len(json.loads((out / "config.json").read_text())["provenance"]) == 2
     with pytest.raises(TfquantError, match="different config.*new --run_name"):
-        run_whitepaper_ptq(WhitepaperPtqConfig.preset("smoke", limit=200), out, log=lambda s: None)
+        run_whitepaper_ptq(WhitepaperPtqConfig.of_size("smoke", limit=200), out, log=lambda s: None)
     assert (out / "results.jsonl").read_bytes() == before
 
 
@@ -111,58 +118,72 @@ def test_weight_range_spread_closed_form() -> None:
         weight_range_spread({"c": np.array([3.0])})
 
 
-def _records(acc: dict[str, dict[str, float]], spreads: dict[str, float] | None = None) -> list[dict]:
-    out = [{"model": m, "cell": c, "accuracy": a, "executed_in": CELLS[c].executed_in}
+def _records(acc: dict[str, dict[str, float]], spreads: dict[str, float] | None = None) -> RecordSet:
+    out = [WhitepaperPtqRecord(experiment="whitepaper_ptq", model=m, cell=c, table=CELLS[c].table,
+                               accuracy=a, executed_in=CELLS[c].executed_in)
            for m, cells in acc.items() for c, a in cells.items()]
     for m, ratio in (spreads or {}).items():
-        out.append({"model": m, "cell": SPREAD, "max_ratio": ratio, "max_ratio_layer": "x"})
-    return out
+        out.append(SpreadRecord(experiment="whitepaper_ptq", model=m, max_ratio=ratio, max_ratio_layer="x"))
+    return RecordSet(out)
 
 
-def _by_claim(records: list[dict], models: tuple[str, ...], start: str) -> wp.Finding:
+def _by_claim(records: RecordSet, models: tuple[str, ...], start: str):
     return next(f for f in findings(records, models) if f.claim.startswith(start))
 
 
-def test_findings_follow_the_thresholds() -> None:
+def test_claims_follow_the_thresholds() -> None:
     models = ("mobilenet_v1", "resnet", "cnn")
-    base = {FLOAT: 0.90, "w8_asym_per_layer": 0.895, "w8_asym_per_channel": 0.899,
-            "w4a8_asym_per_layer": 0.50, "w4a8_asym_per_channel": 0.85}
+    base = {FLOAT: 0.90, "w8_asym_per_tensor": 0.895, "w8_asym_per_channel": 0.899,
+            "w4a8_asym_per_tensor": 0.50, "w4a8_asym_per_channel": 0.85}
     acc = {m: dict(base) for m in models}
-    acc["mobilenet_v1"]["w8_asym_per_layer"] = 0.70  # 20 pt: collapses, 8-bit claim fails
-    acc["mobilenet_v1"]["w4a8_asym_per_layer"] = 0.10
-    acc["cnn"]["w4a8_asym_per_layer"] = 0.85  # no collapse on the cnn
+    acc["mobilenet_v1"]["w8_asym_per_tensor"] = 0.70  # 20 pt: collapses, 8-bit claim fails
+    acc["mobilenet_v1"]["w4a8_asym_per_tensor"] = 0.10
+    acc["cnn"]["w4a8_asym_per_tensor"] = 0.85  # no collapse on the cnn
     records = _records(acc, {"mobilenet_v1": 300.0, "resnet": 20.0, "cnn": 3.0})
 
     near = _by_claim(records, models, "8-bit weight-only PTQ, asymmetric per-layer")
-    assert near.verdict == wp.NOT_HELD and "fails on mobilenet_v1" in near.ours
+    assert near.verdict is Verdict.NOT_HELD and "fails on mobilenet_v1" in near.ours
     assert "mobilenet_v1 -20.00 pt" in near.ours and "resnet -0.50 pt" in near.ours
-    assert _by_claim(records, models, "8-bit per-layer weights collapse").verdict == wp.HELD
-    assert _by_claim(records, models, "8-bit weight-only PTQ, asymmetric per-channel").verdict == wp.HELD
+    assert _by_claim(records, models, "8-bit per-layer (per-tensor) weights collapse").verdict is Verdict.HELD
+    assert _by_claim(records, models, "8-bit weight-only PTQ, asymmetric per-channel").verdict is Verdict.HELD
     w4 = _by_claim(records, models, "4-bit weights (8-bit activations) PTQ")
-    assert w4.verdict == wp.NOT_HELD and "fails on cnn" in w4.ours
+    assert w4.verdict is Verdict.NOT_HELD and "fails on cnn" in w4.ours
     spread = _by_claim(records, models, "per-layer loss follows the spread")
-    assert spread.verdict == wp.HELD and "= 1.00" in spread.ours  # rank order is identical
+    assert spread.verdict is Verdict.HELD and "= 1.00" in spread.ours  # rank order is identical
     # missing cells: the claim is not tested rather than held
-    assert _by_claim(records, models, "low-bit activations").verdict == wp.NOT_TESTED
-    assert _by_claim(records, models, "(sanity").verdict == wp.NOT_TESTED
+    assert _by_claim(records, models, "low-bit activations").verdict is Verdict.NOT_TESTED
+    assert _by_claim(records, models, "(sanity").verdict is Verdict.NOT_TESTED
 
-    acc["cnn"]["w4a8_asym_per_layer"] = 0.79  # 11 pt: collapses too -> held everywhere
-    assert _by_claim(_records(acc), models, "4-bit weights (8-bit activations) PTQ").verdict == wp.HELD
-    # a tie within TIE_PT counts as "at least as good"
-    acc["cnn"]["w8_asym_per_channel"] = acc["cnn"]["w8_asym_per_layer"] - 0.001
-    assert _by_claim(_records(acc), models, "per-channel >= per-layer (8-bit").verdict == wp.HELD
-    acc["cnn"]["w8_asym_per_channel"] = acc["cnn"]["w8_asym_per_layer"] - 0.003
-    assert _by_claim(_records(acc), models, "per-channel >= per-layer (8-bit").verdict == wp.NOT_HELD
+    acc["cnn"]["w4a8_asym_per_tensor"] = 0.79  # 11 pt: collapses too -> held everywhere
+    assert _by_claim(_records(acc), models, "4-bit weights (8-bit activations) PTQ").verdict is Verdict.HELD
+    # a tie within TIE_PT counts as "at least as good"; exactly at the threshold too
+    acc["cnn"]["w8_asym_per_channel"] = acc["cnn"]["w8_asym_per_tensor"] - 0.001
+    assert _by_claim(_records(acc), models, "per-channel >= per-layer (per-tensor) (8-bit").verdict is Verdict.HELD
+    acc["cnn"]["w8_asym_per_channel"] = acc["cnn"]["w8_asym_per_tensor"] - 0.002
+    assert _by_claim(_records(acc), models, "per-channel >= per-layer (per-tensor) (8-bit").verdict is Verdict.HELD
+    acc["cnn"]["w8_asym_per_channel"] = acc["cnn"]["w8_asym_per_tensor"] - 0.003
+    assert _by_claim(_records(acc), models, "per-channel >= per-layer (per-tensor) (8-bit").verdict is Verdict.NOT_HELD
 
 
-def test_results_markdown_marks_failed_cells_with_their_reason() -> None:
+def test_results_markdown_lists_every_cell_and_marks_failed_ones_with_their_reason() -> None:
     config = WhitepaperPtqConfig(models=("cnn",))
-    records = _records({"cnn": {FLOAT: 0.9, "w8a8_per_channel_sim": 0.89}})
-    records.append({"model": "cnn", "cell": "w8a8_per_channel", "executed_in": "tflite",
-                    "error": "the converter said no"})
-    md = results_markdown(records, config)
+    records = list(_records({"cnn": {FLOAT: 0.9, "w8a8_per_channel_sim": 0.89}}))
+    records.append(WhitepaperPtqRecord(experiment="whitepaper_ptq", model="cnn", cell="w8a8_per_channel",
+                                       table="B", executed_in="tflite", error="the converter said no"))
+    md = results_markdown(RecordSet(records), config)
     assert "| cnn | 0.9000 (tflite) | failed¹ | 0.8900 (sim) |" in md
     assert "- cnn / w8a8_per_channel: the converter said no" in md
+    for name in CELLS:  # every declared cell is listed (in "What ran where")
+        assert f"`{name}`" in md, name
+
+
+def test_renamed_cells_map_the_paper_per_layer_to_per_tensor() -> None:
+    assert set(RENAMED_CELLS.values()) <= set(CELLS)
+    assert not set(RENAMED_CELLS) & set(CELLS)
+    for new in RENAMED_CELLS.values():
+        cell = CELLS[new]
+        granularity = cell.weight_granularity if cell.spec is None else cell.spec.weight_granularity
+        assert granularity.value == "per_tensor", new
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -177,9 +198,9 @@ def test_config_rejects_bad_values(kwargs: dict, match: str) -> None:
         WhitepaperPtqConfig(**kwargs)
 
 
-def test_unknown_preset_is_rejected() -> None:
-    with pytest.raises(TfquantError, match="unknown preset 'tiny'; choose from: smoke, short"):
-        WhitepaperPtqConfig.preset("tiny")
+def test_unknown_size_is_rejected() -> None:
+    with pytest.raises(TfquantError, match="unknown size 'tiny'; choose from: smoke, short"):
+        WhitepaperPtqConfig.of_size("tiny")
 
 
 @pytest.mark.parametrize("args, message", [

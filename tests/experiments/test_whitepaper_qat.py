@@ -6,10 +6,11 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tfquant import TfquantError
+from tfquant import TfquantError, qat
 from tfquant.experiments import whitepaper_qat as wq
 from tfquant.experiments.whitepaper_qat import (
     CELLS,
@@ -18,9 +19,9 @@ from tfquant.experiments.whitepaper_qat import (
     WRAP_CHECK,
     BnFold,
     QatRun,
-    RecipePreset,
+    ScheduleName,
     WhitepaperQatConfig,
-    finetune_recipe,
+    finetune_schedule,
     findings,
     results_markdown,
     run_whitepaper_qat,
@@ -35,14 +36,14 @@ QUIET = dict(log=lambda s: None, verbose=False)
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
     """The flow at smoke size (trained cnn, 256 training / 300 test / 100 calibration images)."""
     out = tmp_path_factory.mktemp("whitepaper_qat")
-    return out, run_whitepaper_qat(WhitepaperQatConfig.preset("smoke"), out, **QUIET)
+    return out, run_whitepaper_qat(WhitepaperQatConfig.of_size("smoke"), out, **QUIET)
 
 
 @pytest.fixture(scope="module")
 def ablation_run(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     """Table D's 8-bit pair on mobilenet_v1 (a model with conv + BN pairs), smoke sizes."""
     out = tmp_path_factory.mktemp("whitepaper_qat_bn")
-    config = WhitepaperQatConfig.preset(
+    config = WhitepaperQatConfig.of_size(
         "smoke", models=("mobilenet_v1",),
         cells=(FLOAT, "qat_w8a8_naive_fold", "qat_w8a8_bn_corrected"))
     return run_whitepaper_qat(config, out, **QUIET)
@@ -63,7 +64,7 @@ def test_every_cell_is_present_and_says_where_it_ran(smoke_run) -> None:
         qat = CELLS[r["cell"]].qat
         if qat is not None:
             assert r["qat"] == qat.to_dict() and r["train_examples"] == 256 and r["steps"] == 2
-            assert r["recipe"]["name"] == qat.recipe.value and not r["bn_folded_layers"]
+            assert r["recipe"]["name"] == qat.schedule.value and not r["bn_folded_layers"]
         if r["executed_in"] == "tflite":
             assert Path(r["tflite_path"]).is_file()
         elif qat is None:
@@ -86,8 +87,11 @@ def test_qat_exports_agree_with_their_keras_models(smoke_run) -> None:
         r = by[cell]
         assert r["agreement"] >= MIN_SMOKE_AGREEMENT, r
         assert abs(r["accuracy"] - r["keras_accuracy"]) <= 1 - r["agreement"] + 1e-9
-        recipe = json.loads(Path(r["tflite_path"]).with_suffix(".qat.json").read_text())
-        assert recipe["qat"] == r["qat"] and recipe["finetune_recipe"] == r["recipe"]
+        sidecar = json.loads(Path(r["tflite_path"]).with_suffix(".qat.json").read_text())
+        record = qat.QatRecord.from_dict(sidecar)  # the qat command's format
+        assert record.finetune_recipe == r["recipe"] and record.model == "zoo:cnn"
+        assert (record.weight_bits, record.activation_bits) == (r["qat"]["weight_bits"], 8)
+        assert record.fidelity["agreement"] == r["agreement"] and record.qat_accuracy == r["accuracy"]
     # The converter packs the 4-bit QAT kernels as INT4; the 8-bit ones stay INT8.
     assert by["qat_w4a8_per_channel"]["weight_storage"] == {"INT4": 5}
     assert by["qat_w8a8_per_channel"]["weight_storage"] == {"INT8": 5}
@@ -109,11 +113,11 @@ def test_results_file_has_every_table_and_the_findings(smoke_run) -> None:
 def test_resume_writes_nothing_new_and_other_configs_are_refused(smoke_run) -> None:
     out, _ = smoke_run
     before = (out / "results.jsonl").read_bytes()
-    run_whitepaper_qat(WhitepaperQatConfig.preset("smoke"), out, **QUIET)
+    run_whitepaper_qat(WhitepaperQatConfig.of_size("smoke"), out, **QUIET)
     assert (out / "results.jsonl").read_bytes() == before
     assert len(json.loads((out / "config.json").read_text())["provenance"]) == 2
     with pytest.raises(TfquantError, match="different config.*new --run_name"):
-        run_whitepaper_qat(WhitepaperQatConfig.preset("smoke", seed=1), out, **QUIET)
+        run_whitepaper_qat(WhitepaperQatConfig.of_size("smoke", seed=1), out, **QUIET)
     assert (out / "results.jsonl").read_bytes() == before
 
 
@@ -138,7 +142,7 @@ def _records(acc: dict[str, dict[str, float]]) -> list[dict]:
             for m, cells in acc.items() for c, a in cells.items()]
 
 
-def _by_claim(records: list[dict], models: tuple[str, ...], start: str) -> wq.Finding:
+def _by_claim(records: list[dict], models: tuple[str, ...], start: str) -> Any:
     return next(f for f in findings(records, models) if f.claim.startswith(start))
 
 
@@ -184,16 +188,16 @@ def test_results_markdown_marks_failed_cells_with_their_reason() -> None:
     assert "- cnn / qat_w8a8_per_channel: the converter said no" in md
 
 
-def test_recipes_follow_the_fold() -> None:
-    corrected = QatRun(weight_bits=4, bn_fold=BnFold.CORRECTED, recipe=RecipePreset.WHITEPAPER)
-    r = finetune_recipe(corrected, "mobilenet_v1", total_steps=1000)
+def test_schedules_follow_the_fold() -> None:
+    corrected = QatRun(weight_bits=4, bn_fold=BnFold.CORRECTED, schedule=ScheduleName.WHITEPAPER)
+    r = finetune_schedule(corrected, "mobilenet_v1", total_steps=1000)
     assert r.name == "whitepaper" and r.bn_correction and r.freeze_bn_after_steps == 200
-    assert finetune_recipe(corrected, "mobilenet_v1", total_steps=64).freeze_bn_after_steps == 32
-    plain = finetune_recipe(corrected, "cnn", total_steps=64, folds=False)
+    assert finetune_schedule(corrected, "mobilenet_v1", total_steps=64).freeze_bn_after_steps == 32
+    plain = finetune_schedule(corrected, "cnn", total_steps=64, folds=False)
     assert not plain.bn_correction and plain.freeze_bn_after_steps is None
-    naive = finetune_recipe(QatRun(weight_bits=8, bn_fold=BnFold.NAIVE), "resnet", total_steps=64)
+    naive = finetune_schedule(QatRun(weight_bits=8, bn_fold=BnFold.NAIVE), "resnet", total_steps=64)
     assert naive.name == "nvidia" and not naive.bn_correction and naive.freeze_bn_after_steps is None
-    assert finetune_recipe(QatRun(weight_bits=8), "resnet", total_steps=64).freeze_bn_after_steps is None
+    assert finetune_schedule(QatRun(weight_bits=8), "resnet", total_steps=64).freeze_bn_after_steps is None
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -214,9 +218,9 @@ def test_config_rejects_bad_values(kwargs: dict, match: str) -> None:
         WhitepaperQatConfig(**kwargs)
 
 
-def test_unknown_preset_is_rejected() -> None:
-    with pytest.raises(TfquantError, match="unknown preset 'tiny'; choose from: smoke, short, full"):
-        WhitepaperQatConfig.preset("tiny")
+def test_unknown_size_is_rejected() -> None:
+    with pytest.raises(TfquantError, match="unknown size 'tiny'; choose from: smoke, short, full"):
+        WhitepaperQatConfig.of_size("tiny")
 
 
 @pytest.mark.parametrize("args, message", [

@@ -18,8 +18,9 @@ def test_ptq_zoo_smoke_writes_records_and_table(tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    run = tmp_path / "smoke"
+    run = tmp_path / "smoke" / "ptq_zoo"  # one name: script, module and results folder
     records = read_jsonl(run / "results.jsonl")
+    assert all(r["schema_version"] == 1 for r in records)
     measured = [r for r in records if r["executed_in"] == "tflite"]
     assert len(measured) == 3 * 2  # variants x runtimes
     by = {(r["variant"], r["runtime"]): r for r in measured}
@@ -64,7 +65,7 @@ def test_nvidia_calibration_smoke_covers_every_column_in_the_interpreter(tmp_pat
 
     ranges = convert.read_ranges(cells[("int8", "entropy")]["tflite_path"])
     assert {v["calibrator"] for v in ranges["activations"].values()} == {"entropy"}
-    assert convert.read_ranges(cells[("int8", "tflite")]["tflite_path"]) is None
+    assert convert.read_ranges(cells[("int8", "converter")]["tflite_path"]) is None
     # calibrators that clip give models different from max's
     assert cells[("int8", "percentile_99.9")].get("same_model_as") != "max"
     table = (run / "results.md").read_text()

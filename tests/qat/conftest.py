@@ -40,11 +40,11 @@ def fmnist() -> dict[str, Any]:
 
 
 def small_recipe(**changes: Any) -> Any:
-    """NVIDIA's recipe for the zoo CNN at the tests' batch size."""
+    """NVIDIA's schedule for the zoo CNN at the tests' batch size."""
     from tfquant import qat
     from tfquant.models.train import DEFAULT_CONFIGS
 
-    return qat.nvidia_recipe(DEFAULT_CONFIGS["cnn"]).replace(batch_size=BATCH, **changes)
+    return qat.nvidia_schedule(DEFAULT_CONFIGS["cnn"]).replace(batch_size=BATCH, **changes)
 
 
 @pytest.fixture(scope="session")

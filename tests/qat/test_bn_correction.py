@@ -18,6 +18,7 @@ from tfquant.qat.bn_correction import (
     folded_layers,
     quantize_folded_for_training,
 )
+from tfquant.qat.spec import QatSpec
 from tfquant.qat.export import activation_bits
 from tfquant.errors import TfquantError
 from tfquant.models.train import DEFAULT_CONFIGS
@@ -25,8 +26,8 @@ from tfquant.models.train import DEFAULT_CONFIGS
 L = keras.layers
 
 
-def _recipe(*, correction: bool = True, freeze: int | None = 2) -> qat.FinetuneRecipe:
-    base = qat.whitepaper_recipe(DEFAULT_CONFIGS["cnn"], bn_correction=correction)
+def _schedule(*, correction: bool = True, freeze: int | None = 2) -> qat.FinetuneSchedule:
+    base = qat.whitepaper_schedule(DEFAULT_CONFIGS["cnn"], bn_correction=correction)
     return base.replace(batch_size=32, freeze_bn_after_steps=freeze)
 
 
@@ -59,7 +60,7 @@ def test_pairs_become_freezable_folded_layers_whose_relu_carries_the_quant(
     model = tiny(kind)
     _randomize_bn(model)
     qat_model = quantize_folded_for_training(
-        model, _recipe(), weight_bits=8, calibration_data=tiny_data.x)
+        model, _schedule(), calibration_data=tiny_data.x)
     (folded,) = folded_layers(qat_model)
     assert type(folded) is cls and folded.bn_correction and folded.freeze_bn_delay == 2
     assert folded.weight_quantizer.bits == 8 and folded.weight_quantizer.per_channel
@@ -77,7 +78,7 @@ def test_pairs_become_freezable_folded_layers_whose_relu_carries_the_quant(
 
 def test_a_folded_layer_read_by_an_add_gets_its_own_output_quant(tiny_data: Any) -> None:
     qat_model = quantize_folded_for_training(
-        _conv_bn_add(), _recipe(), weight_bits=4, activation_bits=4,
+        _conv_bn_add(), _schedule(), spec=QatSpec(weight_bits=4, activation_bits=4),
         calibration_data=tiny_data.x)
     bits = activation_bits(qat_model)
     # The folded conv's output is an ADD input (its own tensor in TFLite); the ADD fuses the
@@ -92,7 +93,7 @@ def test_freeze_fixes_the_moving_statistics_and_naive_layers_refuse_it(
 ) -> None:
     x = tiny_data.x[:16]
     qat_model = quantize_folded_for_training(
-        tiny("conv_bn"), _recipe(freeze=None), calibration_data=tiny_data.x)
+        tiny("conv_bn"), _schedule(freeze=None), calibration_data=tiny_data.x)
     (folded,) = folded_layers(qat_model)
     before = folded.moving_mean.numpy().copy()
     qat_model(x, training=True)
@@ -104,7 +105,7 @@ def test_freeze_fixes_the_moving_statistics_and_naive_layers_refuse_it(
     np.testing.assert_array_equal(folded.moving_mean.numpy(), moved)
 
     naive = quantize_folded_for_training(
-        tiny("conv_bn"), _recipe(correction=False, freeze=None), calibration_data=tiny_data.x)
+        tiny("conv_bn"), _schedule(correction=False, freeze=None), calibration_data=tiny_data.x)
     (layer,) = folded_layers(naive)
     assert not layer.bn_correction and layer.freeze_bn_delay is None
     with pytest.raises(TfquantError, match="naive BN fold .* never freezes"):
@@ -114,30 +115,29 @@ def test_freeze_fixes_the_moving_statistics_and_naive_layers_refuse_it(
 def test_finetune_freezes_the_folded_layers_after_n_steps(
     tiny: Callable[..., Any], tiny_data: Any
 ) -> None:
-    recipe = _recipe(freeze=2)
+    schedule = _schedule(freeze=2)
     qat_model = quantize_folded_for_training(
-        tiny("conv_bn"), recipe, weight_bits=4, calibration_data=tiny_data.x)
-    result = qat.finetune(qat_model, recipe, tiny_data.x, tiny_data.y, epochs=2, seed=0,
+        tiny("conv_bn"), schedule, spec=QatSpec(weight_bits=4), calibration_data=tiny_data.x)
+    result = qat.finetune(qat_model, schedule, tiny_data.x, tiny_data.y, epochs=2, seed=0,
                           verbose=False)
     (folded,) = folded_layers(qat_model)
     assert result.steps == 4 and result.bn_frozen_at_step == 2
     assert folded.freeze_bn_delay == 2 and int(folded.step.numpy()) == 4
 
 
-@pytest.mark.parametrize("recipe, model, match", [
-    ("not a recipe", "tiny", "recipe must be a FinetuneRecipe"),
-    (_recipe(correction=False, freeze=3), "tiny", r"naive BN fold .*freeze_bn_after_steps=3"),
-    (_recipe(), "no_bn", "no Conv2D / DepthwiseConv2D followed by a BatchNormalization"),
+@pytest.mark.parametrize("schedule, model, match", [
+    ("not a schedule", "tiny", "schedule must be a FinetuneSchedule"),
+    (_schedule(correction=False, freeze=3), "tiny", r"naive BN fold .*freeze_bn_after_steps=3"),
+    (_schedule(), "no_bn", "no Conv2D / DepthwiseConv2D followed by a BatchNormalization"),
 ])
-def test_bad_inputs_are_named(tiny: Callable[..., Any], recipe: Any, model: str, match: str) -> None:
+def test_bad_inputs_are_named(tiny: Callable[..., Any], schedule: Any, model: str, match: str) -> None:
     built = tiny("conv_bn") if model == "tiny" else tiny("reshape")
     with pytest.raises(TfquantError, match=match):
-        quantize_folded_for_training(built, recipe)
+        quantize_folded_for_training(built, schedule)
 
 
 def test_folded_layer_config_is_registered_for_both_classes() -> None:
     from tfquant.qat import registry
-    from tfquant.qat.spec import QatSpec
 
     reg = registry.QatRegistry(QatSpec(weight_bits=4))
     assert set(bn_correction.FREEZABLE_CLASSES.values()) == {

@@ -1,4 +1,4 @@
-"""Fine-tuning: repeatable with a seed, logs and checkpoints, BN freeze, recipes as data."""
+"""Fine-tuning: repeatable with a seed, logs and checkpoints, BN freeze, schedules as data."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def _bn_stats_after(
     tiny: Callable[..., Any], data: Any, *, epochs: int, freeze: int | None
 ) -> np.ndarray:
     qat_model = qat.quantize_for_training(tiny("conv_bn"), calibration_data=data.x)
-    recipe = qat.FinetuneRecipe(
+    schedule = qat.FinetuneSchedule(
         name="sgd",
         optimizer="sgd",
         learning_rate=0.05,
@@ -113,7 +113,7 @@ def _bn_stats_after(
         batch_size=len(data.x),
         freeze_bn_after_steps=freeze,
     )
-    result = qat.finetune(qat_model, recipe, data.x, data.y, epochs=epochs, seed=0, verbose=False)
+    result = qat.finetune(qat_model, schedule, data.x, data.y, epochs=epochs, seed=0, verbose=False)
     assert result.bn_frozen_at_step == freeze
     bn = qat_model.get_layer("quant_bn").layer
     return np.concatenate([bn.moving_mean.numpy(), bn.moving_variance.numpy()])
@@ -145,15 +145,15 @@ class _FoldedBN(keras.layers.Layer):
 def test_bn_correction_needs_folded_layers_and_calls_the_hook(
     tiny: Callable[..., Any], tiny_data: Any
 ) -> None:
-    recipe = qat.whitepaper_recipe(DEFAULT_CONFIGS["cnn"], freeze_bn_after_steps=2).replace(
+    schedule = qat.whitepaper_schedule(DEFAULT_CONFIGS["cnn"], freeze_bn_after_steps=2).replace(
         batch_size=32
     )
-    assert recipe.bn_correction
+    assert schedule.bn_correction
     plain = qat.quantize_for_training(tiny("conv_bn"), calibration_data=tiny_data.x)
     with pytest.raises(
         TfquantError, match=r"asks for BN correction, but model .* has no BN-folded layers.*bn_fold"
     ):
-        qat.finetune(plain, recipe, tiny_data.x, tiny_data.y, epochs=1, seed=0)
+        qat.finetune(plain, schedule, tiny_data.x, tiny_data.y, epochs=1, seed=0)
 
     inputs = keras.Input((8, 8, 3))
     x = _FoldedBN(name="folded")(keras.layers.Conv2D(4, 3, name="conv")(inputs))
@@ -167,46 +167,46 @@ def test_bn_correction_needs_folded_layers_and_calls_the_hook(
         qat_model = qat.quantize_for_training(model, skip_layers=["folded"])
     _FoldedBN.frozen_calls = 0
     result = qat.finetune(
-        qat_model, recipe, tiny_data.x, tiny_data.y, epochs=2, seed=0, verbose=False
+        qat_model, schedule, tiny_data.x, tiny_data.y, epochs=2, seed=0, verbose=False
     )
     assert result.steps == 4 and result.bn_frozen_at_step == 2 and _FoldedBN.frozen_calls == 1
 
 
-def test_recipes_are_defined_relative_to_the_original_training() -> None:
+def test_schedules_are_defined_relative_to_the_original_training() -> None:
     cnn = DEFAULT_CONFIGS["cnn"]  # Adam, peak LR 2e-3, 8 epochs, batch 128
-    nvidia = qat.nvidia_recipe(cnn)
+    nvidia = qat.nvidia_schedule(cnn)
     assert nvidia.optimizer is qat.Optimizer.ADAM and nvidia.lr_schedule is qat.LRSchedule.COSINE
     assert nvidia.learning_rate == pytest.approx(0.01 * cnn.learning_rate)
     assert nvidia.epochs_for(cnn.epochs) == 1 and nvidia.epochs_for(30) == 3
     assert nvidia.start_from_calibrated_ranges and nvidia.batch_size == cnn.batch_size
-    paper = qat.whitepaper_recipe(cnn, freeze_bn_after_steps=500, bn_correction=False)
+    paper = qat.whitepaper_schedule(cnn, freeze_bn_after_steps=500, bn_correction=False)
     assert paper.optimizer is qat.Optimizer.SGD and paper.momentum == 0.9
     assert paper.freeze_bn_after_steps == 500 and not paper.bn_correction
     with pytest.raises(TfquantError, match="has no schedule_fraction"):
         paper.epochs_for(8)
 
 
-def test_recipe_json_round_trip_and_validation() -> None:
-    recipe = qat.nvidia_recipe(DEFAULT_CONFIGS["mobilenet_v2"])
-    assert qat.FinetuneRecipe.from_json(recipe.to_json()) == recipe
-    data = json.loads(recipe.to_json())
-    with pytest.raises(TfquantError, match=r"unknown fine-tuning recipe keys \['lr'\]"):
-        qat.FinetuneRecipe.from_dict({**data, "lr": 1.0})
+def test_schedule_json_round_trip_and_validation() -> None:
+    schedule = qat.nvidia_schedule(DEFAULT_CONFIGS["mobilenet_v2"])
+    assert qat.FinetuneSchedule.from_json(schedule.to_json()) == schedule
+    data = json.loads(schedule.to_json())
+    with pytest.raises(TfquantError, match=r"unknown fine-tuning schedule key\(s\) \['lr'\]"):
+        qat.FinetuneSchedule.from_dict({**data, "lr": 1.0})
     with pytest.raises(TfquantError, match=r"version 2 is not supported"):
-        qat.FinetuneRecipe.from_dict({**data, "version": 2})
+        qat.FinetuneSchedule.from_dict({**data, "version": 2})
     with pytest.raises(
         TfquantError, match=r"unknown optimizer 'rmsprop'; choose one of: adam, sgd"
     ):
-        recipe.replace(optimizer="rmsprop")
+        schedule.replace(optimizer="rmsprop")
     with pytest.raises(TfquantError, match=r"momentum=0.9 applies to optimizer sgd only"):
-        recipe.replace(momentum=0.9)
+        schedule.replace(momentum=0.9)
     with pytest.raises(TfquantError, match=r"learning_rate must be a positive finite number"):
-        recipe.replace(learning_rate=0.0)
+        schedule.replace(learning_rate=0.0)
     with pytest.raises(TfquantError, match=r"not valid JSON"):
-        qat.FinetuneRecipe.from_json("{")
+        qat.FinetuneSchedule.from_json("{")
 
 
-def test_nvidia_recipe_needs_calibrated_ranges(fmnist: dict[str, Any]) -> None:
+def test_nvidia_schedule_needs_calibrated_ranges(fmnist: dict[str, Any]) -> None:
     from tfquant import models
 
     uncalibrated = qat.quantize_for_training(models.build("cnn"))
@@ -230,7 +230,7 @@ def test_nvidia_recipe_needs_calibrated_ranges(fmnist: dict[str, Any]) -> None:
 
 def test_finetune_rejects_bad_arguments(cnn_qat: dict[str, Any], fmnist: dict[str, Any]) -> None:
     model, train = cnn_qat["model"], fmnist["train"]
-    with pytest.raises(TfquantError, match="recipe must be a FinetuneRecipe"):
+    with pytest.raises(TfquantError, match="schedule must be a FinetuneSchedule"):
         qat.finetune(model, {"lr": 1}, train.x, train.y, epochs=1, seed=0)
     with pytest.raises(TfquantError, match="epochs must be a positive integer, got 0"):
         qat.finetune(model, small_recipe(), train.x, train.y, epochs=0, seed=0)

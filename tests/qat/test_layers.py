@@ -51,7 +51,7 @@ def test_layer_trains_one_step_and_exports(
     assert isinstance(wrapper.quantize_config, config_class), type(wrapper.quantize_config)
 
     before = [w.numpy().copy() for w in qat_model.trainable_weights]
-    recipe = qat.FinetuneRecipe(
+    recipe = qat.FinetuneSchedule(
         name="one_step", optimizer="adam", learning_rate=1e-3, batch_size=len(tiny_data.x)
     )
     result = qat.finetune(
@@ -66,9 +66,9 @@ def test_layer_trains_one_step_and_exports(
     assert report.op_counts.get(op, 0) >= 1, report.op_counts
     diffs = fidelity.first_divergence(qat_model, tflite, tiny_data.x[:16])
     assert fidelity.first_diverged(diffs) is None, fidelity.format_layer_diffs(diffs)
-    fidelity = fidelity.compare(qat_model, tflite, tiny_data.x, tiny_data.y, diagnose_below=None)
+    report = fidelity.compare(qat_model, tflite, tiny_data.x, tiny_data.y, diagnose_below=None)
     logit_scale = float(np.abs(qat_model.predict(tiny_data.x, verbose=0)).max())
-    assert fidelity.max_abs_logit_diff <= 0.05 * logit_scale, fidelity.summary()
+    assert report.max_abs_logit_diff <= 0.05 * logit_scale, report.summary()
     if kind == "conv2d_transpose" and bits == 4:
         (w,) = [w for w in qat.weight_levels(tflite) if w.op == "TRANSPOSE_CONV"]
         assert w.max_distinct_per_channel <= 15 and -7 <= w.qmin and w.qmax <= 7, w

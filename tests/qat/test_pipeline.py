@@ -21,7 +21,8 @@ import tf_keras as keras
 from tfquant import qat
 from tfquant.qat.bn_reestimate import reestimate_batch_norm
 from tfquant.qat.outputs import outputs_probabilities
-from tfquant.qat.pipeline import DEFAULT_LEARNING_RATE, FAR_BELOW_FLOAT_POINTS
+from tfquant.qat.original import DEFAULT_LEARNING_RATE
+from tfquant.qat.pipeline import FAR_BELOW_FLOAT_POINTS
 from tfquant.errors import TfquantError
 from tfquant.evaluation import evaluate_accuracy
 
@@ -217,16 +218,16 @@ def test_run_qat_holds_within_target_of_float(
     assert 100 * (se_cnn["float_acc"] - acc) <= TARGET_POINTS, (bits, se_cnn["float_acc"], acc)
     assert outcome.qat_accuracy == pytest.approx(acc)
     assert outcome.float_accuracy == pytest.approx(se_cnn["float_acc"])
-    assert outcome.warnings == () and outcome.record["warnings"] == []
+    assert outcome.warnings == () and outcome.record.warnings == ()
     assert outcome.fidelity is not None and outcome.fidelity.agreement > 0.97
 
 
 def test_run_qat_record_learning_rate_from_saved_optimizer(se_cnn_runs: dict[int, Any]) -> None:
-    record = se_cnn_runs[4].record
+    record = se_cnn_runs[4].record.to_dict()
     assert record["learning_rate_source"] == "saved_optimizer"
     assert record["original_learning_rate"] == pytest.approx(FLOAT_LR)
     assert record["finetune_recipe"]["learning_rate"] == pytest.approx(0.1 * FLOAT_LR)
-    assert se_cnn_runs[8].record["finetune_recipe"]["learning_rate"] == pytest.approx(0.01 * FLOAT_LR)
+    assert se_cnn_runs[8].record.finetune_recipe["learning_rate"] == pytest.approx(0.01 * FLOAT_LR)
     assert record["bn_reestimated"] == 2 and record["from_logits"] is True
     assert record["finetune"]["steps"] == 2 * -(-record["train_examples"] // record["finetune_recipe"]["batch_size"])
     for key in ("fidelity", "weight_bits", "finetune_recipe", "train_seconds", "warnings"):
@@ -238,9 +239,9 @@ def test_run_qat_warns_when_far_below_float(se_cnn: dict[str, Any], digits: dict
     # the check runs on held-out training examples.
     outcome = qat.run_qat(
         se_cnn["model"], digits["x"], digits["y"], digits["cal"], weight_bits=2, epochs=1,
-        learning_rate=500.0, finetune_recipe="nvidia", verbose=False,
+        learning_rate=500.0, finetune_schedule="nvidia", verbose=False,
     )
-    record = outcome.record
+    record = outcome.record.to_dict()
     assert record["learning_rate_source"] == "given"
     assert record["held_out_examples"] == 130 and record["train_examples"] == len(digits["x"]) - 130
     assert outcome.float_accuracy - outcome.qat_accuracy > FAR_BELOW_FLOAT_POINTS / 100
@@ -261,10 +262,10 @@ def test_run_qat_softmax_model_trains_on_probabilities(
         x_eval=digits["x_test"][:200], y_eval=digits["y_test"][:200], model_path=path,
         verbose=False,
     )
-    assert outcome.record["from_logits"] is False and outcome.finetune.from_logits is False
+    assert outcome.record.from_logits is False and outcome.finetune.from_logits is False
     assert outcome.qat_model.loss.get_config()["from_logits"] is False
-    assert outcome.record["learning_rate_source"] == "default"
-    assert outcome.record["original_learning_rate"] == DEFAULT_LEARNING_RATE
+    assert outcome.record.learning_rate_source == "default"
+    assert outcome.record.original_learning_rate == DEFAULT_LEARNING_RATE
     probs = outcome.qat_model.predict(digits["x_test"][:8], verbose=0)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=0.02)
 
@@ -276,8 +277,8 @@ def test_finetune_detects_logits_for_logit_models(se_cnn_runs: dict[int, Any]) -
 
 def test_run_qat_argument_errors(se_cnn: dict[str, Any], digits: dict[str, np.ndarray]) -> None:
     args = (se_cnn["model"], digits["x"], digits["y"], digits["cal"])
-    with pytest.raises(TfquantError, match="unknown fine-tuning recipe"):
-        qat.run_qat(*args, epochs=1, finetune_recipe="fast")
+    with pytest.raises(TfquantError, match="unknown fine-tuning schedule"):
+        qat.run_qat(*args, epochs=1, finetune_schedule="fast")
     with pytest.raises(TfquantError, match="x_eval and y_eval go together"):
         qat.run_qat(*args, epochs=1, x_eval=digits["x_test"])
     with pytest.raises(TfquantError, match="learning_rate must be a positive number"):
@@ -288,7 +289,7 @@ def test_run_qat_argument_errors(se_cnn: dict[str, Any], digits: dict[str, np.nd
 
 def test_finetune_detects_a_softmax_qat_model(digits: dict[str, np.ndarray]) -> None:
     qat_model = qat.quantize_for_training(_softmax_ds(), calibration_data=digits["cal"][:64])
-    recipe = qat.FinetuneRecipe(name="t", optimizer="adam", learning_rate=1e-3, batch_size=32)
+    recipe = qat.FinetuneSchedule(name="t", optimizer="adam", learning_rate=1e-3, batch_size=32)
     result = qat.finetune(
         qat_model, recipe, digits["x"][:64], digits["y"][:64], epochs=1, seed=0, verbose=False
     )

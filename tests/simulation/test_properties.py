@@ -16,6 +16,8 @@ import tf_keras as keras
 from tf_keras import layers
 
 from tfquant import simulation
+from tfquant.calibration.histogram import AbsHistogram
+from tfquant.calibration.percentile import BinEdge, percentile_amax
 from tfquant.algorithms.bn_fold import fold_batch_norms, per_channel_weight_ranges
 from tfquant.errors import TfquantError
 from tfquant.numerics import affine_params, fake_quantize, symmetric_params
@@ -234,11 +236,22 @@ def test_percentile_calibration_clips_an_outlier_that_max_keeps() -> None:
     assert 2.5 < float(by_pct.maximum) < 10.0
 
 
-def test_percentile_amax_is_the_bin_edge_where_the_cdf_reaches_p() -> None:
-    counts = np.ones((1, activations.NUM_BINS))
-    top = np.array([2.0])
-    np.testing.assert_allclose(activations.percentile_amax(counts, top, 50.0), [1.0])
-    np.testing.assert_allclose(activations.percentile_amax(counts, top, 100.0), [2.0])
+def test_percentile_range_is_the_upper_bin_edge_of_the_calibrators_histogram() -> None:
+    """The simulation's percentile amax: the calibrators' |x| histogram, upper edge of the
+    bin where the CDF reaches p (so at least p% of |x| lies within it)."""
+    inputs = keras.Input((4,), name="v")
+    model = keras.Model(inputs, layers.Dense(4, kernel_initializer="identity", name="id")(inputs))
+    x = np.random.default_rng(0).normal(0.0, 1.0, (1001, 4)).astype(np.float32)  # 99.9% of 4004: no whole count
+    x[0, 0] = 50.0
+    spec = SimSpec(activation_calibration="percentile", percentile=99.9)
+    points = activations.quantization_points(model)
+    r = activations.calibrate(model, points, spec, x)[id(model.inputs[0])]
+    hist = AbsHistogram.empty()
+    for start in range(0, len(x), activations.CALIBRATION_BATCH_SIZE):
+        hist.update(np.abs(x[start : start + activations.CALIBRATION_BATCH_SIZE]))
+    amax = percentile_amax(hist.counts, hist.edges, 99.9, edge=BinEdge.UPPER)
+    assert float(r.hi) == amax and float(r.lo) == -amax
+    assert np.mean(np.abs(x) <= amax) > 0.999 > np.mean(np.abs(x) < amax - hist.width)
 
 
 def test_sequential_models_are_simulated(x_cal) -> None:

@@ -29,8 +29,9 @@ from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 import numpy as np
 import tf_keras as keras
 
-from tfquant.algorithms.weight_grid import kernel_of, reduce_axes
+from tfquant.algorithms.weight_grid import reduce_axes
 from tfquant.errors import TfquantError
+from tfquant.models.kernels import activation_channel_axis, layer_kernel
 
 # Exact classes: subclasses such as Conv2DTranspose store their kernel differently.
 FOLDABLE_LAYERS: tuple[type[keras.layers.Layer], ...] = (
@@ -149,14 +150,6 @@ def as_functional(model: keras.Model) -> keras.Model:
     return model
 
 
-def _channel_axis(layer: keras.layers.Layer) -> int:
-    """The positive axis of ``layer``'s output that holds its output channels."""
-    rank = len(layer.output_shape)
-    if isinstance(layer, keras.layers.Dense):
-        return rank - 1
-    return 1 if layer.data_format == "channels_first" else rank - 1
-
-
 def _foldable_pairs(model: keras.Model, config: dict[str, Any]) -> list[FoldPair]:
     entries = {entry["name"]: entry for entry in config["layers"]}
     consumers: dict[str, int] = {}
@@ -185,7 +178,7 @@ def _foldable_pairs(model: keras.Model, config: dict[str, Any]) -> list[FoldPair
             continue
         if prev.activation is not keras.activations.linear:
             continue
-        if list(bn.axis) != [_channel_axis(prev)]:
+        if list(bn.axis) != [activation_channel_axis(prev)]:
             continue
         pairs.append(FoldPair(layer=prev.name, batch_norm=bn.name))
     return pairs
@@ -277,7 +270,8 @@ def fold_batch_norms(
             layer.set_weights(old.get_weights())
             continue
         bn = source[folded[layer.name].batch_norm]
-        kernel_var, channel_axes = kernel_of(old)
+        info = layer_kernel(old)
+        kernel_var, channel_axes = info.variable, info.channel_axes
         bias = old.bias.numpy() if old.use_bias else None
         channels = bn.moving_mean.shape[0]
         w, b = fold_kernel_and_bias(
@@ -312,15 +306,15 @@ def per_channel_weight_ranges(
     Returns:
         Layer name -> float64 array of ranges, one per output channel (for DepthwiseConv2D
         in channel order c * mult + m), for every layer with a kernel (see
-        :func:`tfquant.algorithms.weight_grid.kernel_of`), in model layer order.
+        :func:`tfquant.models.kernels.layer_kernel`), in model layer order.
     """
     source = fold_batch_norms(model, custom_objects=custom_objects) if fold else model
     ranges: dict[str, np.ndarray] = {}
     for layer in source.layers:
-        found = kernel_of(layer)
-        if found is None:
+        info = layer_kernel(layer)
+        if info is None:
             continue
-        kernel, channel_axes = found
+        kernel, channel_axes = info.variable, info.channel_axes
         w = np.abs(kernel.numpy().astype(np.float64))
         r = np.max(w, axis=reduce_axes(w.ndim, channel_axes))
         ranges[layer.name] = r.reshape(-1)

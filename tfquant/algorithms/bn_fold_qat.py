@@ -41,6 +41,7 @@ import tf_keras as keras
 from tfquant.algorithms.bn_fold import as_functional, foldable_pairs, rebuild_without_batch_norms
 from tfquant.algorithms.weight_grid import SymmetricWeightQuantizer, check_bits, straight_through
 from tfquant.errors import TfquantError
+from tfquant.models.kernels import layer_kernel
 
 WeightQuantizer = Callable[[tf.Tensor], tf.Tensor]
 
@@ -307,7 +308,7 @@ class _FoldedBNBase(keras.layers.Layer):
 
     @staticmethod
     def _source_kernel(conv: keras.layers.Layer) -> tf.Variable:
-        raise NotImplementedError
+        return layer_kernel(conv).variable
 
 
 def _check_conv_source(conv: keras.layers.Layer, kind: type[keras.layers.Layer]) -> None:
@@ -391,10 +392,6 @@ class FoldedConvBN(_FoldedBNBase):
             dilation_rate=conv.dilation_rate, **kwargs,
         )
 
-    @staticmethod
-    def _source_kernel(conv: keras.layers.Layer) -> tf.Variable:
-        return conv.kernel
-
 
 @keras.utils.register_keras_serializable(package="tfquant")
 class FoldedDepthwiseConvBN(_FoldedBNBase):
@@ -454,10 +451,6 @@ class FoldedDepthwiseConvBN(_FoldedBNBase):
             padding=conv.padding, dilation_rate=conv.dilation_rate, **kwargs,
         )
 
-    @staticmethod
-    def _source_kernel(conv: keras.layers.Layer) -> tf.Variable:
-        return conv.depthwise_kernel
-
 
 def fold_batch_norms_for_qat(
     model: keras.Model,
@@ -503,11 +496,12 @@ def fold_batch_norms_for_qat(
     for pair in foldable_pairs(functional):
         conv, bn = source[pair.layer], source[pair.batch_norm]
         if type(conv) is keras.layers.Conv2D and conv.groups == 1:
-            cls, axes = FoldedConvBN, (-1,)
+            cls = FoldedConvBN
         elif type(conv) is keras.layers.DepthwiseConv2D:
-            cls, axes = FoldedDepthwiseConvBN, (2, 3)
+            cls = FoldedDepthwiseConvBN
         else:
             continue
+        axes = layer_kernel(conv).channel_axes
         if conv.data_format != "channels_last":
             continue
         quantizer = (

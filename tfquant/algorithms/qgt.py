@@ -38,6 +38,7 @@ from tfquant.algorithms.weight_grid import (
     weight_scale,
 )
 from tfquant.errors import TfquantError
+from tfquant.models.kernels import kernel_layout
 
 FLOAT32_BYTES = 4
 
@@ -154,11 +155,7 @@ class QGTRegularizer(keras.regularizers.Regularizer):
 
 
 def _regularizer_attr(layer: keras.layers.Layer) -> str:
-    return (
-        "depthwise_regularizer"
-        if isinstance(layer, keras.layers.DepthwiseConv2D)
-        else "kernel_regularizer"
-    )
+    return kernel_layout(type(layer)).regularizer_attr
 
 
 def qgt_regularizers(model: keras.Model) -> list[QGTRegularizer]:

@@ -27,15 +27,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfquant.errors import TfquantError
+from tfquant.models.kernels import layer_kernel
 from tfquant.numerics import fake_quantize, symmetric_params
-
-# Transposed convolutions store their kernel as (..., out, in): output channels are axis -2.
-_TRANSPOSED = (
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-)
-_PLAIN = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Dense)
 
 
 def check_bits(bits: object) -> int:
@@ -50,25 +43,15 @@ def check_bits(bits: object) -> int:
 
 
 def kernel_of(layer: keras.layers.Layer) -> tuple[tf.Variable, tuple[int, ...]] | None:
-    """The quantizable kernel of ``layer`` and its output-channel axes, or None.
+    """``(kernel variable, output-channel axes)`` of ``layer``, or None.
 
-    Output channels are what TFLite's per-channel weight scales run over:
-    Dense / Conv1D / Conv2D / Conv3D kernels ``(..., in, out)``: axis -1;
-    DepthwiseConv2D ``(kh, kw, C, mult)``: axes (2, 3), channel ``c * mult + m``;
-    Conv*Transpose ``(..., out, in)``: axis -2. SeparableConv2D, wrappers and other
-    layers return None (their weights stay float in every algorithm here).
+    :func:`tfquant.models.kernels.layer_kernel` as a pair: Dense / Conv1D-3D ``(-1,)``,
+    DepthwiseConv2D ``(2, 3)`` (channel ``c * mult + m``), Conv*Transpose ``(-2,)``;
+    SeparableConv2D, wrappers, unbuilt and other layers None (their weights stay float in
+    every algorithm here).
     """
-    if not layer.built:
-        return None
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return layer.depthwise_kernel, (2, 3)
-    if isinstance(layer, _TRANSPOSED):
-        return layer.kernel, (-2,)
-    if isinstance(layer, keras.layers.SeparableConv2D):
-        return None
-    if isinstance(layer, _PLAIN):
-        return layer.kernel, (-1,)
-    return None
+    info = layer_kernel(layer)
+    return None if info is None else (info.variable, info.channel_axes)
 
 
 def reduce_axes(rank: int, channel_axes: Sequence[int]) -> tuple[int, ...]:

@@ -4,7 +4,10 @@ Where things are (pipeline order):
 
 * ``histogram``      -- the growable 2048-bin histogram of |x|
 * ``statistics``     -- per-tensor streaming statistics (min/max, EMA, moments, histogram)
-* ``collect``        -- one pass of the float .tflite over the calibration set
+* ``observe``        -- THE statistics pass (a source's batches -> one observer per tensor)
+  and the small observers :class:`MinMax`, :class:`AbsHistograms`
+* ``collect``        -- the pass over the float .tflite in LiteRT (the calibrators' source)
+* ``keras_outputs``  -- the pass over a Keras model (simulation ranges, QAT range init)
 * ``base``           -- the :class:`Calibrator` interface, :class:`Range`, :class:`QuantTarget`
 * one module per calibrator: ``max``, ``moving_average``, ``percentile``, ``entropy``,
   ``mse``, ``aciq``; ``weights`` for weight bounds
@@ -19,17 +22,21 @@ from tfquant.calibration.collect import CalibrationStatistics, collect_statistic
 from tfquant.calibration.entropy import EntropyCalibrator, entropy_amax
 from tfquant.calibration.histogram import NUM_BINS, AbsHistogram
 from tfquant.calibration.mse import MseCalibrator, mse_amax
-from tfquant.calibration.percentile import PercentileCalibrator, percentile_amax
+from tfquant.calibration.observe import AbsHistograms, MinMax, statistics_pass
+from tfquant.calibration.percentile import BinEdge, PercentileCalibrator, percentile_amax
 from tfquant.calibration.registry import CALIBRATORS, make_calibrator
 from tfquant.calibration.statistics import TensorStatistics
 from tfquant.calibration.weights import weight_amax
 
 __all__ = [
     "AbsHistogram",
+    "AbsHistograms",
+    "BinEdge",
     "CALIBRATORS",
     "CalibrationStatistics",
     "Calibrator",
     "EntropyCalibrator",
+    "MinMax",
     "MseCalibrator",
     "NUM_BINS",
     "PercentileCalibrator",
@@ -41,5 +48,6 @@ __all__ = [
     "make_calibrator",
     "mse_amax",
     "percentile_amax",
+    "statistics_pass",
     "weight_amax",
 ]

@@ -11,7 +11,9 @@ outputs), and the LiteRT interpreter runs it with the builtin kernels and no del
 delegate would compute fused partitions whose intermediates differ from the builtin graph's).
 Outputs are never overwritten by an in-place kernel or reused by the memory planner, so each
 batch's values are read as zero-copy views right after ``invoke()`` and folded into
-:class:`~tfquant.calibration.statistics.TensorStatistics`; nothing of size N is kept. (The
+:class:`~tfquant.calibration.statistics.TensorStatistics` by the statistics pass
+(:func:`tfquant.calibration.observe.statistics_pass`, which the simulation and QAT's range
+initialisation run over Keras models); nothing of size N is kept. (The
 alternative, ``experimental_preserve_all_tensors``, keeps every tensor alive and made the
 pass ~30% slower on the zoo ResNet.)
 """
@@ -19,17 +21,20 @@ pass ~30% slower on the zoo ResNet.)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
-from typing import Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
-from ai_edge_litert.tools import flatbuffer_utils
 
 from tfquant.calibration.histogram import NUM_BINS
+from tfquant.calibration.observe import statistics_pass
 from tfquant.calibration.statistics import DEFAULT_EMA_CONSTANT, TensorStatistics
 from tfquant.errors import TfquantError
 from tfquant.progress import progress
+from tfquant.qtypes import Runtime
+from tfquant.tflite.flatbuffer import with_outputs
+from tfquant.tflite.interpreter import make_interpreter
 
 DEFAULT_BATCH_SIZE = 100
 
@@ -53,13 +58,29 @@ class CalibrationStatistics:
     seconds: float
 
 
-def _with_outputs(float_tflite: bytes, indices: list[int]) -> bytes:
-    """A copy of the model whose main subgraph also outputs tensors ``indices``."""
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(float_tflite))
-    subgraph = model.subgraphs[0]
-    outputs = [int(i) for i in subgraph.outputs]
-    subgraph.outputs = np.array(outputs + [i for i in indices if i not in outputs], dtype=np.int32)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+def _batches(
+    interpreter: Any, data: np.ndarray, batch_size: int, indices: list[int]
+) -> Iterator[list[np.ndarray]]:
+    """Per batch of ``data``: zero-copy views of tensors ``indices`` after ``invoke()``."""
+    input_index = interpreter.get_input_details()[0]["index"]
+    size = -1
+    starts = range(0, len(data), batch_size)
+    for begin in progress(starts, desc=f"statistics pass ({len(data)} examples)", unit="batch"):
+        batch = data[begin : begin + batch_size]
+        if len(batch) != size:
+            size = len(batch)
+            try:
+                interpreter.resize_tensor_input(input_index, [size, *data.shape[1:]], strict=False)
+                interpreter.allocate_tensors()
+            except (RuntimeError, ValueError) as e:
+                raise TfquantError(
+                    f"cannot run the float model on calibration inputs of shape "
+                    f"{(size, *data.shape[1:])} ({' '.join(str(e).split())[:160]}); pass data "
+                    "shaped like the model input"
+                ) from None
+        interpreter.set_tensor(input_index, batch)
+        interpreter.invoke()
+        yield [interpreter.tensor(index)() for index in indices]
 
 
 def collect_statistics(
@@ -90,10 +111,8 @@ def collect_statistics(
     if len(data) == 0:
         raise TfquantError("the calibration set is empty; pass at least one example")
     start = time.perf_counter()
-    interpreter = Interpreter(
-        model_content=_with_outputs(float_tflite, sorted(tensors)),
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-        num_threads=num_threads,
+    interpreter = make_interpreter(
+        with_outputs(float_tflite, sorted(tensors)), runtime=Runtime.BUILTIN, num_threads=num_threads
     )
     inputs = interpreter.get_input_details()
     if len(inputs) != 1:
@@ -101,27 +120,9 @@ def collect_statistics(
             f"the model has {len(inputs)} inputs; calibration feeds exactly one, so calibrate a "
             "single-input model"
         )
-    input_index = inputs[0]["index"]
     stats = {index: TensorStatistics.empty(name, num_bins=num_bins) for index, name in tensors.items()}
-    size = -1
-    starts = range(0, len(data), batch_size)
-    for begin in progress(starts, desc=f"statistics pass ({len(data)} examples)", unit="batch"):
-        batch = data[begin : begin + batch_size]
-        if len(batch) != size:
-            size = len(batch)
-            try:
-                interpreter.resize_tensor_input(input_index, [size, *data.shape[1:]], strict=False)
-                interpreter.allocate_tensors()
-            except (RuntimeError, ValueError) as e:
-                raise TfquantError(
-                    f"cannot run the float model on calibration inputs of shape "
-                    f"{(size, *data.shape[1:])} ({' '.join(str(e).split())[:160]}); pass data "
-                    "shaped like the model input"
-                ) from None
-        interpreter.set_tensor(input_index, batch)
-        interpreter.invoke()
-        for index, s in stats.items():
-            s.update(interpreter.tensor(index)(), ema_constant=ema_constant)
+    observers = [functools.partial(s.update, ema_constant=ema_constant) for s in stats.values()]
+    statistics_pass(_batches(interpreter, data, batch_size, list(stats)), observers)
     del interpreter
     by_name = {s.name: s for _, s in sorted(stats.items())}
     return CalibrationStatistics(

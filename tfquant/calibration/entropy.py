@@ -187,19 +187,11 @@ def entropy_amax(
 ) -> float:
     """The amax minimising KL(P || Q) over the cuts i >= start_bin (module docstring).
 
-    Args:
-      counts: histogram counts of |x| (n bins).
-      edges: the n + 1 bin edges.
-      bits: bit width of the integers.
-      unsigned: the tensor is non-negative (twice the levels).
-      start_bin: first candidate cut.
+    Arguments and errors as :func:`kl_divergences`.
 
     Returns:
       ``edges[i]`` for the cut with the smallest KL, the last one on ties, as
       pytorch-quantization's ``_compute_amax_entropy``.
-
-    Raises:
-      TfquantError: bad bits or start_bin, or a malformed or empty histogram.
     """
     check_search_args(bits, start_bin)
     bins, e = _entropy_bins(counts, edges, start_bin)

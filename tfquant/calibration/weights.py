@@ -17,7 +17,7 @@ from tfquant.calibration.histogram import NUM_BINS, AbsHistogram
 from tfquant.calibration.mse import mse_amax
 from tfquant.calibration.percentile import percentile_amax
 from tfquant.errors import TfquantError
-from tfquant.qtypes import WeightCalibration
+from tfquant.qtypes import DEFAULT_PERCENTILE, WeightCalibration
 
 
 def weight_amax(
@@ -35,7 +35,7 @@ def weight_amax(
       w: float weights.
       axis: the output-channel axis, or ``None`` for per-tensor.
       method: max, percentile or mse.
-      percentile: for percentile (default 99.99).
+      percentile: for percentile (default ``DEFAULT_PERCENTILE``, 99.99).
       bits: weight bit width (the MSE search quantizes to 2^(bits-1) - 1 levels a side).
       num_bins: histogram bins for percentile and MSE.
 
@@ -57,7 +57,8 @@ def weight_amax(
         hist = AbsHistogram.empty(num_bins)
         hist.update(values)
         if method is WeightCalibration.PERCENTILE:
-            found = percentile_amax(hist.counts, hist.edges, 99.99 if percentile is None else percentile)
+            p = DEFAULT_PERCENTILE if percentile is None else percentile
+            found = percentile_amax(hist.counts, hist.edges, p)
         else:
             found = mse_amax(hist.counts, hist.edges, bits=bits, unsigned=False)
         amax[c] = min(amax[c], float(found)) if found > 0 else amax[c]

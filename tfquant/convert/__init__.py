@@ -1,19 +1,22 @@
 """Keras / SavedModel -> .tflite, as a :class:`~tfquant.recipes.Recipe` says.
 
-The only stage that touches ``tf.lite.TFLiteConverter``. Modules, in pipeline order:
+The recipe-level stage of conversion; the converter itself (and the flatbuffer, and every
+private TF / LiteRT API) is driven only by :mod:`tfquant.tflite`. Modules, in pipeline order:
 
 * ``loading``         -- .keras / .h5 / SavedModel -> Keras model
 * ``custom_objects``  -- custom layers for loading: a user's .py file / module / dict, and
                          the keras.applications layers (always registered)
+* ``source``          -- the model to convert, loaded once (Keras or non-Keras SavedModel)
 * ``representative``  -- calibration-data checks and the batched representative dataset
 * ``rewrites``        -- exact Keras model rewrites before conversion (int16x8 LayerNorm,
                          hard-swish)
-* ``converter``       -- recipe -> converter flags -> .tflite bytes (mode table is there)
+* ``options``         -- recipe -> converter settings; runs :mod:`tfquant.tflite.converter`
+* ``converter``       -- :func:`convert`: recipe -> .tflite bytes (the mode table is there)
 * ``calibrated``      -- tfquant calibrators' ranges into int8 / int16x8 models (calibrate
                          once, export one model per calibrator)
-* ``runtime_check``   -- does an int16x8 model run in the installed LiteRT?
-* ``metadata``        -- the recipe embedded in the flatbuffer (no TensorFlow needed)
+* ``metadata``        -- tfquant's metadata entries: recipe, ranges, rewrites, QAT record
 * ``artifacts``       -- ``OUT.tflite`` + ``OUT.recipe.json``, written atomically
+* ``runtime_check``   -- alias of :mod:`tfquant.tflite.runtime_check`
 
 Example::
 

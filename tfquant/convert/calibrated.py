@@ -16,8 +16,9 @@ BUILD_NOTES.md):
    for weight calibrators other than max), and the converter's own quantizer finishes:
    ``mlir_quantize`` for int8 (what ``TFLiteConverter`` calls) and the calibration wrapper's
    ``QuantizeModel`` for int16x8 (likewise), with nothing fed, so the ranges in the model
-   are the ones used. Then, as in the converter, the I/O types are set and read-only
-   buffers deduplicated. With calibrator ``max`` the result is the converter's default
+   are the ones used (:func:`tfquant.tflite.converter.quantize_annotated`, where these private
+   calls live). Then, as in the converter, the I/O types are set and read-only buffers
+   deduplicated. With calibrator ``max`` the result is the converter's default
    model, tensor for tensor (tested).
 
 Exporting another calibrator costs one range search and one quantizer call (well under a
@@ -46,10 +47,6 @@ from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 
 import numpy as np
 import tensorflow as tf
-from ai_edge_litert import schema_py_generated as schema
-from ai_edge_litert.tools import flatbuffer_utils
-from tensorflow.lite.python import lite as _lite
-from tensorflow.lite.python.optimize import calibrator as _calibrator
 
 from tfquant.calibration import (
     CalibrationStatistics,
@@ -59,22 +56,20 @@ from tfquant.calibration import (
     make_calibrator,
     weight_amax,
 )
-from tfquant.convert import converter as _converter
 from tfquant.convert import representative
 from tfquant.convert.metadata import embed_ranges, embed_recipe
+from tfquant.convert.options import HINTS, IO_TF_DTYPE, check_int16x8_runs, run_converter
+from tfquant.convert.source import check_recipe, load_source
 from tfquant.errors import TfquantError
 from tfquant.progress import stage
-from tfquant.qtypes import ActivationScheme, Granularity, IODType, Mode, WeightCalibration
+from tfquant.qtypes import ActivationScheme, Granularity, Mode, WeightCalibration
 from tfquant.recipes import Recipe
+from tfquant.tflite import flatbuffer
+from tfquant.tflite.converter import quantize_annotated
 
-_IO = {IODType.FLOAT32: tf.float32, IODType.INT8: tf.int8, IODType.INT16: tf.int16}
-# Weighted ops: index of the weight input and its output-channel axis.
-_WEIGHT_AXIS = {
-    schema.BuiltinOperator.CONV_2D: 0,
-    schema.BuiltinOperator.DEPTHWISE_CONV_2D: 3,
-    schema.BuiltinOperator.FULLY_CONNECTED: 0,
-}
-_WEIGHT_INPUT = 1
+# The TFLite converter quantizes these weighted ops' kernels (their weight operand and its
+# output-channel axis are in tfquant.tflite.flatbuffer).
+_CLIPPED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,18 +96,6 @@ class CalibratedModel:
     convert_seconds: float
 
 
-def _read(flatbuffer: bytes) -> Any:
-    return flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
-
-
-def _write(model: Any) -> bytes:
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
-def _name(raw: bytes | str) -> str:
-    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-
-
 def _annotated_tensors(model: Any) -> dict[int, str]:
     """Main-subgraph tensors that carry a calibration min/max."""
     for k, subgraph in enumerate(model.subgraphs[1:], start=1):
@@ -122,7 +105,7 @@ def _annotated_tensors(model: Any) -> dict[int, str]:
                 "tfquant calibrators do not support; convert without a calibrator (the "
                 "converter's min/max)"
             )
-    found = {i: _name(t.name) for i, t in enumerate(model.subgraphs[0].tensors) if _has_minmax(t)}
+    found = {i: flatbuffer.name(t.name) for i, t in enumerate(model.subgraphs[0].tensors) if _has_minmax(t)}
     if len(set(found.values())) != len(found):
         raise TfquantError(
             "the model has several tensors with one name, so ranges cannot be matched to "
@@ -157,19 +140,19 @@ def calibrate(
       TfquantError: bad model, bad calibration data (empty, NaN/Inf, wrong shape), a mode
         without calibration, or a model with control flow.
     """
-    _converter._check_recipe(recipe)
+    check_recipe(recipe)
     if not recipe.mode.needs_calibration:
         raise TfquantError(f"mode {recipe.mode} has no calibration; use mode int8 or int16x8")
-    source = _converter._load_source(model)
+    source = load_source(model)
     x = representative.validate_calibration_data(calibration_data, recipe, source.input_shape())
     start = time.perf_counter()
     one = representative.representative_dataset(x[:1], batch_dim=source.input_shape()[0], batch_size=1)
     with stage(f"calibrate ({recipe.mode}): float model with the tensors to quantize"):
-        annotated = _converter.run_converter(
+        annotated = run_converter(
             source, recipe.replace(num_calibration_examples=1), one, calibrate_only=True
         )
     convert_seconds = time.perf_counter() - start
-    tensors = _annotated_tensors(_read(annotated))
+    tensors = _annotated_tensors(flatbuffer.read(annotated))
     if source.input_shape()[0] not in (None, -1) and source.input_shape()[0] != batch_size:
         batch_size = int(source.input_shape()[0])
     statistics = collect_statistics(annotated, x, tensors, batch_size=batch_size)
@@ -217,14 +200,13 @@ def _clip_weights(model: Any, recipe: Recipe) -> dict[str, dict[str, Any]]:
     done: set[int] = set()
     per_tensor = recipe.weight_granularity is Granularity.PER_TENSOR
     for op in subgraph.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        kind = max(code.builtinCode, code.deprecatedBuiltinCode)
-        if kind not in _WEIGHT_AXIS or len(op.inputs) <= _WEIGHT_INPUT:
+        kind = flatbuffer.op_name(model, op)
+        if kind not in _CLIPPED_OPS or len(op.inputs) <= flatbuffer.WEIGHT_INPUT:
             continue
-        tensor = subgraph.tensors[op.inputs[_WEIGHT_INPUT]]
+        tensor = subgraph.tensors[op.inputs[flatbuffer.WEIGHT_INPUT]]
         buffer = model.buffers[tensor.buffer]
         if (
-            tensor.type != schema.TensorType.FLOAT32
+            flatbuffer.type_name(tensor.type) != "FLOAT32"
             or buffer.data is None
             or len(buffer.data) == 0
             or tensor.buffer in done
@@ -232,14 +214,14 @@ def _clip_weights(model: Any, recipe: Recipe) -> dict[str, dict[str, Any]]:
             continue
         done.add(tensor.buffer)
         w = np.frombuffer(bytes(buffer.data), dtype=np.float32).reshape(tuple(tensor.shape))
-        axis = None if per_tensor else _WEIGHT_AXIS[kind]
+        axis = None if per_tensor else flatbuffer.WEIGHT_CHANNEL_AXIS[kind]
         amax = weight_amax(
             w, axis=axis, method=recipe.weight_calibrator, percentile=recipe.weight_percentile
         )
         bound = amax.reshape([-1 if a == axis else 1 for a in range(w.ndim)]) if axis is not None else amax[0]
         clipped = np.clip(w, -bound, bound).astype(np.float32)
         buffer.data = np.frombuffer(clipped.tobytes(), dtype=np.uint8)
-        summary[_name(tensor.name)] = {
+        summary[flatbuffer.name(tensor.name)] = {
             "calibrator": recipe.weight_calibrator.value
             + (f" {recipe.weight_percentile:g}" if recipe.weight_percentile else ""),
             "channels": int(amax.size),
@@ -257,58 +239,30 @@ def _quantized_tensors(tflite: bytes, names: list[str]) -> dict[str, int]:
     QUANTIZE op turns into the integer one, and the output an integer tensor that a
     DEQUANTIZE op turns into the float one; their ranges belong to those integer twins.
     """
-    model = _read(tflite)
+    model = flatbuffer.read(tflite)
     subgraph = model.subgraphs[0]
     tensors = subgraph.tensors
-    index = {_name(t.name): i for i, t in enumerate(tensors)}
+    index = {flatbuffer.name(t.name): i for i, t in enumerate(tensors)}
     twin: dict[int, int] = {}
     for op in subgraph.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        kind = max(code.builtinCode, code.deprecatedBuiltinCode)
-        if kind == schema.BuiltinOperator.QUANTIZE and op.inputs[0] in subgraph.inputs:
+        kind = flatbuffer.op_name(model, op)
+        if kind == "QUANTIZE" and op.inputs[0] in subgraph.inputs:
             twin[op.inputs[0]] = op.outputs[0]
-        elif kind == schema.BuiltinOperator.DEQUANTIZE and op.outputs[0] in subgraph.outputs:
+        elif kind == "DEQUANTIZE" and op.outputs[0] in subgraph.outputs:
             twin[op.outputs[0]] = op.inputs[0]
     return {name: twin.get(index[name], index[name]) for name in names if name in index}
 
 
 def _quantize(annotated: bytes, recipe: Recipe) -> bytes:
     """The converter's quantization step on an annotated model (see the module docstring)."""
-    io_type = _IO[recipe.io_dtype]
-    per_tensor = recipe.weight_granularity is Granularity.PER_TENSOR
-    with _converter._captured_output() as log:
-        try:
-            if recipe.mode is Mode.INT8:
-                out = _lite._mlir_quantize(
-                    annotated,
-                    per_tensor,
-                    input_data_type=io_type,
-                    output_data_type=io_type,
-                    enable_variable_quantization=False,
-                    disable_per_channel_for_dense_layers=False,
-                )
-            else:
-                wrapper = _calibrator.Calibrator(annotated)._calibrator  # noqa: SLF001
-                out = wrapper.QuantizeModel(
-                    np.dtype(io_type.as_numpy_dtype).num,
-                    np.dtype(io_type.as_numpy_dtype).num,
-                    False,  # allow_float: int16x8 is strict (see converter.py)
-                    np.dtype(np.int16).num,
-                    np.dtype(np.int64).num,
-                    per_tensor,
-                    False,
-                )
-                out = _lite._modify_model_io_type(out, io_type, io_type)
-            out = _lite._deduplicate_readonly_buffers(out)
-            error: BaseException | None = None
-        except Exception as e:  # ConverterError, RuntimeError, ValueError ...
-            error = e
-    if error is not None:
-        raise TfquantError(
-            f"TFLite quantizer failed for mode {recipe.mode}: "
-            f"{_converter._key_message(error, ''.join(log))}; {_converter._HINTS[recipe.mode]}"
-        ) from None
-    return bytes(out)
+    return quantize_annotated(
+        annotated,
+        int16x8=recipe.mode is Mode.INT16X8,
+        io_dtype=IO_TF_DTYPE[recipe.io_dtype],
+        per_tensor=recipe.weight_granularity is Granularity.PER_TENSOR,
+        failure=f"TFLite quantizer failed for mode {recipe.mode}",
+        hint=HINTS[recipe.mode],
+    )
 
 
 def export(calibrated: CalibratedModel, recipe: Recipe) -> bytes:
@@ -325,7 +279,7 @@ def export(calibrated: CalibratedModel, recipe: Recipe) -> bytes:
     Raises:
       TfquantError: a recipe that does not match the calibration, or the quantizer failed.
     """
-    _converter._check_recipe(recipe)
+    check_recipe(recipe)
     if recipe.calibrator is None:
         raise TfquantError(
             "recipe.calibrator is not set; pick one (max, entropy, percentile, mse, aciq, "
@@ -349,7 +303,7 @@ def export(calibrated: CalibratedModel, recipe: Recipe) -> bytes:
 def _export(calibrated: CalibratedModel, recipe: Recipe) -> bytes:
     """:func:`export` after its checks: ranges, weight clipping, quantizer, metadata."""
     ranges = activation_ranges(calibrated, recipe)
-    model = _read(calibrated.float_model)
+    model = flatbuffer.read(calibrated.float_model)
     tensors = model.subgraphs[0].tensors
     for index, name in calibrated.tensors.items():
         lo, hi = _written_range(ranges[name], recipe)
@@ -360,9 +314,9 @@ def _export(calibrated: CalibratedModel, recipe: Recipe) -> bytes:
         if recipe.weight_calibrator is not WeightCalibration.MAX
         else {}
     )
-    tflite = _quantize(_write(model), recipe)
+    tflite = _quantize(flatbuffer.write(model), recipe)
     if recipe.mode is Mode.INT16X8:
-        _converter.check_int16x8_runs(tflite)
+        check_int16x8_runs(tflite)
     label = make_calibrator(
         recipe.calibrator, percentile=recipe.percentile, aciq_prior=recipe.aciq_prior
     ).describe()

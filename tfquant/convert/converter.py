@@ -1,6 +1,7 @@
 """Keras / SavedModel -> .tflite bytes, as a :class:`~tfquant.recipes.Recipe` says.
 
-This is the only module that drives ``tf.lite.TFLiteConverter``. Mode mapping:
+Mode mapping (the converter settings are made in :mod:`tfquant.convert.options` and applied
+by :mod:`tfquant.tflite.converter`, the only code that drives ``tf.lite.TFLiteConverter``):
 
 =========  ==============================================================================
 fp32       plain conversion.
@@ -57,7 +58,7 @@ them once (in brackets: max |error| / max |Keras output| on one random input):
   ("SquaredDifference only supports FLOAT32 and INT32"), hence Keras LayerNormalization,
   whose int16 graph aborts the interpreter process (SIGABRT) in ``invoke()``. Adding the
   ``TFLITE_BUILTINS`` fallback set does not help: the converter still makes it int16.
-  :mod:`tfquant.convert.runtime_check` turns this into a TfquantError.
+  :mod:`tfquant.tflite.runtime_check` turns this into a TfquantError.
 
 LayerNormalization rewrite (int16x8 only). Because of that missing kernel, ``convert()``
 in mode int16x8 clones a Keras model whose LayerNormalization layers normalize over the last
@@ -85,171 +86,30 @@ outputs of MobileNetV3Small equal to rounding), which lowers to ADD (fused RELU6
 :func:`~tfquant.convert.rewrites.int16x8_rewrites` lists the layers both rewrites replace.
 
 Calibration examples are fed in batches (see :mod:`tfquant.convert.representative`).
-The converter's own logging (C++ stderr lines, Python warnings) is captured during
-conversion and used only to explain failures, so the library prints nothing.
+The recipe becomes converter settings in :mod:`tfquant.convert.options`; the converter
+itself runs in :mod:`tfquant.tflite.converter`, which captures its own logging (C++ stderr
+lines, Python warnings) and uses it only to explain failures, so the library prints nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import logging
 import os
-import re
-import sys
-import tempfile
-import warnings
-from pathlib import Path
-from typing import Any, Iterator
 
 from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 
 import numpy as np
 import tensorflow as tf
 
-from tfquant.convert import representative, rewrites, runtime_check
+from tfquant.convert import calibrated, representative, rewrites
 from tfquant.convert.custom_objects import CustomObjectsSpec
-from tfquant.convert.loading import check_model_path, is_keras_savedmodel, load_model
 from tfquant.convert.metadata import embed_recipe, embed_rewrites
-from tfquant.errors import TfquantError
+from tfquant.convert.options import check_int16x8_runs, run_converter
+from tfquant.convert.source import Source, check_recipe, load_source
 from tfquant.progress import stage
-from tfquant.qtypes import Granularity, IODType, Mode
+from tfquant.qtypes import Mode
 from tfquant.recipes import Recipe
 
-_IO_TF_DTYPE = {IODType.INT8: tf.int8, IODType.INT16: tf.int16}
-
-_HINTS = {
-    Mode.FP32: "replace the op with TFLite builtin ops in the model",
-    Mode.FP16: "replace the op with TFLite builtin ops in the model",
-    Mode.DYNAMIC: "replace the op with TFLite builtin ops in the model",
-    Mode.INT8: "try mode dynamic or fp16, or replace the op in the model",
-    Mode.INT16X8: "try mode int8 (int16x8 has fewer kernels), or replace the op in the model",
-}
-
-
-@contextlib.contextmanager
-def _captured_output() -> Iterator[list[str]]:
-    """Captures fd 1/2 output, Python warnings and TF logging; yields a list filled on exit.
-
-    The converter and calibrator write from C++ straight to the file descriptors, so
-    redirecting ``sys.stderr`` is not enough.
-    """
-    captured: list[str] = []
-    tf_logger = logging.getLogger("tensorflow")
-    old_level = tf_logger.level
-    saved: dict[int, int] = {}
-    with tempfile.TemporaryFile(mode="w+b") as sink, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        tf_logger.setLevel(logging.ERROR)
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):  # a replaced stream may lack flush()
-                stream.flush()  # so the caller's pending output is not captured
-        for fd in (1, 2):
-            saved[fd] = os.dup(fd)
-            os.dup2(sink.fileno(), fd)
-        try:
-            yield captured
-        finally:
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):
-                    stream.flush()
-            for fd, copy in saved.items():
-                os.dup2(copy, fd)
-                os.close(copy)
-            tf_logger.setLevel(old_level)
-            sink.seek(0)
-            captured.append(sink.read().decode("utf-8", "replace"))
-
-
-_KEY_PATTERNS = (
-    r"error: ([^\n]+)",
-    r"(Quantization to [^\n]+)",
-    r"(Failed to quantize[^\n]*)",
-    r"([^\n]*not supported[^\n]*)",
-    r"([^\n]*unsupported[^\n]*)",
-)
-
-
-def _key_message(error: BaseException, log: str) -> str:
-    """The one line of a converter failure that says what went wrong.
-
-    The exception text is searched first: the captured log also holds unrelated lines
-    (e.g. "CUDA error: Failed call to cuInit" on a machine without a GPU).
-    """
-    for text in (str(error), log):
-        for pattern in _KEY_PATTERNS:
-            m = re.search(pattern, text, flags=re.IGNORECASE)
-            if m:
-                return " ".join(m.group(1).split())[:300]
-    first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
-    return " ".join(first.split())[:300]
-
-
-def _single_input(shapes: list[tuple[int | None, ...]], what: str) -> tuple[int | None, ...]:
-    if len(shapes) != 1:
-        raise TfquantError(
-            f"{what} has {len(shapes)} inputs; calibration_data feeds exactly one, so "
-            "convert a single-input model"
-        )
-    return shapes[0]
-
-
-def _keras_input_shapes(model: tf.keras.Model) -> list[tuple[int | None, ...]]:
-    inputs = getattr(model, "inputs", None)
-    if not inputs:
-        raise TfquantError(
-            "the Keras model has no defined input; build it with tf.keras.Input(shape=...) "
-            "or call it on one batch before converting"
-        )
-    return [tuple(t.shape) for t in inputs]
-
-
-def _savedmodel_input_shapes(path: Path) -> list[tuple[int | None, ...]]:
-    """Loads the SavedModel (so a broken one fails clearly) and returns its input shapes."""
-    try:
-        with _captured_output():
-            loaded = tf.saved_model.load(str(path))
-    except Exception as e:  # protobuf / TF errors of many types
-        raise TfquantError(
-            f"could not load SavedModel {str(path)!r} ({type(e).__name__}: "
-            f"{' '.join(str(e).split())[:160]}); check the directory is a complete SavedModel"
-        ) from None
-    signature = loaded.signatures.get("serving_default")
-    if signature is None:
-        raise TfquantError(
-            f"SavedModel {str(path)!r} has no 'serving_default' signature; re-export it with "
-            "signatures={'serving_default': fn}"
-        )
-    return [tuple(spec.shape) for spec in signature.structured_input_signature[1].values()]
-
-
-def _configure(
-    converter: tf.lite.TFLiteConverter,
-    recipe: Recipe,
-    dataset: Any,
-) -> None:
-    mode = recipe.mode
-    if mode is Mode.FP32:
-        return
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if mode is Mode.FP16:
-        converter.target_spec.supported_types = [tf.float16]
-        return
-    if recipe.weight_granularity is Granularity.PER_TENSOR:
-        converter._experimental_disable_per_channel = True
-    if mode is Mode.DYNAMIC:
-        return
-    converter.representative_dataset = dataset
-    if mode is Mode.INT8:
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    else:
-        converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
-        ]
-    io_type = _IO_TF_DTYPE.get(recipe.io_dtype)
-    if io_type is not None:
-        converter.inference_input_type = io_type
-        converter.inference_output_type = io_type
+__all__ = ["check_int16x8_runs", "convert", "run_converter"]
 
 
 def convert(
@@ -285,11 +145,9 @@ def convert(
         model (the message names the op and what to try), an int16x8 model does not run
         in LiteRT, or a model to rewrite for int16x8 has a layer that cannot be cloned.
     """
-    _check_recipe(recipe)
-    source = _load_source(model, custom_objects=custom_objects)
+    check_recipe(recipe)
+    source = load_source(model, custom_objects=custom_objects)
     if recipe.calibrator is not None:
-        from tfquant.convert import calibrated  # noqa: PLC0415  (it imports this module)
-
         loaded = source.keras_model if source.keras_model is not None else model
         tflite = calibrated.convert_calibrated(loaded, recipe, calibration_data=calibration_data)
         return _record_rewrites(tflite, source, recipe)
@@ -311,97 +169,9 @@ def convert(
     return _record_rewrites(embed_recipe(tflite, recipe), source, recipe)
 
 
-def _record_rewrites(tflite: bytes, source: "Source", recipe: Recipe) -> bytes:
+def _record_rewrites(tflite: bytes, source: Source, recipe: Recipe) -> bytes:
     """Embeds which layers the int16x8 rewrites replaced (``tfquant_rewrites``), if any."""
     if recipe.mode is not Mode.INT16X8 or source.keras_model is None:
         return tflite
     done = rewrites.int16x8_rewrites(source.keras_model)
     return embed_rewrites(tflite, done) if done else tflite
-
-
-def check_int16x8_runs(tflite: bytes) -> None:
-    """Raises a TfquantError unless the int16x8 model runs in the installed LiteRT."""
-    missing = runtime_check.int16_ops_without_kernel(tflite)
-    if missing:
-        raise TfquantError(
-            f"the int16x8 model uses {', '.join(missing)} with int16 inputs, which LiteRT "
-            "cannot run (Keras LayerNormalization lowers to SQUARED_DIFFERENCE); use mode "
-            "int8, or replace the op in the model"
-        )
-    runtime_check.check_runs(tflite, what="the int16x8 model")
-
-
-def _check_recipe(recipe: object) -> None:
-    if not isinstance(recipe, Recipe):
-        raise TfquantError(
-            f"recipe must be a tfquant Recipe, got {type(recipe).__name__}; build one with "
-            "Recipe(mode=...) or tfquant.variant(name)"
-        )
-
-
-@dataclasses.dataclass
-class Source:
-    """A model to convert: a Keras model, or a SavedModel directory not written by Keras."""
-
-    keras_model: "tf.keras.Model | None" = None
-    savedmodel_dir: Path | None = None
-    input_shapes: list[tuple[int | None, ...]] | None = None
-
-    def input_shape(self) -> tuple[int | None, ...]:
-        """The single input's shape, batch dimension first."""
-        if self.input_shapes is None:
-            self.input_shapes = _keras_input_shapes(self.keras_model)
-        return _single_input(self.input_shapes, "the model")
-
-
-def _load_source(
-    model: "tf.keras.Model | str | os.PathLike[str]", *, custom_objects: CustomObjectsSpec = None
-) -> Source:
-    if isinstance(model, (str, os.PathLike)):
-        path = check_model_path(model)
-        if path.is_dir() and not is_keras_savedmodel(path):
-            # Loaded here, so a broken one gets a clear error whatever the mode.
-            return Source(savedmodel_dir=path, input_shapes=_savedmodel_input_shapes(path))
-        return Source(keras_model=load_model(path, custom_objects=custom_objects))
-    if not isinstance(model, tf.keras.Model):
-        raise TfquantError(
-            f"model must be a tf.keras.Model or a path, got {type(model).__name__}; note "
-            "tfquant uses Keras 2 (tf.keras / tf_keras), not Keras 3"
-        )
-    return Source(keras_model=model)
-
-
-def run_converter(
-    source: Source, recipe: Recipe, dataset: Any, *, calibrate_only: bool = False
-) -> bytes:
-    """Runs the TFLite converter as ``recipe`` says and returns its flatbuffer.
-
-    With ``calibrate_only`` the converter stops after calibration and returns the float
-    model annotated with each tensor's calibrated min/max (its ``_experimental_calibrate_only``
-    switch), the input of :mod:`tfquant.convert.calibrated`.
-    """
-    model = source.keras_model
-    if recipe.mode is Mode.INT16X8 and model is not None:
-        # Exact in float: LayerNormalization (LiteRT has no int16 SQUARED_DIFFERENCE kernel)
-        # and hard-swish (the converter cannot quantize the fused HARD_SWISH to 16x8) are
-        # rewritten into ops with int16 kernels (see the module docstring).
-        model = rewrites.rewrite_for_int16x8(model)
-
-    with _captured_output() as log:
-        try:
-            if source.savedmodel_dir is not None:
-                converter = tf.lite.TFLiteConverter.from_saved_model(str(source.savedmodel_dir))
-            else:
-                converter = tf.lite.TFLiteConverter.from_keras_model(model)
-            _configure(converter, recipe, dataset)
-            converter._experimental_calibrate_only = calibrate_only
-            tflite = converter.convert()
-            error: BaseException | None = None
-        except Exception as e:  # ConverterError, RuntimeError, ValueError ...
-            error = e
-    if error is not None:
-        raise TfquantError(
-            f"TFLite converter failed for mode {recipe.mode}: "
-            f"{_key_message(error, ''.join(log))}; {_HINTS[recipe.mode]}"
-        ) from None
-    return tflite

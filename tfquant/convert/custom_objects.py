@@ -60,12 +60,13 @@ def application_custom_objects() -> dict[str, Any]:
     ``drop_path_rate > 0``), and InceptionResNetV2's ``CustomScaleLayer`` (registered as
     ``Custom>CustomScaleLayer``, but only once its module has been imported).
     """
-    from tf_keras.src.applications import convnext, inception_resnet_v2
+    from tfquant.tflite.keras_internals import application_layers
 
-    scale = inception_resnet_v2.CustomScaleLayer
+    layers = application_layers()
+    scale = layers["CustomScaleLayer"]
     return {
-        "LayerScale": convnext.LayerScale,
-        "StochasticDepth": convnext.StochasticDepth,
+        "LayerScale": layers["LayerScale"],
+        "StochasticDepth": layers["StochasticDepth"],
         "CustomScaleLayer": scale,
         "Custom>CustomScaleLayer": scale,
     }
@@ -256,10 +257,9 @@ def _class_names(config: Any) -> Iterator[str]:
 
 def _builtin_names() -> set[str]:
     """Class names Keras resolves by itself (layers, models, initializers, ...)."""
-    from tf_keras.src.layers import serialization as layer_serialization
+    from tfquant.tflite.keras_internals import builtin_layer_names
 
-    layer_serialization.populate_deserializable_objects()
-    names = set(layer_serialization.LOCAL.ALL_OBJECTS)
+    names = builtin_layer_names()
     for module in (
         keras.initializers, keras.regularizers, keras.constraints, keras.optimizers,
         keras.losses, keras.metrics, keras.layers, keras.models, keras.mixed_precision,

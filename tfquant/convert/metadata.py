@@ -1,12 +1,11 @@
-"""The recipe inside the .tflite: a flatbuffer ``Model.metadata`` entry named ``tfquant_recipe``.
+"""tfquant's entries in a .tflite's metadata: the recipe, calibrated ranges, rewrites, QAT record.
 
-TFLite's schema lets a model carry named metadata entries, each pointing at a raw buffer
-(the converter itself adds ``min_runtime_version`` and ``CONVERSION_METADATA``). We add one
-more whose buffer holds ``recipe.to_json()`` as UTF-8. The interpreter ignores unknown
-metadata, so the model runs exactly as before.
-
-This module needs no TensorFlow: it uses the schema and flatbuffer helpers that ship with
-``ai_edge_litert``.
+Each is a named ``Model.metadata`` entry (``tfquant_recipe`` holds ``recipe.to_json()`` as
+UTF-8; the others are described at their names below). The flatbuffer itself is read and
+written by :mod:`tfquant.tflite.flatbuffer` (:func:`~tfquant.tflite.flatbuffer.embed_bytes`,
+:func:`~tfquant.tflite.flatbuffer.read_bytes`, re-exported here); this module only knows
+what tfquant stores in the entries. The interpreter ignores unknown metadata, so the model
+runs exactly as before. No TensorFlow needed.
 """
 
 from __future__ import annotations
@@ -14,15 +13,20 @@ from __future__ import annotations
 import json
 import os
 import struct
-from pathlib import Path
 
 import numpy as np
-from ai_edge_litert import schema_py_generated as schema
-from ai_edge_litert.tools import flatbuffer_utils
 
 from tfquant.errors import TfquantError
 from tfquant.recipes import Recipe
 from tfquant.recipes.inputs import InputContract
+from tfquant.tflite.flatbuffer import check_tflite_bytes, embed_bytes, read_bytes, tensor_name
+from tfquant.tflite.flatbuffer import model_bytes as _model_bytes
+
+__all__ = [
+    "METADATA_NAME", "QAT_METADATA_NAME", "RANGES_METADATA_NAME", "REWRITES_METADATA_NAME",
+    "check_tflite_bytes", "embed_bytes", "embed_ranges", "embed_recipe", "embed_rewrites",
+    "read_bytes", "read_input_contract", "read_ranges", "read_recipe", "read_rewrites",
+]
 
 METADATA_NAME = "tfquant_recipe"
 RANGES_METADATA_NAME = "tfquant_ranges"
@@ -33,45 +37,6 @@ REWRITES_METADATA_NAME = "tfquant_rewrites"
 name -> layer names), written by :func:`tfquant.convert.convert`."""
 QAT_METADATA_NAME = "tfquant_qat"
 """Metadata entry with the QAT record (JSON) of a model exported by ``tfquant qat``."""
-_FILE_IDENTIFIER = b"TFL3"
-
-
-def check_tflite_bytes(tflite: object, *, what: str = "tflite") -> bytes:
-    """Returns ``tflite`` as bytes after checking it is a TFLite flatbuffer.
-
-    Raises:
-      TfquantError: not bytes, or no ``TFL3`` file identifier.
-    """
-    if not isinstance(tflite, (bytes, bytearray, memoryview)):
-        raise TfquantError(
-            f"{what} must be the bytes returned by tfquant.convert.convert(), got "
-            f"{type(tflite).__name__}"
-        )
-    data = bytes(tflite)
-    if len(data) < 8 or data[4:8] != _FILE_IDENTIFIER:
-        raise TfquantError(
-            f"{what} is not a TFLite flatbuffer (no 'TFL3' identifier); pass the bytes "
-            "returned by tfquant.convert.convert()"
-        )
-    return data
-
-
-def embed_bytes(tflite: bytes, name: str, raw: bytes) -> bytes:
-    """Returns ``tflite`` with ``raw`` stored under the metadata entry ``name``.
-
-    An existing entry of that name is replaced (its old buffer stays, unreferenced).
-    Tensors, ops and weights are unchanged.
-    """
-    data = check_tflite_bytes(tflite)
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
-    payload = schema.BufferT()
-    payload.data = np.frombuffer(raw, dtype=np.uint8)
-    model.buffers.append(payload)
-    entry = schema.MetadataT()
-    entry.name = name
-    entry.buffer = len(model.buffers) - 1
-    model.metadata = [m for m in (model.metadata or []) if _name(m.name) != name] + [entry]
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def embed_recipe(tflite: bytes, recipe: Recipe) -> bytes:
@@ -98,48 +63,6 @@ def embed_ranges(
     return embed_bytes(tflite, RANGES_METADATA_NAME, raw + b"\0" + records.tobytes())
 
 
-def _name(raw: bytes | str | None) -> str | None:
-    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-
-
-def _model_bytes(tflite: bytes | str | os.PathLike[str]) -> bytes:
-    if isinstance(tflite, (str, os.PathLike)):
-        path = Path(tflite)
-        if not path.is_file():
-            raise TfquantError(
-                f"tflite file {str(path)!r} does not exist; pass the path of a .tflite file"
-            )
-        return check_tflite_bytes(path.read_bytes(), what=f"file {str(path)!r}")
-    return check_tflite_bytes(tflite)
-
-
-def read_bytes(data: bytes, name: str) -> bytes | None:
-    """The raw bytes of metadata entry ``name`` of model ``data``, or ``None``.
-
-    Raises:
-      TfquantError: not a TFLite model.
-    """
-    try:
-        model = schema.Model.GetRootAs(data, 0)
-        for i in range(model.MetadataLength()):
-            entry = model.Metadata(i)
-            if _name(entry.Name()) != name:
-                continue
-            buffer = model.Buffers(entry.Buffer())
-            if buffer.Offset() > 1:  # large-model layout: data lives after the flatbuffer
-                raw = data[buffer.Offset() : buffer.Offset() + buffer.Size()]
-            else:
-                array = buffer.DataAsNumpy()  # 0, not an array, when the buffer is empty
-                raw = array.tobytes() if isinstance(array, np.ndarray) else b""
-            return raw
-    except (IndexError, ValueError, TypeError, struct.error) as e:
-        raise TfquantError(
-            f"the tflite model is corrupt (its flatbuffer does not parse: {type(e).__name__}); "
-            "re-export it with tfquant.convert"
-        ) from None
-    return None
-
-
 def read_ranges(tflite: bytes | str | os.PathLike[str]) -> dict | None:
     """The calibrated ranges embedded by :mod:`tfquant.convert.calibrated`, or ``None``.
 
@@ -161,8 +84,7 @@ def read_ranges(tflite: bytes | str | os.PathLike[str]) -> dict | None:
         if not sep or len(body) % _RANGE_RECORD.itemsize:
             raise ValueError("truncated records")
         records = np.frombuffer(body, dtype=_RANGE_RECORD)
-        subgraph = schema.Model.GetRootAs(data, 0).Subgraphs(0)
-        names = [_name(subgraph.Tensors(int(i)).Name()) for i in records["tensor"]]
+        names = [tensor_name(data, int(i)) for i in records["tensor"]]
     except (ValueError, UnicodeDecodeError, AttributeError, IndexError, struct.error):
         raise TfquantError(
             f"the model's {RANGES_METADATA_NAME} metadata is corrupt; re-export it with "

@@ -1,9 +1,12 @@
-"""Does the .tflite compute what the QAT Keras model simulated?
+"""Does the .tflite compute what the Keras model it came from computes?
 
-A known failure in this field is QAT accuracy that vanishes after conversion: the fake
-quants of the Keras model and the integer kernels of the .tflite disagree somewhere (a range
-the converter re-derived, a fused op quantized differently, a layer left in float). Two
-checks:
+For a QAT model and its export (:func:`tfquant.qat.export_tflite`) the two should agree to a
+rounding step per layer; for a float model and any .tflite converted from it (PTQ int8,
+int16x8, fp16, dynamic) the difference is the quantization error, and this is where to see
+which layer it comes from. A known failure in this field is QAT accuracy that vanishes after
+conversion: the fake quants of the Keras model and the integer kernels of the .tflite
+disagree somewhere (a range the converter re-derived, a fused op quantized differently, a
+layer left in float). Two checks:
 
 * :func:`compare` -- both models on the same inputs: top-1 agreement (fraction of examples
   whose argmax logits match), max |logit difference|, both accuracies. When agreement is
@@ -12,12 +15,13 @@ checks:
 * :func:`first_divergence` -- layer by layer. Each Keras layer's output is matched to the
   TFLite tensor that *is* that output. A converted tensor is named after (some of) the ops
   fused into it, ``<model>/<layer>/<op>;...``; of the layers it names, the latest in the
-  model is followed forward through layers that have no tensor of their own in TFLite (a
-  conv or BN whose fake quant tfmot moved to the ReLU after them) to the layer whose output
-  it is, and the shapes must agree. So a conv + BN + ReLU6 tensor belongs to the ReLU6
+  model is followed forward through layers that have no tensor of their own in TFLite (in a
+  QAT model a conv or BN whose fake quant tfmot moved to the ReLU after them; in a float
+  model a conv or dense read only by the BatchNormalization or ReLU the converter fuses into
+  it) to the layer whose output it is, and the shapes must agree. So a conv + BN + ReLU6 tensor belongs to the ReLU6
   layer, even when the converter names it after the conv alone. The .tflite runs in LiteRT with
   ``experimental_preserve_all_tensors`` (builtin kernels, no delegate, so every intermediate
-  is readable); int8 tensors are dequantized with their own scale and zero point,
+  is readable; :func:`tfquant.tflite.interpreter.make_interpreter`); int8 tensors are dequantized with their own scale and zero point,
   x = (q - z)·Δ (:func:`tfquant.numerics.dequantize`).
 
   Two differences per layer. The *end-to-end* one compares the Keras model's output of the
@@ -46,13 +50,13 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 import tensorflow_model_optimization as tfmot
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from tfquant.errors import TfquantError
 from tfquant.evaluation import inspect_model, predict
 from tfquant.evaluation.report import text_table
 from tfquant.numerics import QuantParams, dequantize
 from tfquant.qtypes import Runtime
+from tfquant.tflite.interpreter import make_interpreter
 
 _qk = tfmot.quantization.keras
 DEFAULT_TOLERANCE_STEPS = 2.0
@@ -95,13 +99,13 @@ class LayerDiff:
 
 @dataclasses.dataclass(frozen=True)
 class FidelityReport:
-    """The QAT Keras model against its .tflite on one labelled set.
+    """A Keras model (QAT or float) against a .tflite made from it, on one labelled set.
 
     Attributes:
       n_examples: Examples compared.
       agreement: Fraction whose top-1 predictions match.
       max_abs_logit_diff: max over examples and classes of |keras - tflite| logits.
-      keras_accuracy: Top-1 accuracy of the QAT Keras model (inference mode).
+      keras_accuracy: Top-1 accuracy of the Keras model (inference mode).
       tflite_accuracy: Top-1 accuracy of the .tflite.
       first_divergent_layer: First layer beyond tolerance on disagreeing examples (only
         looked for when agreement < ``diagnose_below``; None otherwise or if none found).
@@ -130,11 +134,11 @@ class FidelityReport:
         )
 
 
-def _check_inputs(qat_model: object, x: np.ndarray) -> np.ndarray:
-    if not isinstance(qat_model, keras.Model):
+def _check_inputs(model: object, x: np.ndarray) -> np.ndarray:
+    if not isinstance(model, keras.Model):
         raise TfquantError(
-            f"qat_model must be a tf_keras Model, got {type(qat_model).__name__}; pass the "
-            "model quantize_for_training returned"
+            f"model must be a tf_keras Model, got {type(model).__name__}; pass the Keras "
+            "model the .tflite was made from (float, or what quantize_for_training returned)"
         )
     x = np.asarray(x)
     if x.ndim < 2 or len(x) == 0:
@@ -144,7 +148,7 @@ def _check_inputs(qat_model: object, x: np.ndarray) -> np.ndarray:
         )
     if not np.issubdtype(x.dtype, np.floating) or not np.all(np.isfinite(x)):
         raise TfquantError(f"x must hold finite floats, got dtype {x.dtype}; clean the data")
-    expected = tuple(qat_model.inputs[0].shape[1:])
+    expected = tuple(model.inputs[0].shape[1:])
     if tuple(x.shape[1:]) != expected:
         raise TfquantError(
             f"x examples have shape {tuple(x.shape[1:])} but the model takes {expected}; pass "
@@ -154,7 +158,7 @@ def _check_inputs(qat_model: object, x: np.ndarray) -> np.ndarray:
 
 
 def compare(
-    qat_model: keras.Model,
+    model: keras.Model,
     tflite_bytes: bytes,
     x: np.ndarray,
     y: np.ndarray,
@@ -164,14 +168,16 @@ def compare(
     diagnose_below: float | None = 0.99,
     tolerance_steps: float = DEFAULT_TOLERANCE_STEPS,
 ) -> FidelityReport:
-    """Compares the QAT Keras model with its .tflite export on ``(x, y)``.
+    """Compares a Keras model with a .tflite made from it on ``(x, y)``.
 
     ``agreement = mean_i [argmax keras(x_i) == argmax tflite(x_i)]``,
     ``max_abs_logit_diff = max_ik |keras(x)_ik - tflite(x)_ik|``.
 
     Args:
-      qat_model: The QAT Keras model (run in inference mode).
-      tflite_bytes: Its export (:func:`~tfquant.qat.export_tflite`).
+      model: The Keras model (run in inference mode): a QAT model, or the float model of a
+        PTQ conversion.
+      tflite_bytes: A .tflite made from it (:func:`~tfquant.qat.export_tflite`,
+        :func:`tfquant.convert.convert`).
       x: Float inputs ``(N, ...)``.
       y: Integer labels ``(N,)``.
       batch_size: Examples per forward pass, both sides.
@@ -184,19 +190,19 @@ def compare(
     Raises:
       TfquantError: mismatched or malformed ``x`` / ``y``; a .tflite LiteRT cannot run.
     """
-    x = _check_inputs(qat_model, x)
+    x = _check_inputs(model, x)
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
         raise TfquantError(
             f"y must be {len(x)} integer labels (N,), got dtype {y.dtype} shape {y.shape}; "
             "pass class indices matching x"
         )
-    keras_logits = np.asarray(qat_model.predict(x, batch_size=batch_size, verbose=0))
+    keras_logits = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
     tflite_logits = predict(tflite_bytes, x, batch_size=batch_size, runtime=runtime)
     if keras_logits.shape != tflite_logits.shape:
         raise TfquantError(
-            f"the .tflite outputs shape {tflite_logits.shape} but the QAT model "
-            f"{keras_logits.shape}; compare a model with its own export"
+            f"the .tflite outputs shape {tflite_logits.shape} but the Keras model "
+            f"{keras_logits.shape}; compare a model with a .tflite made from it"
         )
     k_top, t_top = keras_logits.argmax(axis=-1), tflite_logits.argmax(axis=-1)
     agree = k_top == t_top
@@ -205,7 +211,7 @@ def compare(
     if diagnose_below is not None and agreement < diagnose_below:
         sample = x[~agree][:DIAGNOSE_EXAMPLES] if not agree.all() else x[:DIAGNOSE_EXAMPLES]
         diffs = tuple(
-            first_divergence(qat_model, tflite_bytes, sample, tolerance_steps=tolerance_steps)
+            first_divergence(model, tflite_bytes, sample, tolerance_steps=tolerance_steps)
         )
         first = next((d.layer for d in diffs if d.diverged), None)
     return FidelityReport(
@@ -219,19 +225,19 @@ def compare(
     )
 
 
-def _single_output_layers(qat_model: keras.Model) -> list[keras.layers.Layer]:
+def _single_output_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return [
         layer
-        for layer in qat_model.layers
+        for layer in model.layers
         if not isinstance(layer, keras.layers.InputLayer)
         and not isinstance(layer.output, (list, tuple))
     ]
 
 
-def _layer_outputs(qat_model: keras.Model, x: np.ndarray) -> dict[str, np.ndarray]:
+def _layer_outputs(model: keras.Model, x: np.ndarray) -> dict[str, np.ndarray]:
     """Inference-mode output of every single-output, non-input layer."""
-    layers = _single_output_layers(qat_model)
-    outs = keras.Model(qat_model.inputs, [layer.output for layer in layers])(x, training=False)
+    layers = _single_output_layers(model)
+    outs = keras.Model(model.inputs, [layer.output for layer in layers])(x, training=False)
     outs = outs if isinstance(outs, (list, tuple)) else [outs]
     return {layer.name: np.asarray(t) for layer, t in zip(layers, outs)}
 
@@ -244,11 +250,11 @@ class _Replay:
     layer fused into a later TFLite op is recomputed from the .tflite's values upstream.
     """
 
-    def __init__(self, qat_model: keras.Model, x: np.ndarray, known: dict[str, np.ndarray]) -> None:
+    def __init__(self, model: keras.Model, x: np.ndarray, known: dict[str, np.ndarray]) -> None:
         self._cache: dict[str, tf.Tensor] = {
             name: tf.constant(v, tf.float32) for name, v in known.items()
         }
-        for layer in qat_model.layers:
+        for layer in model.layers:
             if isinstance(layer, keras.layers.InputLayer):
                 self._cache[layer.name] = tf.constant(x, tf.float32)
 
@@ -272,11 +278,7 @@ class _Replay:
 def _tflite_tensors(tflite_bytes: bytes, x: np.ndarray) -> list[tuple[dict, np.ndarray]]:
     """``(details, value)`` of every non-constant tensor after one invoke on ``x``."""
     constant = {t.index for t in inspect_model(tflite_bytes).tensors if t.constant}
-    interpreter = Interpreter(
-        model_content=tflite_bytes,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-        experimental_preserve_all_tensors=True,
-    )
+    interpreter = make_interpreter(tflite_bytes, runtime=Runtime.BUILTIN, preserve_all_tensors=True)
     inputs = interpreter.get_input_details()
     if len(inputs) != 1:
         raise TfquantError(
@@ -306,17 +308,19 @@ def _tflite_tensors(tflite_bytes: bytes, x: np.ndarray) -> list[tuple[dict, np.n
 
 
 class _Owners:
-    """Which Keras layer of the QAT model a TFLite tensor is the output of."""
+    """Which Keras layer of the model a TFLite tensor is the output of."""
 
-    def __init__(self, qat_model: keras.Model) -> None:
-        self._order = {layer.name: i for i, layer in enumerate(qat_model.layers)}
-        self._layers = {layer.name: layer for layer in qat_model.layers}
+    def __init__(self, model: keras.Model) -> None:
+        self._order = {layer.name: i for i, layer in enumerate(model.layers)}
+        self._layers = {layer.name: layer for layer in model.layers}
 
     @staticmethod
     def _fused(layer: keras.layers.Layer) -> bool:
-        """No tensor of its own in TFLite: a computing layer without any fake quant."""
+        """No tensor of its own in TFLite: in a QAT model a computing layer without any fake
+        quant; in a float model a layer whose only reader the converter fuses into it."""
         if not isinstance(layer, _qk.QuantizeWrapper):
-            return False
+            consumer = _Owners._single_consumer(layer)
+            return consumer is not None and _fuses_into_producer(consumer)
         from tfquant.qat import registry, tfop  # QAT-model specifics; qat imports this module
 
         inner = type(layer.layer)
@@ -350,6 +354,20 @@ class _Owners:
                 break
             layer = consumer
         return layer.name
+
+
+_FUSED_ACTIVATIONS = frozenset({"relu", "relu6"})
+
+
+def _fuses_into_producer(layer: keras.layers.Layer) -> bool:
+    """A float-model layer the converter folds into the op before it: BatchNormalization,
+    ReLU / ReLU6 (layers or ``Activation``)."""
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return True
+    if isinstance(layer, keras.layers.ReLU):
+        return layer.negative_slope == 0 and layer.threshold == 0
+    activation = getattr(layer, "activation", None)
+    return isinstance(layer, keras.layers.Activation) and getattr(activation, "__name__", "") in _FUSED_ACTIVATIONS
 
 
 def _dequantized(d: dict, value: np.ndarray) -> tuple[np.ndarray, float | None]:
@@ -399,22 +417,22 @@ def _max_abs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def first_divergence(
-    qat_model: keras.Model,
+    model: keras.Model,
     tflite_bytes: bytes,
     x_sample: np.ndarray,
     *,
     tolerance_steps: float = DEFAULT_TOLERANCE_STEPS,
     float_rtol: float = DEFAULT_FLOAT_RTOL,
 ) -> list[LayerDiff]:
-    """Layer-by-layer diff of the QAT Keras model and its .tflite, in Keras layer order.
+    """Layer-by-layer diff of a Keras model and a .tflite made from it, in Keras layer order.
 
     Only layers whose output is a tensor of the .tflite are listed (layers fused into a
     later op, such as a conv before its BN and ReLU, have none). The first entry with
     ``diverged`` is where the two part (:func:`first_diverged`).
 
     Args:
-      qat_model: The QAT Keras model.
-      tflite_bytes: Its float-I/O export.
+      model: The Keras model (QAT, or the float model of a PTQ conversion).
+      tflite_bytes: A float-I/O .tflite made from it.
       x_sample: A few float inputs ``(n, ...)``, e.g. examples the two classify differently.
       tolerance_steps: Divergence threshold in quantization steps of the TFLite tensor.
       float_rtol: Threshold for float tensors, relative to the Keras output's max |value|.
@@ -422,18 +440,18 @@ def first_divergence(
     Raises:
       TfquantError: malformed ``x_sample``; a multi-input or integer-I/O .tflite.
     """
-    x = _check_inputs(qat_model, x_sample)
-    keras_outs = _layer_outputs(qat_model, x)
-    owners = _Owners(qat_model)
+    x = _check_inputs(model, x_sample)
+    keras_outs = _layer_outputs(model, x)
+    owners = _Owners(model)
     owned: dict[str, tuple[dict, np.ndarray]] = {}
     for d, value in _tflite_tensors(tflite_bytes, x):
         layer = owners.owner(str(d["name"]))
         if layer in keras_outs and tuple(value.shape) == keras_outs[layer].shape:
             owned[layer] = (d, value)  # the last (highest-index) tensor of a layer is its output
     tflite_outs = {name: _dequantized(d, v) for name, (d, v) in owned.items()}
-    replay = _Replay(qat_model, x, {name: v for name, (v, _) in tflite_outs.items()})
+    replay = _Replay(model, x, {name: v for name, (v, _) in tflite_outs.items()})
     diffs = []
-    for layer in qat_model.layers:
+    for layer in model.layers:
         if layer.name not in owned:
             continue
         d, _ = owned[layer.name]

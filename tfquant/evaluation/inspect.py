@@ -13,12 +13,19 @@ import os
 from typing import Any
 
 import numpy as np
-from ai_edge_litert import schema_py_generated as schema
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from tfquant.errors import TfquantError
-from tfquant.evaluation.interpreter import ModelLike, _one_line, _read_model, _REEXPORT, describe_model
 from tfquant.evaluation.report import text_table
+from tfquant.qtypes import Runtime
+from tfquant.tflite.flatbuffer import computation_fingerprint as _fingerprint
+from tfquant.tflite.flatbuffer import constant_tensors
+from tfquant.tflite.interpreter import (
+    ModelLike,
+    describe_model,
+    make_interpreter,
+    node_names,
+    read_model,
+)
 
 _NAME_WIDTH = 48
 
@@ -114,20 +121,10 @@ def inspect_model(model: ModelLike) -> ModelReport:
     Raises:
       TfquantError: missing or corrupt file.
     """
-    data = _read_model(model)
-    try:
-        interpreter = Interpreter(
-            model_content=data,
-            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-        )
-    except ValueError as e:
-        raise TfquantError(
-            f"{describe_model(model)} is not a valid .tflite model ({_one_line(e)}); {_REEXPORT}"
-        ) from None
-    wrapper = interpreter._interpreter  # noqa: SLF001  (node names; no public API)
-    ops = tuple(str(wrapper.NodeName(i)) for i in range(wrapper.NumNodes()))
-    del wrapper
-    constant = _constant_tensors(data)
+    data = read_model(model)
+    interpreter = make_interpreter(data, runtime=Runtime.BUILTIN, label=describe_model(model))
+    ops = node_names(interpreter)
+    constant = constant_tensors(data)
     tensors = tuple(
         dataclasses.replace(TensorInfo.from_details(d), constant=int(d["index"]) in constant)
         for d in interpreter.get_tensor_details()
@@ -142,18 +139,6 @@ def inspect_model(model: ModelLike) -> ModelReport:
         outputs=tuple(TensorInfo.from_details(d) for d in interpreter.get_output_details()),
         num_subgraphs=int(interpreter.num_subgraphs()),
     )
-
-
-def _constant_tensors(data: bytes) -> set[int]:
-    """Indices of main-subgraph tensors whose buffer holds data (weights and constants)."""
-    model = schema.Model.GetRootAs(data, 0)
-    subgraph = model.Subgraphs(0)
-    found = set()
-    for i in range(subgraph.TensorsLength()):
-        buffer = model.Buffers(subgraph.Tensors(i).Buffer())
-        if buffer is not None and (buffer.DataLength() > 0 or buffer.Offset() > 1):
-            found.add(i)
-    return found
 
 
 def representable_range(t: TensorInfo) -> tuple[float, float]:
@@ -288,38 +273,8 @@ def format_report(report: ModelReport) -> str:
 
 
 def computation_fingerprint(model: ModelLike) -> str:
-    """A hash of what a model computes, ignoring its metadata.
-
-    Covers every subgraph's operators (op code, inputs, outputs, options) and tensors (name,
-    type, shape, scales, zero points, constant data), not the metadata entries (recipe,
-    ranges, the converter's ``CONVERSION_METADATA``). Two models with the same fingerprint
-    give the same outputs in the same runtime, so a sweep evaluates such twins once.
+    """A hash of what a model computes, ignoring its metadata (see
+    :func:`tfquant.tflite.flatbuffer.computation_fingerprint`): equal fingerprints, equal
+    outputs in the same runtime.
     """
-    import hashlib
-
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    m = flatbuffer_utils.read_model_from_bytearray(bytearray(_read_model(model)))
-    h = hashlib.sha256()
-
-    def add(*parts: object) -> None:
-        for p in parts:
-            h.update(repr(p).encode() if not isinstance(p, (bytes, bytearray)) else bytes(p))
-            h.update(b"\x00")
-
-    for code in m.operatorCodes:
-        add(code.builtinCode, code.deprecatedBuiltinCode, code.customCode, code.version)
-    for sg in m.subgraphs:
-        add(list(sg.inputs), list(sg.outputs))
-        for op in sg.operators:
-            add(op.opcodeIndex, list(op.inputs), list(op.outputs), op.builtinOptionsType,
-                vars(op.builtinOptions) if op.builtinOptions is not None else None)
-        for t in sg.tensors:
-            q = t.quantization
-            data = m.buffers[t.buffer].data if t.buffer < len(m.buffers) else None
-            add(t.name, t.type, list(t.shape) if t.shape is not None else None,
-                None if q is None or q.scale is None else np.asarray(q.scale).tobytes(),
-                None if q is None or q.zeroPoint is None else np.asarray(q.zeroPoint).tobytes(),
-                None if q is None else q.quantizedDimension,
-                b"" if data is None else np.asarray(data).tobytes())
-    return h.hexdigest()
+    return _fingerprint(read_model(model))

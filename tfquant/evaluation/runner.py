@@ -23,6 +23,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from tfquant.errors import TfquantError
 from tfquant.numerics import QuantParams, dequantize, quantize
+from tfquant.tflite.interpreter import tensor_shape
 
 _QUANTIZED_BITS = {np.dtype(np.int8): 8, np.dtype(np.uint8): 8, np.dtype(np.int16): 16}
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
@@ -142,8 +143,7 @@ class BatchRunner:
 
     def output_shape(self) -> tuple[int, ...]:
         """Shape of the output tensor at the current allocation."""
-        wrapper = self._interpreter._interpreter  # noqa: SLF001  (cheap shape query)
-        return tuple(int(d) for d in wrapper.TensorSize(self.output.index, 0))
+        return tensor_shape(self._interpreter, self.output.index)
 
     def check_examples(self, x: Any, *, name: str = "x") -> np.ndarray:
         """Validates a float batch of examples against the model input; returns it C-contiguous."""

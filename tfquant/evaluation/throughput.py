@@ -17,12 +17,11 @@ import statistics
 import time
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
-
 from tfquant.errors import TfquantError
 from tfquant.evaluation.accuracy import evaluate_accuracy
-from tfquant.evaluation.interpreter import _read_model
 from tfquant.evaluation.runner import TensorIO, check_batch_size
+from tfquant.qtypes import Runtime
+from tfquant.tflite.interpreter import make_interpreter, read_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +88,7 @@ def raw_loop_correct(
     model: bytes, batches: list[np.ndarray], y: np.ndarray, *, num_threads: int = 1
 ) -> int:
     """Correct top-1 predictions of the hand-written loop (XNNPACK, default op resolver)."""
-    interpreter = Interpreter(model_content=model, num_threads=num_threads)
+    interpreter = make_interpreter(model, runtime=Runtime.XNNPACK, num_threads=num_threads)
     inp = interpreter.get_input_details()[0]
     out_index = interpreter.get_output_details()[0]["index"]
     batch_size = len(batches[0])
@@ -124,7 +123,7 @@ def compare_throughput(
     check_batch_size(batch_size)
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise TfquantError(f"repeats must be an integer >= 1, got {repeats!r}")
-    data = _read_model(model)
+    data = read_model(model)
     x = np.ascontiguousarray(x)
     y = np.asarray(y)
     batches = preload_batches(x, batch_size)

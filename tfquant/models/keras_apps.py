@@ -78,9 +78,9 @@ def load_weights_file(model: keras.Model, weights_path: str | os.PathLike[str]) 
             # Keras 2 HDF5 layout (what train.py writes). tf-keras picks its loader by file
             # name and sends every '*.weights.h5' to the Keras 3 ("vars") layout, so call the
             # legacy HDF5 loader directly.
-            from tf_keras.src.saving.legacy import save as legacy_save
+            from tfquant.tflite.keras_internals import load_legacy_h5_weights
 
-            legacy_save.load_weights(model, str(path))
+            load_legacy_h5_weights(model, str(path))
         else:
             model.load_weights(str(path))
     except (ValueError, KeyError, OSError) as e:

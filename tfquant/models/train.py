@@ -7,9 +7,10 @@ the ViT, with no decay on biases, norms and the position embedding) and a cosine
 rate decay to 0 after an optional linear warm-up (Loshchilov & Hutter, 2017, SGDR).
 Optional augmentation (``TrainConfig.augment``, off in every default: at these short
 schedules it cost accuracy) flips images horizontally and shifts them by up to 2 pixels.
-``keras.utils.set_random_seed(seed)`` seeds Python, NumPy and TF; multi-threaded CPU
-kernels are not bit-reproducible, so a rerun need not reproduce the manifest's accuracy
-exactly.
+Training runs on the one loop, :func:`tfquant.training.fit`;
+``tfquant.training.seed_everything(seed)`` (before the model is built) seeds Python, NumPy
+and TF; multi-threaded CPU kernels are not bit-reproducible, so a rerun need not reproduce
+the manifest's accuracy exactly.
 """
 
 from __future__ import annotations
@@ -19,9 +20,7 @@ import dataclasses
 import fcntl
 import hashlib
 import os
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -32,6 +31,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from tfquant import progress as _progress
+from tfquant import training
 from tfquant.data.fashion_mnist import load_fashion_mnist
 from tfquant.errors import TfquantError
 from tfquant.io_utils import atomic_path, write_json_atomic
@@ -43,6 +44,7 @@ from tfquant.models.zoo import (
     read_manifest,
     weights_path,
 )
+from tfquant.study.provenance import git_revision
 
 VAL_EXAMPLES = 5000
 _MAX_SHIFT = 2  # pixels of random translation
@@ -104,7 +106,8 @@ class TrainInfo:
         test_examples: Test images evaluated (10,000 = the whole test split).
         tf_version: ``tf.__version__``.
         keras_version: ``tf_keras.__version__``.
-        git_revision: ``git rev-parse HEAD`` of the repository, if available.
+        git_revision: ``git rev-parse HEAD`` of the repository (``+dirty`` with local
+            changes), if available.
     """
 
     name: str
@@ -134,21 +137,6 @@ class TrainInfo:
         out["epoch_seconds"] = list(self.epoch_seconds)
         out["val_accuracy_per_epoch"] = list(self.val_accuracy_per_epoch)
         return out
-
-
-def _git_revision() -> str | None:
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() or None
 
 
 def _augment(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -199,35 +187,6 @@ def _make_optimizer(
         )
         return optimizer
     return keras.optimizers.Adam(learning_rate=schedule)
-
-
-class _EpochLog(keras.callbacks.Callback):
-    """Prints one flushed line per epoch and records epoch wall times."""
-
-    def __init__(self, name: str, epochs: int, verbose: bool) -> None:
-        super().__init__()
-        self._name, self._epochs, self._verbose = name, epochs, verbose
-        self._start = 0.0
-        self.seconds: list[float] = []
-        self.val_accuracy: list[float] = []
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        logs = logs or {}
-        self.seconds.append(time.perf_counter() - self._start)
-        self.val_accuracy.append(float(logs.get("val_accuracy", float("nan"))))
-        if self._verbose:
-            print(
-                f"[{self._name}] epoch {epoch + 1}/{self._epochs} "
-                f"loss {logs.get('loss', float('nan')):.4f} "
-                f"acc {logs.get('accuracy', float('nan')):.4f} "
-                f"val_loss {logs.get('val_loss', float('nan')):.4f} "
-                f"val_acc {self.val_accuracy[-1]:.4f} "
-                f"{self.seconds[-1]:.1f}s",
-                flush=True,
-            )
 
 
 def parse_model_names(names: Sequence[str]) -> tuple[str, ...]:
@@ -314,45 +273,36 @@ def train(
     x_test, y_test = x_test[:n_test], y_test[:n_test]
 
     keras.backend.clear_session()
-    keras.utils.set_random_seed(seed)
+    training.seed_everything(seed)  # before building: the initial weights follow the seed
     model = build_architecture(name)
     steps_per_epoch = -(-n_train // config.batch_size)
-    model.compile(
-        optimizer=_make_optimizer(config, steps_per_epoch),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    train_ds = (
-        tf.data.Dataset.from_tensor_slices((x_train, y_train))
-        .shuffle(n_train, seed=seed, reshuffle_each_iteration=True)
-        .batch(config.batch_size)
-    )
-    if config.augment:
-        train_ds = train_ds.map(_augment, num_parallel_calls=tf.data.AUTOTUNE)
-    train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
-    val_ds = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(500)
-
-    log = _EpochLog(name, config.epochs, verbose)
-    if verbose:
-        print(
+    log = _progress.write if verbose else None
+    if log:
+        log(
             f"[{name}] {model.count_params()} params, {n_train} train / {val_examples} val "
-            f"images, {config}",
-            flush=True,
+            f"images, {config}"
         )
-    start = time.perf_counter()
-    model.fit(train_ds, epochs=config.epochs, validation_data=val_ds, callbacks=[log], verbose=0)
-    train_seconds = time.perf_counter() - start
+    result = training.fit(
+        model, x_train, y_train,
+        epochs=config.epochs, batch_size=config.batch_size, seed=seed, reseed=False,
+        optimizer=_make_optimizer(config, steps_per_epoch),
+        loss=training.sparse_cross_entropy(from_logits=True),
+        progress=training.EpochLog(name, config.epochs, log=log),
+        augment=_augment if config.augment else None,
+        validation_data=(x_val, y_val), validation_batch_size=500,
+    )
+    train_seconds = result.seconds
+    val_accuracy = [h.get("val_accuracy", float("nan")) for h in result.history]
     test_accuracy = evaluate_accuracy(model, x_test, y_test)
-    if verbose:
-        print(
+    if log:
+        log(
             f"[{name}] test accuracy {test_accuracy:.4f} on {n_test} images, "
-            f"trained in {train_seconds:.0f}s",
-            flush=True,
+            f"trained in {train_seconds:.0f}s"
         )
     info = TrainInfo(
         name=name,
         test_accuracy=test_accuracy,
-        val_accuracy=log.val_accuracy[-1],
+        val_accuracy=val_accuracy[-1],
         epochs=config.epochs,
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
@@ -361,15 +311,15 @@ def train(
         augment=config.augment,
         params=int(model.count_params()),
         train_seconds=round(train_seconds, 1),
-        epoch_seconds=tuple(round(s, 1) for s in log.seconds),
-        val_accuracy_per_epoch=tuple(round(a, 4) for a in log.val_accuracy),
+        epoch_seconds=tuple(round(h["seconds"], 1) for h in result.history),
+        val_accuracy_per_epoch=tuple(round(a, 4) for a in val_accuracy),
         seed=int(seed),
         train_examples=n_train,
         val_examples=val_examples,
         test_examples=n_test,
         tf_version=tf.__version__,
         keras_version=keras.__version__,
-        git_revision=_git_revision(),
+        git_revision=git_revision(),
     )
     return model, info
 

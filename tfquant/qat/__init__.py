@@ -11,13 +11,18 @@ Modules, in pipeline order:
                     scheme (tfmot's n-bit layout transforms + our registry)
 * ``ranges``     -- weight ranges from the kernels, activation ranges from calibration
 * ``annotate``   -- :func:`quantize_for_training`: annotate + apply (+ unsupported-layer errors)
-* ``recipes``    -- :class:`FinetuneRecipe` as data; NVIDIA's and the whitepaper's presets
+* ``schedules``  -- :class:`FinetuneSchedule` as data; NVIDIA's and the whitepaper's
+                    named schedules (:class:`ScheduleName`)
 * ``finetune``   -- :func:`finetune`: progress, TensorBoard, checkpoints, seed, BN freeze
-* ``export``     -- :func:`export_tflite` (int8, float I/O) and :func:`weight_levels`
+* ``export``     -- :func:`export_tflite` (int8, float I/O), :func:`weight_levels`,
+                    :func:`~tfquant.qat.export.stored_weight_types` (what the export stores)
 * ``outputs``    -- :func:`outputs_probabilities`: logits or softmax out (the loss to train with)
 * ``bn_reestimate`` -- :func:`reestimate_batch_norm`: BN statistics of the QAT graph (precise BN)
-* ``pipeline``   -- :func:`run_qat`, the CLI's whole flow (recipe ``auto``, warning when far
-                    below float) and :func:`saved_learning_rate`
+* ``bn_correction`` -- BN-folded QAT layers (:class:`BnFold`: tfmot, naive, corrected)
+* ``original``   -- how the float model was trained (:func:`saved_learning_rate`)
+* ``record``     -- :class:`QatRecord`, the ``.qat.json`` of every QAT .tflite
+* ``pipeline``   -- :func:`run_qat`, the one QAT entry point (CLI and experiments), and its
+                    stages :func:`train_qat` and :func:`export_and_compare`
 
 Example::
 
@@ -28,25 +33,28 @@ Example::
     model = models.build("cnn")
     x_cal = data.calibration_set("fashion_mnist", 1000)
     qat_model = qat.quantize_for_training(model, weight_bits=4, calibration_data=x_cal)
-    recipe = qat.nvidia_recipe(DEFAULT_CONFIGS["cnn"])
+    schedule = qat.nvidia_schedule(DEFAULT_CONFIGS["cnn"])
     x, y, _ = data.load_numpy("fashion_mnist", "train")
-    qat.finetune(qat_model, recipe, x, y, epochs=recipe.epochs_for(8), seed=0)
+    qat.finetune(qat_model, schedule, x, y, epochs=schedule.epochs_for(8), seed=0)
     tflite = qat.export_tflite(qat_model)
     x_test, y_test, _ = data.load_numpy("fashion_mnist", "test")
+    from tfquant.evaluation import fidelity
     print(fidelity.compare(qat_model, tflite, x_test, y_test).summary())
 """
 
-from tfquant.qat.bn_reestimate import reestimate_batch_norm
-from tfquant.qat.outputs import outputs_probabilities
 from tfquant.qat.annotate import custom_objects, qat_scope, quantize_for_training
+from tfquant.qat.bn_correction import BnFold
+from tfquant.qat.bn_reestimate import reestimate_batch_norm
 from tfquant.qat.export import WeightLevels, export_tflite, float_ops, weight_levels
 from tfquant.qat.finetune import BatchNormFreezable, FinetuneResult, finetune
+from tfquant.qat.original import DEFAULT_LEARNING_RATE, saved_learning_rate
+from tfquant.qat.outputs import outputs_probabilities
 from tfquant.qat.pipeline import (
-    DEFAULT_LEARNING_RATE,
-    FINETUNE_RECIPES,
     QatOutcome,
+    TrainedQat,
+    export_and_compare,
     run_qat,
-    saved_learning_rate,
+    train_qat,
 )
 from tfquant.qat.ranges import (
     layer_ranges_from_tensor_ranges,
@@ -54,43 +62,52 @@ from tfquant.qat.ranges import (
     set_activation_ranges,
     sync_weight_ranges,
 )
-from tfquant.qat.recipes import (
-    FinetuneRecipe,
+from tfquant.qat.record import QatRecord
+from tfquant.qat.registry import register_layer_config
+from tfquant.qat.schedules import (
+    FINETUNE_SCHEDULES,
+    FinetuneSchedule,
     LRSchedule,
     Optimizer,
-    nvidia_recipe,
-    whitepaper_recipe,
+    ScheduleName,
+    nvidia_schedule,
+    whitepaper_schedule,
 )
-from tfquant.qat.registry import register_layer_config
 from tfquant.qat.spec import QatSpec
 
 __all__ = [
     "DEFAULT_LEARNING_RATE",
-    "FINETUNE_RECIPES",
-    "QatOutcome",
-    "outputs_probabilities",
-    "reestimate_batch_norm",
-    "run_qat",
-    "saved_learning_rate",
+    "FINETUNE_SCHEDULES",
     "BatchNormFreezable",
-    "FinetuneRecipe",
+    "BnFold",
     "FinetuneResult",
+    "FinetuneSchedule",
     "LRSchedule",
     "Optimizer",
+    "QatOutcome",
+    "QatRecord",
     "QatSpec",
+    "ScheduleName",
+    "TrainedQat",
     "WeightLevels",
     "custom_objects",
+    "export_and_compare",
     "export_tflite",
     "finetune",
     "float_ops",
     "layer_ranges_from_tensor_ranges",
-    "nvidia_recipe",
+    "nvidia_schedule",
     "observe_layer_ranges",
+    "outputs_probabilities",
     "qat_scope",
     "quantize_for_training",
+    "reestimate_batch_norm",
     "register_layer_config",
+    "run_qat",
+    "saved_learning_rate",
     "set_activation_ranges",
     "sync_weight_ranges",
+    "train_qat",
     "weight_levels",
-    "whitepaper_recipe",
+    "whitepaper_schedule",
 ]

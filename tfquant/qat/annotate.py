@@ -45,14 +45,12 @@ from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 import numpy as np
 import tf_keras as keras
 import tensorflow_model_optimization as tfmot
-from tensorflow_model_optimization.python.core.quantization.keras import (
-    quantize_annotate as quantize_annotate_mod,
+from tfquant.tflite.tfmot_internals import (
+    default_8bit_quantize_scheme,
     quantize_layout_transform,
     quantize_scheme,
 )
-from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-    default_8bit_quantize_scheme,
-)
+from tfquant.tflite.tfmot_internals import quantize_annotate as quantize_annotate_mod
 
 from tfquant.qat import configs, ranges, registry, tfop
 from tfquant.qat.spec import QatSpec
@@ -329,7 +327,7 @@ def quantize_for_training(
     2^(b-1)-1]; activations: affine per tensor, q in [0, 2^b - 1] around a zero point
     (Krishnamoorthi 2018, arXiv 1806.08342, Sec. 2; Sec. 3 for simulated quantization with a
     straight-through estimator). Weight ranges are set from the kernels before returning.
-    Activation ranges: ``initial_ranges`` if given (NVIDIA's recipe starts QAT from the best
+    Activation ranges: ``initial_ranges`` if given (NVIDIA's schedule starts QAT from the best
     calibrated ranges), else "max" calibration on ``calibration_data`` if given, else
     tfmot's start -- [-6, 6], which an EMA with decay 0.999 leaves almost unchanged over a
     short fine-tune, and [0, 0] for the input until the first training step. Pass one of

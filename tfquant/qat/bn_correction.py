@@ -13,8 +13,8 @@ layer that fake-quantizes the *folded* kernel, either
 This module connects those layers to the rest of QAT:
 
 * :class:`FreezableFoldedConvBN` / :class:`FreezableFoldedDepthwiseConvBN` add the
-  :class:`~tfquant.qat.finetune.BatchNormFreezable` hook, so a recipe's
-  ``freeze_bn_after_steps`` freezes them and ``bn_correction=True`` recipes accept the model;
+  :class:`~tfquant.qat.finetune.BatchNormFreezable` hook, so a schedule's
+  ``freeze_bn_after_steps`` freezes them and ``bn_correction=True`` schedules accept the model;
 * their tfmot ``QuantizeConfig`` (registered with
   :func:`~tfquant.qat.register_layer_config` on import): the folded kernel is
   fake-quantized by the layer's own ``weight_quantizer``
@@ -23,8 +23,9 @@ This module connects those layers to the rest of QAT:
   output gets tfmot's activation fake quant (affine, EMA range) unless every reader is a
   ReLU / ReLU6, which TFLite fuses into the conv (the ReLU's own output quant then applies);
 * :func:`quantize_folded_for_training` builds the whole thing from a float model and a
-  :class:`~tfquant.qat.FinetuneRecipe`, so the layers' correction and freeze step
-  are the recipe's.
+  :class:`~tfquant.qat.FinetuneSchedule`, so the layers' correction and freeze step
+  are the schedule's;
+* :class:`BnFold` names the three ways a QAT run can treat batch normalization.
 
 The result is evaluated as a Keras model (its fake-quant graph is the simulation):
 :func:`~tfquant.qat.export_tflite` cannot export it, because the folded kernels carry
@@ -33,11 +34,10 @@ no tfmot weight fake quant for the converter to read a weight scale from.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 
-import numpy as np
 import tf_keras as keras
 
 from tfquant.algorithms.bn_fold_qat import (
@@ -45,13 +45,28 @@ from tfquant.algorithms.bn_fold_qat import (
     FoldedDepthwiseConvBN,
     fold_batch_norms_for_qat,
 )
-from tfquant.qat import configs, ranges
+from tfquant.qat import configs
 from tfquant.qat.annotate import quantize_for_training
-from tfquant.qat.recipes import FinetuneRecipe
+from tfquant.qat.schedules import FinetuneSchedule
 from tfquant.qat.registry import register_layer_config
 from tfquant.qat.spec import QatSpec
 from tfquant.errors import TfquantError
-from tfquant.qtypes import Granularity
+from tfquant.qtypes import _ParsableEnum
+
+
+class BnFold(_ParsableEnum):
+    """How a QAT run treats batch normalization.
+
+    ``tfmot``: tfmot keeps each BN after its conv, trains it with batch statistics and
+    fake-quantizes the unfolded kernel; the converter folds γ/σ into the per-channel scales
+    at export (tfmot's default, :func:`~tfquant.qat.quantize_for_training`). ``naive`` /
+    ``corrected``: BN-folded QAT layers (:func:`quantize_folded_for_training`), the two
+    arms of the whitepaper's ablation (Sec. 3.2.2).
+    """
+
+    TFMOT = "tfmot"
+    NAIVE = "naive"
+    CORRECTED = "corrected"
 
 
 class _FreezeHook:
@@ -73,7 +88,7 @@ class _FreezeHook:
         if not self.bn_correction:
             raise TfquantError(
                 f"layer {self.name!r} is a naive BN fold (bn_correction=False), which never "
-                "freezes; fine-tune it with recipe.replace(freeze_bn_after_steps=None)"
+                "freezes; fine-tune it with schedule.replace(freeze_bn_after_steps=None)"
             )
         step = int(self.step.numpy())
         if self.freeze_bn_delay is None or self.freeze_bn_delay > step:
@@ -164,69 +179,71 @@ def folded_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return out
 
 
+def has_foldable_pairs(model: keras.Model) -> bool:
+    """Whether ``model`` has a Conv2D / DepthwiseConv2D + BatchNormalization pair to fold
+    (:func:`tfquant.algorithms.foldable_pairs` restricted to the kinds the fold replaces)."""
+    from tfquant.algorithms import foldable_pairs
+
+    kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+    return any(type(model.get_layer(p.layer)) in kinds for p in foldable_pairs(model))
+
+
 def quantize_folded_for_training(
     model: keras.Model,
-    recipe: FinetuneRecipe,
+    schedule: FinetuneSchedule,
     *,
-    weight_bits: int = 8,
-    activation_bits: int = 8,
-    weight_granularity: "Granularity | str" = Granularity.PER_CHANNEL,
-    skip_layers: Sequence[str] = (),
-    calibration_data: np.ndarray | None = None,
-    initial_ranges: Mapping[str, ranges.RangeLike] | None = None,
+    spec: QatSpec = QatSpec(),
+    **options: Any,
 ) -> keras.Model:
-    """A QAT copy of ``model`` whose conv + BN pairs are BN-folded QAT layers, as ``recipe`` says.
+    """A QAT copy of ``model`` whose conv + BN pairs are BN-folded QAT layers, as ``schedule`` says.
 
     1. :func:`tfquant.algorithms.fold_batch_norms_for_qat`: every Conv2D / DepthwiseConv2D
        followed by a BatchNormalization becomes one folded layer whose kernel γW/σ (or
-       γW/σ_B, naive) is fake-quantized to ``weight_bits`` by its own
-       :class:`~tfquant.algorithms.SymmetricWeightQuantizer`. ``recipe.bn_correction``
+       γW/σ_B, naive) is fake-quantized to ``spec.weight_bits`` by its own
+       :class:`~tfquant.algorithms.SymmetricWeightQuantizer`. ``schedule.bn_correction``
        chooses the fold: True gives the correction, frozen after
-       ``recipe.freeze_bn_after_steps`` steps (None: never); False the naive fold.
+       ``schedule.freeze_bn_after_steps`` steps (None: never); False the naive fold.
     2. :func:`~tfquant.qat.quantize_for_training` on the folded model with the same
        bit widths and granularity: tfmot fake quants on every other layer (Dense kernels,
        convs without BN, activations; the folded layers get :func:`folded_layer_config`).
        Activation ranges: as there (``calibration_data`` / ``initial_ranges``, measured on
        the folded model, which in inference equals ``model``).
 
-    Fine-tune the result with ``recipe`` (:func:`~tfquant.qat.finetune`); evaluate it
+    Fine-tune the result with ``schedule`` (:func:`~tfquant.qat.finetune`); evaluate it
     in Keras (it does not export to TFLite, see the module docstring).
 
     Args:
       model: A trained float functional / Sequential tf_keras model. Not modified.
-      recipe: The fine-tuning recipe; its ``bn_correction`` and ``freeze_bn_after_steps``
-        define the folded layers.
-      weight_bits, activation_bits, weight_granularity, skip_layers, calibration_data,
-        initial_ranges: As :func:`~tfquant.qat.quantize_for_training`.
+      schedule: The fine-tuning schedule; its ``bn_correction`` and
+        ``freeze_bn_after_steps`` define the folded layers.
+      spec: Weight bits, activation bits and weight granularity.
+      **options: ``skip_layers``, ``calibration_data``, ``initial_ranges``: as
+        :func:`~tfquant.qat.quantize_for_training`.
 
     Returns:
       The QAT ``keras.Model`` (uncompiled).
 
     Raises:
-      TfquantError: a recipe that is not a FinetuneRecipe; a naive fold with
+      TfquantError: a schedule that is not a FinetuneSchedule; a naive fold with
         ``freeze_bn_after_steps`` set (it never freezes); a model without a conv + BN pair
         to fold; and the errors of the two steps.
     """
-    if not isinstance(recipe, FinetuneRecipe):
+    if not isinstance(schedule, FinetuneSchedule):
         raise TfquantError(
-            f"recipe must be a FinetuneRecipe, got {type(recipe).__name__}; use "
-            "whitepaper_recipe(...) or nvidia_recipe(...)"
+            f"schedule must be a FinetuneSchedule, got {type(schedule).__name__}; use "
+            "whitepaper_schedule(...) or nvidia_schedule(...)"
         )
-    if not recipe.bn_correction and recipe.freeze_bn_after_steps is not None:
+    if not schedule.bn_correction and schedule.freeze_bn_after_steps is not None:
         raise TfquantError(
-            f"recipe {recipe.name!r} asks for the naive BN fold (bn_correction=False), which "
-            f"never freezes, but sets freeze_bn_after_steps={recipe.freeze_bn_after_steps}; "
-            "use recipe.replace(freeze_bn_after_steps=None), or bn_correction=True"
+            f"schedule {schedule.name!r} asks for the naive BN fold (bn_correction=False), "
+            f"which never freezes, but sets freeze_bn_after_steps="
+            f"{schedule.freeze_bn_after_steps}; use schedule.replace(freeze_bn_after_steps=None), "
+            "or bn_correction=True"
         )
-    spec = QatSpec(
-        weight_bits=weight_bits,
-        activation_bits=activation_bits,
-        weight_granularity=weight_granularity,
-    )
     folded = fold_batch_norms_for_qat(
         model,
-        freeze_bn_delay=recipe.freeze_bn_after_steps if recipe.bn_correction else None,
-        bn_correction=recipe.bn_correction,
+        freeze_bn_delay=schedule.freeze_bn_after_steps if schedule.bn_correction else None,
+        bn_correction=schedule.bn_correction,
         weight_bits=spec.weight_bits,
         per_channel=spec.per_channel,
     )
@@ -240,7 +257,5 @@ def quantize_folded_for_training(
         weight_bits=spec.weight_bits,
         activation_bits=spec.activation_bits,
         weight_granularity=spec.weight_granularity,
-        skip_layers=skip_layers,
-        calibration_data=calibration_data,
-        initial_ranges=initial_ranges,
+        **options,
     )

@@ -33,15 +33,14 @@ from typing import Iterator
 from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 
 import numpy as np
-import tensorflow as tf
 import tf_keras as keras
 import tensorflow_model_optimization as tfmot
-from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from tfquant.convert.converter import _captured_output, _key_message
 from tfquant.errors import TfquantError
-from tfquant.evaluation.interpreter import ModelLike, _read_model
+from tfquant.qtypes import Runtime
+from tfquant.tflite.converter import ConverterOptions, run_converter
+from tfquant.tflite.interpreter import ModelLike, make_interpreter, ops_details
+from tfquant.tflite.tfmot_internals import quantize_layer
 
 _qk = tfmot.quantization.keras
 _WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
@@ -127,20 +126,12 @@ def export_tflite(qat_model: keras.Model, *, allow_float_ops: bool = False) -> b
             "activation kernels only); evaluate the QAT Keras model in simulation, or "
             "quantize with activation_bits=8 to export"
         )
-    with _captured_output() as log:
-        try:
-            converter = tf.lite.TFLiteConverter.from_keras_model(qat_model)
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            tflite = converter.convert()
-            error: BaseException | None = None
-        except Exception as e:  # ConverterError, RuntimeError, ValueError ...
-            error = e
-    if error is not None:
-        raise TfquantError(
-            f"TFLite converter failed on QAT model {qat_model.name!r}: "
-            f"{_key_message(error, ''.join(log))}; replace the op in the model or leave its "
-            "layer unquantized with skip_layers=[...]"
-        ) from None
+    tflite = run_converter(
+        keras_model=qat_model,
+        options=ConverterOptions(optimize=True),
+        failure=f"TFLite converter failed on QAT model {qat_model.name!r}",
+        hint="replace the op in the model or leave its layer unquantized with skip_layers=[...]",
+    )
     if not allow_float_ops:
         floats = float_ops(tflite)
         if floats:
@@ -158,13 +149,10 @@ def float_ops(tflite: ModelLike) -> list[str]:
 
     QUANTIZE and DEQUANTIZE (the float I/O edges) are not counted.
     """
-    interpreter = Interpreter(
-        model_content=_read_model(tflite),
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
+    interpreter = make_interpreter(tflite, runtime=Runtime.BUILTIN)
     details = {d["index"]: d for d in interpreter.get_tensor_details()}
     out = []
-    for op in interpreter._get_ops_details():  # noqa: SLF001  (no public op API in LiteRT)
+    for op in ops_details(interpreter):
         if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
             continue
         tensors = [int(i) for i in list(op["inputs"]) + list(op["outputs"]) if int(i) >= 0]
@@ -190,6 +178,7 @@ class WeightLevels:
       qmin: Smallest int8 value.
       qmax: Largest int8 value.
       values: The distinct int8 values of the whole tensor, ascending.
+      index: The weight tensor's index in the model.
     """
 
     op: str
@@ -201,6 +190,7 @@ class WeightLevels:
     qmin: int
     qmax: int
     values: tuple[int, ...]
+    index: int = -1
 
     @property
     def grid_step(self) -> int:
@@ -218,15 +208,10 @@ def weight_levels(tflite: ModelLike) -> list[WeightLevels]:
     Raises:
       TfquantError: missing or corrupt model.
     """
-    data = _read_model(tflite)
-    interpreter = Interpreter(
-        model_content=data,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
-    interpreter.allocate_tensors()
+    interpreter = make_interpreter(tflite, runtime=Runtime.BUILTIN, allocate=True)
     details = {d["index"]: d for d in interpreter.get_tensor_details()}
     out = []
-    for op in interpreter._get_ops_details():  # noqa: SLF001  (no public op API in LiteRT)
+    for op in ops_details(interpreter):
         name = op["op_name"]
         if name not in _WEIGHT_OPS:
             continue
@@ -249,6 +234,20 @@ def weight_levels(tflite: ModelLike) -> list[WeightLevels]:
                 qmin=int(w.min()),
                 qmax=int(w.max()),
                 values=tuple(int(v) for v in np.unique(w)),
+                index=index,
             )
         )
+    return out
+
+
+def stored_weight_types(tflite: ModelLike) -> dict[str, int]:
+    """How many conv / depthwise / fully-connected / transpose-conv weight tensors the
+    flatbuffer stores as each type (``INT4``, ``INT8``, ``FLOAT32``): the converter packs
+    4-bit QAT kernels as INT4, which LiteRT unpacks to int8 at load, so only the flatbuffer
+    (:func:`tfquant.tflite.flatbuffer.weight_tensors`) tells."""
+    from tfquant.tflite.flatbuffer import model_bytes, weight_tensors
+
+    out: dict[str, int] = {}
+    for w in weight_tensors(model_bytes(tflite)):
+        out[w.stored_type] = out.get(w.stored_type, 0) + 1
     return out

@@ -1,8 +1,9 @@
-"""Fine-tuning a QAT model as a :class:`~tfquant.qat.recipes.FinetuneRecipe` says.
+"""Fine-tuning a QAT model as a :class:`~tfquant.qat.schedules.FinetuneSchedule` says.
 
-:func:`finetune` is a Keras ``fit`` over ``(x_train, y_train)`` with softmax cross-entropy on
-the logits (or on the probabilities of a model that ends in a softmax), the recipe's optimizer
-and learning-rate schedule, and:
+:func:`finetune` runs the one training loop, :func:`tfquant.training.fit` (Keras ``fit``),
+over ``(x_train, y_train)`` with softmax cross-entropy on the logits (or on the probabilities
+of a model that ends in a softmax), the schedule's optimizer and learning-rate decay, and
+(callbacks from :mod:`tfquant.training`):
 
 * progress: one flushed line per epoch (loss, accuracy, the last step's learning rate,
   seconds);
@@ -17,11 +18,11 @@ and learning-rate schedule, and:
 * repeatability: ``keras.utils.set_random_seed(seed)`` (Python, NumPy, TF), a shuffle seeded
   with ``seed``, and TensorFlow's deterministic ops switched on for the run (and restored
   after), so two runs with the same seed give the same weights;
-* batch-norm freeze after ``recipe.freeze_bn_after_steps`` steps: plain
+* batch-norm freeze after ``schedule.freeze_bn_after_steps`` steps: plain
   BatchNormalization layers switch to their moving statistics (``trainable = False``, which
   in tf-keras also stops training gamma / beta), and every layer implementing
-  :class:`BatchNormFreezable` (the BN-folded layers of ``tfquant.algorithms.bn_fold``) gets
-  ``freeze_batch_norm()``. ``recipe.bn_correction`` needs such a layer. The freeze stays
+  :class:`~tfquant.training.BatchNormFreezable` (the BN-folded layers of ``tfquant.algorithms.bn_fold``) gets
+  ``freeze_batch_norm()``. ``schedule.bn_correction`` needs such a layer. The freeze stays
   after the run.
 
 After the last step every weight quantizer's range is re-read from the final kernels (what
@@ -33,36 +34,21 @@ range would make the .tflite's weight grid differ from the QAT model's.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import time
-from pathlib import Path
-from typing import Any, Iterator, Protocol, runtime_checkable
+from typing import Any
 
 from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 
 import numpy as np
-import tensorflow as tf
 import tf_keras as keras
-from tensorflow.core.framework import summary_pb2
-from tensorflow.python.framework import config as tf_config
 
-from tfquant.qat import outputs, ranges
-from tfquant.qat.recipes import FinetuneRecipe, LRSchedule, Optimizer
+from tfquant import progress as _progress
+from tfquant import training
 from tfquant.errors import TfquantError
-
-
-@runtime_checkable
-class BatchNormFreezable(Protocol):
-    """The hook a BN-folded training layer implements to be frozen by :func:`finetune`.
-
-    ``freeze_batch_norm()`` is called once, after ``recipe.freeze_bn_after_steps`` steps: the
-    layer should stop using batch statistics (whitepaper Sec. 3.2.2: drop the σ_B/σ
-    correction, freeze the moving statistics, and fold them into the bias).
-    """
-
-    def freeze_batch_norm(self) -> None: ...
+from tfquant.qat import outputs, ranges
+from tfquant.qat.schedules import FinetuneSchedule, LRSchedule, Optimizer
+from tfquant.training import BatchNormFreezable  # noqa: F401  (re-exported by tfquant.qat)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +56,7 @@ class FinetuneResult:
     """What a fine-tune did.
 
     Attributes:
-      recipe: The recipe applied.
+      recipe: The fine-tuning schedule applied (field name kept: records call it ``recipe``).
       epochs: Epochs run.
       steps: Optimizer steps run.
       seed: The seed.
@@ -83,7 +69,7 @@ class FinetuneResult:
       from_logits: The loss took the output as logits (False: as probabilities).
     """
 
-    recipe: FinetuneRecipe
+    recipe: FinetuneSchedule
     epochs: int
     steps: int
     seed: int
@@ -94,139 +80,6 @@ class FinetuneResult:
     bn_frozen_at_step: int | None
     checkpoints: tuple[str, ...]
     from_logits: bool = True
-
-
-def _batch_norm_layers(
-    model: keras.Model,
-) -> tuple[list[keras.layers.Layer], list[BatchNormFreezable]]:
-    """Plain BN layers and BN-freezable layers, looking inside tfmot wrappers."""
-    plain, freezable = [], []
-    for layer in model.layers:
-        inner = getattr(layer, "layer", None)
-        for candidate in (layer, inner):
-            if candidate is None:
-                continue
-            if isinstance(candidate, BatchNormFreezable):
-                freezable.append(candidate)
-            elif isinstance(candidate, keras.layers.BatchNormalization):
-                plain.append(candidate)
-    return plain, freezable
-
-
-class _FreezeBatchNorm(keras.callbacks.Callback):
-    """Freezes BN statistics after ``step`` optimizer steps (re-tracing the train function)."""
-
-    def __init__(self, step: int) -> None:
-        super().__init__()
-        self.step = step
-        self.frozen_at: int | None = None
-        self._seen = 0
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        self._seen += 1
-        if self.frozen_at is not None or self._seen < self.step:
-            return
-        plain, freezable = _batch_norm_layers(self.model)
-        for layer in plain:
-            layer.trainable = False  # tf-keras: a non-trainable BN runs on moving statistics
-        for layer in freezable:
-            layer.freeze_batch_norm()
-        # fit() calls self.model.train_function every step: the rebuilt one takes effect next.
-        self.model.train_function = self.model.make_train_function(force=True)
-        self.frozen_at = self._seen
-
-
-def _last_learning_rate(model: keras.Model) -> float:
-    """The learning rate of the last step taken (tf-keras evaluates the schedule per step)."""
-    optimizer = model.optimizer
-    lr = optimizer.learning_rate  # the current value, for a schedule too
-    if callable(lr):  # a legacy optimizer hands back the schedule itself
-        return float(lr(tf.maximum(optimizer.iterations - 1, 0)))
-    return float(lr)
-
-
-class _EpochLog(keras.callbacks.Callback):
-    """Prints one flushed line per epoch and records the metrics."""
-
-    def __init__(self, name: str, epochs: int, verbose: bool) -> None:
-        super().__init__()
-        self._name, self._epochs, self._verbose = name, epochs, verbose
-        self._start = 0.0
-        self.loss: list[float] = []
-        self.accuracy: list[float] = []
-        self.val_accuracy: list[float] = []
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = logs or {}
-        self.loss.append(float(logs.get("loss", float("nan"))))
-        self.accuracy.append(float(logs.get("accuracy", float("nan"))))
-        if "val_accuracy" in logs:
-            self.val_accuracy.append(float(logs["val_accuracy"]))
-        if self._verbose:
-            val = f" val_acc {self.val_accuracy[-1]:.4f}" if "val_accuracy" in logs else ""
-            print(
-                f"[qat {self._name}] epoch {epoch + 1}/{self._epochs} loss {self.loss[-1]:.4f} "
-                f"acc {self.accuracy[-1]:.4f}{val} lr {_last_learning_rate(self.model):.3g} "
-                f"{time.perf_counter() - self._start:.1f}s",
-                flush=True,
-            )
-
-
-class _ScalarLog(keras.callbacks.Callback):
-    """Per-epoch TensorBoard scalars without the ``tensorboard`` package.
-
-    ``tf.summary.scalar`` lives in that package; ``tf.summary.write`` with the scalars
-    plugin's metadata writes the same event records from TensorFlow alone.
-    """
-
-    def __init__(self, log_dir: Path) -> None:
-        super().__init__()
-        self._writers = {
-            run: tf.summary.create_file_writer(str(log_dir / run))
-            for run in ("train", "validation")
-        }
-        self._metadata = summary_pb2.SummaryMetadata()
-        self._metadata.plugin_data.plugin_name = "scalars"
-        self._metadata.data_class = summary_pb2.DATA_CLASS_SCALAR
-
-    def _write(self, run: str, values: dict[str, float], step: int) -> None:
-        with self._writers[run].as_default():
-            for name, value in values.items():
-                tf.summary.write(
-                    f"epoch_{name}",
-                    tf.constant(value, tf.float32),
-                    step=step,
-                    metadata=self._metadata,
-                )
-        self._writers[run].flush()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = logs or {}
-        train = {k: float(v) for k, v in logs.items() if not k.startswith("val_")}
-        train["learning_rate"] = _last_learning_rate(self.model)
-        self._write("train", train, epoch)
-        val = {k[len("val_") :]: float(v) for k, v in logs.items() if k.startswith("val_")}
-        if val:
-            self._write("validation", val, epoch)
-
-    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        for writer in self._writers.values():
-            writer.close()
-
-
-@contextlib.contextmanager
-def _deterministic_ops() -> Iterator[None]:
-    """TF's deterministic op implementations for the duration (restored afterwards)."""
-    was = tf_config.is_op_determinism_enabled()
-    tf_config.enable_op_determinism()
-    try:
-        yield
-    finally:
-        if not was:
-            tf_config.disable_op_determinism()
 
 
 def _check_data(x: Any, y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -248,18 +101,18 @@ def _check_data(x: Any, y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
     return x.astype(np.float32, copy=False), y
 
 
-def _optimizer(recipe: FinetuneRecipe, total_steps: int) -> keras.optimizers.Optimizer:
-    lr: Any = recipe.learning_rate
-    if recipe.lr_schedule is LRSchedule.COSINE:
-        lr = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, max(1, total_steps))
-    if recipe.optimizer is Optimizer.SGD:
-        return keras.optimizers.SGD(learning_rate=lr, momentum=recipe.momentum)
+def _optimizer(schedule: FinetuneSchedule, total_steps: int) -> keras.optimizers.Optimizer:
+    lr: Any = schedule.learning_rate
+    if schedule.lr_schedule is LRSchedule.COSINE:
+        lr = keras.optimizers.schedules.CosineDecay(schedule.learning_rate, max(1, total_steps))
+    if schedule.optimizer is Optimizer.SGD:
+        return keras.optimizers.SGD(learning_rate=lr, momentum=schedule.momentum)
     return keras.optimizers.Adam(learning_rate=lr)
 
 
 def finetune(
     qat_model: keras.Model,
-    recipe: FinetuneRecipe,
+    schedule: FinetuneSchedule,
     x_train: np.ndarray,
     y_train: np.ndarray,
     *,
@@ -276,16 +129,16 @@ def finetune(
     Loss: sparse categorical cross-entropy, on logits or on probabilities as the model's
     output is (``from_logits``; None detects it with
     :func:`~tfquant.qat.outputs.outputs_probabilities`). Steps:
-    ``epochs · ceil(N / recipe.batch_size)``; a cosine schedule decays from
-    ``recipe.learning_rate`` to 0 over all of them.
+    ``epochs · ceil(N / schedule.batch_size)``; a cosine schedule decays from
+    ``schedule.learning_rate`` to 0 over all of them.
 
     Args:
       qat_model: A model from :func:`~tfquant.qat.quantize_for_training`; it is
         compiled and trained in place.
-      recipe: Optimizer, learning rate, schedule, batch size, BN freeze.
+      schedule: Optimizer, learning rate and its decay, batch size, BN freeze.
       x_train: Float inputs ``(N, ...)``.
       y_train: Integer labels ``(N,)``.
-      epochs: Passes over the data (see :meth:`FinetuneRecipe.epochs_for`).
+      epochs: Passes over the data (see :meth:`FinetuneSchedule.epochs_for`).
       seed: Seed of everything random in the run (``keras.utils.set_random_seed``): the
         shuffle order, dropout.
       log_dir: TensorBoard log directory (created), or None.
@@ -298,107 +151,77 @@ def finetune(
       A :class:`FinetuneResult`.
 
     Raises:
-      TfquantError: bad recipe, epochs, seed or data; ``recipe.bn_correction`` without
-        BN-folded layers in the model; ``recipe.start_from_calibrated_ranges`` with a model
+      TfquantError: bad schedule, epochs, seed or data; ``schedule.bn_correction`` without
+        BN-folded layers in the model; ``schedule.start_from_calibrated_ranges`` with a model
         whose activation ranges were never calibrated.
     """
-    if not isinstance(recipe, FinetuneRecipe):
+    if not isinstance(schedule, FinetuneSchedule):
         raise TfquantError(
-            f"recipe must be a FinetuneRecipe, got {type(recipe).__name__}; use "
-            "nvidia_recipe(...) or whitepaper_recipe(...)"
+            f"schedule must be a FinetuneSchedule, got {type(schedule).__name__}; use "
+            "nvidia_schedule(...) or whitepaper_schedule(...)"
         )
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise TfquantError(
-            f"epochs must be a positive integer, got {epochs!r}; see recipe.epochs_for(...)"
+            f"epochs must be a positive integer, got {epochs!r}; see schedule.epochs_for(...)"
         )
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TfquantError(f"seed must be an integer, got {seed!r}; pass e.g. seed=0")
+    training.check_seed(seed)
     x, y = _check_data(x_train, y_train, "training data")
     val = None
     if validation_data is not None:
         val = _check_data(*validation_data, "validation_data")
-    if recipe.start_from_calibrated_ranges and ranges.has_default_activation_ranges(qat_model):
+    if schedule.start_from_calibrated_ranges and ranges.has_default_activation_ranges(qat_model):
         raise TfquantError(
-            f"recipe {recipe.name!r} starts from calibrated ranges, but every activation range "
+            f"schedule {schedule.name!r} starts from calibrated ranges, but every activation range "
             f"of model {qat_model.name!r} is still tfmot's [-6, 6]; pass calibration_data= or "
             "initial_ranges= to quantize_for_training, or use "
-            "recipe.replace(start_from_calibrated_ranges=False)"
+            "schedule.replace(start_from_calibrated_ranges=False)"
         )
-    plain_bn, freezable = _batch_norm_layers(qat_model)
-    if recipe.bn_correction and not freezable:
+    plain_bn, freezable = training.batch_norm_layers(qat_model)
+    if schedule.bn_correction and not freezable:
         raise TfquantError(
-            f"recipe {recipe.name!r} asks for BN correction, but model {qat_model.name!r} has "
+            f"schedule {schedule.name!r} asks for BN correction, but model {qat_model.name!r} has "
             "no BN-folded layers; build the QAT model with tfquant.algorithms.bn_fold layers, "
-            "or use recipe.replace(bn_correction=False)"
+            "or use schedule.replace(bn_correction=False)"
         )
 
     if from_logits is None:
         from_logits = not outputs.outputs_probabilities(qat_model, x)
-    steps_per_epoch = -(-len(x) // recipe.batch_size)
+    steps_per_epoch = -(-len(x) // schedule.batch_size)
     total_steps = epochs * steps_per_epoch
-    keras.utils.set_random_seed(seed)
-    callbacks: list[keras.callbacks.Callback] = []
-    log = _EpochLog(recipe.name, epochs, verbose)
-    callbacks.append(log)
     freeze = None
-    if recipe.freeze_bn_after_steps is not None and (plain_bn or freezable):
-        freeze = _FreezeBatchNorm(recipe.freeze_bn_after_steps)
-        callbacks.append(freeze)
-    if log_dir is not None:
-        Path(log_dir).mkdir(parents=True, exist_ok=True)
-        callbacks.append(_ScalarLog(Path(log_dir)))
-    checkpoint_pattern = None
-    if checkpoint_dir is not None:
-        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-        checkpoint_pattern = str(Path(checkpoint_dir) / "epoch_{epoch:03d}")
-        callbacks.append(
-            keras.callbacks.ModelCheckpoint(
-                checkpoint_pattern, save_weights_only=True, save_format="tf"
-            )
-        )
-    dataset = (
-        tf.data.Dataset.from_tensor_slices((x, y))
-        .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-        .batch(recipe.batch_size)
-    )
+    if schedule.freeze_bn_after_steps is not None and (plain_bn or freezable):
+        freeze = training.FreezeBatchNorm(schedule.freeze_bn_after_steps)
     if verbose:
-        print(
-            f"[qat {recipe.name}] {len(x)} examples, {epochs} epoch(s) x {steps_per_epoch} "
-            f"steps, {recipe.optimizer} lr {recipe.learning_rate:.3g} ({recipe.lr_schedule}), "
-            f"seed {seed}",
-            flush=True,
+        _progress.write(
+            f"[qat {schedule.name}] {len(x)} examples, {epochs} epoch(s) x {steps_per_epoch} "
+            f"steps, {schedule.optimizer} lr {schedule.learning_rate:.3g} ({schedule.lr_schedule}), "
+            f"seed {seed}"
         )
-    with _deterministic_ops():
-        qat_model.compile(
-            optimizer=_optimizer(recipe, total_steps),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
-            metrics=["accuracy"],
-        )
-        start = time.perf_counter()
-        qat_model.fit(
-            dataset,
-            epochs=epochs,
-            validation_data=val,
-            callbacks=callbacks,
-            verbose=0,
-        )
-        seconds = time.perf_counter() - start
-        ranges.sync_weight_ranges(qat_model)
-    checkpoints = (
-        tuple(checkpoint_pattern.format(epoch=e) for e in range(1, epochs + 1))
-        if checkpoint_pattern
-        else ()
+    progress = training.EpochLog(
+        f"qat {schedule.name}", epochs, log=_progress.write if verbose else None,
+        extras={"learning_rate": training.last_learning_rate},
     )
+    result = training.fit(
+        qat_model, x, y,
+        epochs=epochs, batch_size=schedule.batch_size, seed=seed, deterministic=True,
+        optimizer=_optimizer(schedule, total_steps),
+        loss=training.sparse_cross_entropy(from_logits=from_logits),
+        progress=progress, callbacks=[freeze] if freeze is not None else [],
+        validation_data=val, log_dir=log_dir,
+        checkpoints=(os.path.join(checkpoint_dir, "epoch_{epoch:03d}")
+                     if checkpoint_dir is not None else None),
+    )
+    ranges.sync_weight_ranges(qat_model)
     return FinetuneResult(
-        recipe=recipe,
+        recipe=schedule,
         epochs=epochs,
         steps=total_steps,
         seed=seed,
-        loss=tuple(log.loss),
-        accuracy=tuple(log.accuracy),
-        val_accuracy=tuple(log.val_accuracy),
-        seconds=round(seconds, 2),
+        loss=result.series("loss"),
+        accuracy=result.series("accuracy"),
+        val_accuracy=result.series("val_accuracy"),
+        seconds=round(result.seconds, 2),
         bn_frozen_at_step=freeze.frozen_at if freeze is not None else None,
-        checkpoints=checkpoints,
+        checkpoints=result.checkpoints,
         from_logits=bool(from_logits),
     )

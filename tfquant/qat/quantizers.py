@@ -47,11 +47,12 @@ import tensorflow as tf
 import tf_keras as keras
 import tensorflow_model_optimization as tfmot
 
+from tfquant.models.kernels import KernelKind
 from tfquant.numerics import symmetric_params
 
 _quantizers = tfmot.quantization.keras.quantizers
 
-KERNEL_LAYOUTS: tuple[str, ...] = ("conv", "depthwise", "dense", "transpose")
+KERNEL_LAYOUTS: tuple[str, ...] = tuple(kind.value for kind in KernelKind)
 
 
 class DepthwiseKernelQuantizer(_quantizers.LastValueQuantizer):

@@ -9,9 +9,10 @@ before any training step, even the weights are quantized with the [-6, 6] range.
 * :func:`sync_weight_ranges` runs each weight quantizer once in training mode, which stores
   the kernel's own range (exactly what the first training step would store);
 * :func:`observe_layer_ranges` runs the float model over calibration data and records each
-  layer output's [min, max] ("max" calibration, as the TFLite converter's own);
+  layer output's [min, max] ("max" calibration, as the TFLite converter's own) with the
+  project's one statistics pass (:func:`tfquant.calibration.keras_outputs.keras_min_max`);
 * :func:`set_activation_ranges` writes ranges into the activation / output / input fake
-  quantizers -- NVIDIA's recipe (Wu et al. 2020, arXiv 2004.09602, Sec. 5) starts QAT from
+  quantizers -- NVIDIA's schedule (Wu et al. 2020, arXiv 2004.09602, Sec. 5) starts QAT from
   the best calibrated ranges, which any calibrator can supply as ``{layer name: (lo, hi)}``;
 * :func:`layer_ranges_from_tensor_ranges` maps ranges of float-.tflite tensors (what
   :mod:`tfquant.calibration` computes) to Keras layer names.
@@ -29,8 +30,9 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 import tensorflow_model_optimization as tfmot
-from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer
+from tfquant.tflite.tfmot_internals import quantize_layer
 
+from tfquant.calibration.keras_outputs import keras_min_max
 from tfquant.errors import TfquantError
 
 _QuantizeWrapper = tfmot.quantization.keras.QuantizeWrapper
@@ -114,17 +116,8 @@ def observe_layer_ranges(
             continue
         names.append(layer.name)
         tensors.append(out)
-    probe = keras.Model(model.inputs, tensors)
-    lo = np.full(len(names), np.inf)
-    hi = np.full(len(names), -np.inf)
-    for begin in range(0, len(x), batch_size):
-        outs = probe(x[begin : begin + batch_size], training=False)
-        outs = outs if isinstance(outs, (list, tuple)) else [outs]
-        for i, t in enumerate(outs):
-            v = t.numpy()
-            lo[i] = min(lo[i], float(v.min()))
-            hi[i] = max(hi[i], float(v.max()))
-    ranges = {name: (float(a), float(b)) for name, a, b in zip(names, lo, hi)}
+    observed = keras_min_max(model, tensors, x, batch_size=batch_size, compiled=False)
+    ranges = {name: (float(m.lo), float(m.hi)) for name, m in zip(names, observed)}
     input_name = model.inputs[0].node.layer.name
     ranges[input_name] = (float(x.min()), float(x.max()))
     return ranges

@@ -41,14 +41,13 @@ from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 
 import tf_keras as keras
 import tensorflow_model_optimization as tfmot
-from tensorflow_model_optimization.python.core.quantization.keras import (
+from tfquant.tflite.tfmot_internals import (
+    default_n_bit_quantize_layout_transform,
     quantize_registry,
     quantize_scheme,
 )
-from tensorflow_model_optimization.python.core.quantization.keras.experimental.default_n_bit import (
-    default_n_bit_quantize_layout_transform,
-)
 
+from tfquant.models.kernels import kernel_layout
 from tfquant.qat import configs, tfop
 from tfquant.qat.spec import QatSpec
 from tfquant.errors import TfquantError
@@ -56,11 +55,11 @@ from tfquant.errors import TfquantError
 L = keras.layers
 ConfigFactory = Callable[[QatSpec, keras.layers.Layer], "tfmot.quantization.keras.QuantizeConfig"]
 
+# Exact classes (as tfmot's registry); where the kernel is and its layout come from
+# tfquant.models.kernels.
 _WEIGHT_LAYERS: dict[type, tuple[str, str]] = {
-    L.Conv2D: ("kernel", "conv"),
-    L.Dense: ("kernel", "dense"),
-    L.DepthwiseConv2D: ("depthwise_kernel", "depthwise"),
-    L.Conv2DTranspose: ("kernel", "transpose"),
+    cls: (kernel_layout(cls).attr, kernel_layout(cls).kind.value)
+    for cls in (L.Conv2D, L.Dense, L.DepthwiseConv2D, L.Conv2DTranspose)
 }
 _OUTPUT_LAYERS: frozenset[type] = frozenset(
     {

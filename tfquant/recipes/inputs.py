@@ -44,6 +44,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from tfquant.dataclass_json import from_json_dict
 from tfquant.errors import TfquantError
 
 CHANNEL_ORDERS = ("rgb", "bgr")
@@ -148,15 +149,7 @@ class InputContract:
         Raises:
           TfquantError: not an object, unknown keys, or bad values.
         """
-        if not isinstance(data, Mapping):
-            raise TfquantError(
-                f"the input contract must be a JSON object with mean/std, got {type(data).__name__}"
-            )
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise TfquantError(f"unknown input contract key(s) {unknown}; allowed: {sorted(known)}")
-        return cls(**dict(data))
+        return cls(**from_json_dict(cls, data, what="input contract"))
 
 
 def _floats(values: Sequence[float] | float, label: str) -> tuple[float, ...]:

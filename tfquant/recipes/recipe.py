@@ -11,17 +11,12 @@ import dataclasses
 import json
 from typing import Any, Mapping
 
+from tfquant.dataclass_json import from_json_dict, loads_object, to_json_dict
 from tfquant.errors import TfquantError
 from tfquant.recipes.inputs import InputContract
-from tfquant.qtypes import (
-    AciqPrior,
-    ActivationScheme,
-    Calibration,
-    Granularity,
-    IODType,
-    Mode,
-    WeightCalibration,
-)
+from tfquant.qtypes import DEFAULT_PERCENTILE, check_percentile
+from tfquant.qtypes import AciqPrior, ActivationScheme, Calibration, Granularity
+from tfquant.qtypes import IODType, Mode, WeightCalibration
 
 RECIPE_VERSION = 1
 
@@ -167,10 +162,10 @@ class Recipe:
 
     @property
     def calibration_label(self) -> str:
-        """Short name of the activation calibration: ``tflite`` (converter default),
+        """Short name of the activation calibration: ``converter`` (the converter's own),
         ``max``, ``percentile_99.99``, ``aciq_laplace``, ..."""
         if self.calibrator is None:
-            return "tflite"
+            return "converter"
         if self.calibrator is Calibration.PERCENTILE:
             return f"percentile_{self.percentile:g}"
         if self.calibrator is Calibration.ACIQ:
@@ -178,51 +173,26 @@ class Recipe:
         return str(self.calibrator)
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"recipe_version": RECIPE_VERSION}
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, InputContract):
-                value = value.to_dict()
-            d[field.name] = value.value if hasattr(value, "value") else value
-        return d
+        return to_json_dict(self, version_key="recipe_version", version=RECIPE_VERSION)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Recipe":
-        d = dict(d)
-        version = d.pop("recipe_version", RECIPE_VERSION)
-        if version != RECIPE_VERSION:
-            raise TfquantError(
-                f"recipe_version {version!r} is not supported (this tfquant reads "
-                f"{RECIPE_VERSION}); re-create the recipe with this version"
+        return cls(
+            **from_json_dict(
+                cls, d, what="recipe", version_key="recipe_version", version=RECIPE_VERSION,
+                required=("mode",), hint="re-create the recipe with this version",
             )
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise TfquantError(
-                f"unknown recipe key(s) {unknown}; allowed keys: {sorted(known)}"
-            )
-        if "mode" not in d:
-            raise TfquantError("recipe has no 'mode'; add e.g. \"mode\": \"int8\"")
-        return cls(**d)
+        )
 
     @classmethod
     def from_json(cls, text: str) -> "Recipe":
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise TfquantError(f"recipe is not valid JSON ({e}); fix the file") from None
-        if not isinstance(d, dict):
-            raise TfquantError("recipe JSON must be an object with a 'mode' key")
-        return cls.from_dict(d)
+        return cls.from_dict(loads_object(text, what="recipe"))
 
     def replace(self, **changes: Any) -> "Recipe":
         return dataclasses.replace(self, **changes)
-
-
-DEFAULT_PERCENTILE = 99.99
 
 
 def _check_percentile(value: object, *, needed: bool, what: str) -> float | None:
@@ -230,6 +200,4 @@ def _check_percentile(value: object, *, needed: bool, what: str) -> float | None
         return DEFAULT_PERCENTILE if needed else None
     if not needed:
         raise TfquantError(f"{what} is set but its calibrator is not percentile; drop it")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 100:
-        raise TfquantError(f"{what} must be a number in (0, 100], got {value!r} (e.g. 99.99)")
-    return float(value)
+    return check_percentile(value, what=what)

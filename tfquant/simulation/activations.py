@@ -18,9 +18,11 @@ Where (on the BN-folded float graph), following what the TFLite int8 converter e
 Ranges: the float folded model is run over the calibration set and each quantized
 tensor's [min, max] (per tensor, or per channel of the last axis) is recorded, as the
 TFLite calibrator does. With percentile calibration (Wu et al. 2020, arXiv 2004.09602,
-Sec. 4.2) a second pass fills a 2048-bin histogram of |x| over [0, max|x|] and amax is
-the upper edge of the bin where the CDF reaches p/100; the range becomes
-[max(min, -amax), min(max, amax)].
+Sec. 4.2) the same pass (:func:`tfquant.calibration.observe.statistics_pass`) also fills a
+2048-bin histogram of |x| (:class:`tfquant.calibration.histogram.AbsHistogram`, the
+calibrators' own) and amax is the *upper* edge of the bin where the CDF reaches p/100
+(:func:`tfquant.calibration.percentile.percentile_amax` with ``BinEdge.UPPER``); the range
+becomes [max(min, -amax), min(max, amax)].
 
 One known difference from the TFLite int8 converter (TF 2.21): its calibrator widens the
 range of an ADD's *first* input to include the ADD's output (fused ReLU included), e.g.
@@ -50,13 +52,15 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from tfquant.calibration.keras_outputs import keras_batches
+from tfquant.calibration.observe import AbsHistograms, MinMax, fan_out, statistics_pass
+from tfquant.calibration.percentile import BinEdge, percentile_amax
 from tfquant.errors import TfquantError
 from tfquant.numerics import QuantParams, affine_params, symmetric_params
 from tfquant.qtypes import ActivationScheme, Calibration, Granularity
 from tfquant.simulation import graph
 from tfquant.simulation.spec import SimSpec
 
-NUM_BINS = 2048
 CALIBRATION_BATCH_SIZE = 256
 
 _PASS_THROUGH = (
@@ -165,30 +169,6 @@ class TensorRange:
     hi: np.ndarray
 
 
-def _reduce(x: np.ndarray, per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
-    if per_channel:
-        flat = x.reshape(-1, x.shape[-1])
-        return flat.min(axis=0), flat.max(axis=0)
-    return np.asarray(x.min()), np.asarray(x.max())
-
-
-def _histogram_counts(x: np.ndarray, top: np.ndarray, per_channel: bool) -> np.ndarray:
-    """Counts of |x| in NUM_BINS equal bins over [0, top] (per channel: one row each)."""
-    a = np.abs(x).reshape(-1, x.shape[-1]) if per_channel else np.abs(x).reshape(-1, 1)
-    width = np.where(top > 0, top, 1.0).reshape(1, -1) / NUM_BINS
-    idx = np.minimum((a / width).astype(np.int64), NUM_BINS - 1)
-    channels = a.shape[1]
-    flat = (idx + np.arange(channels)[None, :] * NUM_BINS).reshape(-1)
-    return np.bincount(flat, minlength=channels * NUM_BINS).reshape(channels, NUM_BINS)
-
-
-def percentile_amax(counts: np.ndarray, top: np.ndarray, percentile: float) -> np.ndarray:
-    """Upper edge of the first bin where the CDF of each histogram row reaches p/100."""
-    cdf = np.cumsum(counts, axis=1) / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    first = np.argmax(cdf >= percentile / 100.0 - 1e-12, axis=1)
-    return (first + 1) * (np.reshape(top, -1) / NUM_BINS)
-
-
 def calibrate(
     model: keras.Model, points: dict[int, Point], spec: SimSpec, x: np.ndarray
 ) -> dict[int, TensorRange]:
@@ -199,28 +179,27 @@ def calibrate(
     """
     per_channel = spec.activation_granularity is Granularity.PER_CHANNEL
     tensors = [t for t in _all_tensors(model) if points[id(t)].kind is Kind.OWN]
-    probe = keras.Model(model.inputs, tensors)
-    lo: list[np.ndarray | None] = [None] * len(tensors)
-    hi: list[np.ndarray | None] = [None] * len(tensors)
-    for outs in _batches(probe, x):
-        for i, o in enumerate(outs):
-            a, b = _reduce(o, per_channel)
-            lo[i] = a if lo[i] is None else np.minimum(lo[i], a)
-            hi[i] = b if hi[i] is None else np.maximum(hi[i], b)
-    if spec.activation_calibration is Calibration.PERCENTILE:
-        top = [np.maximum(np.abs(a), np.abs(b)) for a, b in zip(lo, hi)]
-        counts: list[np.ndarray | None] = [None] * len(tensors)
-        for outs in _batches(probe, x):
-            for i, o in enumerate(outs):
-                c = _histogram_counts(o, top[i], per_channel)
-                counts[i] = c if counts[i] is None else counts[i] + c
-        for i in range(len(tensors)):
-            amax = percentile_amax(counts[i], top[i], spec.percentile).reshape(np.shape(top[i]))
-            lo[i], hi[i] = np.maximum(lo[i], -amax), np.minimum(hi[i], amax)
-    return {
-        id(t): TensorRange(np.asarray(a, np.float64), np.asarray(b, np.float64))
-        for t, a, b in zip(tensors, lo, hi)
-    }
+    extremes = [MinMax(per_channel=per_channel) for _ in tensors]
+    observers: list[Any] = list(extremes)
+    percentile = spec.activation_calibration is Calibration.PERCENTILE
+    if percentile:
+        histograms = [AbsHistograms(per_channel=per_channel) for _ in tensors]
+        observers = [fan_out(m, h) for m, h in zip(extremes, histograms)]
+    batches = keras_batches(model, tensors, x, batch_size=CALIBRATION_BATCH_SIZE, compiled=True)
+    statistics_pass(batches, observers)
+    ranges = {}
+    for i, (t, m) in enumerate(zip(tensors, extremes)):
+        lo, hi = m.lo, m.hi
+        if percentile:
+            amax = np.array(
+                [
+                    percentile_amax(h.counts, h.edges, spec.percentile, edge=BinEdge.UPPER)
+                    for h in histograms[i].histograms
+                ]
+            ).reshape(np.shape(hi))
+            lo, hi = np.maximum(lo, -amax), np.minimum(hi, amax)
+        ranges[id(t)] = TensorRange(np.asarray(lo, np.float64), np.asarray(hi, np.float64))
+    return ranges
 
 
 def _all_tensors(model: keras.Model) -> list[Any]:
@@ -229,13 +208,6 @@ def _all_tensors(model: keras.Model) -> list[Any]:
         for t in tf.nest.flatten(node.outputs):
             seen.setdefault(id(t), t)
     return list(seen.values())
-
-
-def _batches(probe: keras.Model, x: np.ndarray) -> Any:
-    run = tf.function(lambda b: probe(b, training=False), reduce_retracing=True)
-    for start in range(0, len(x), CALIBRATION_BATCH_SIZE):
-        outs = run(tf.constant(x[start:start + CALIBRATION_BATCH_SIZE]))
-        yield [np.asarray(o, np.float64) for o in tf.nest.flatten(outs)]
 
 
 def activation_params(r: TensorRange, spec: SimSpec) -> QuantParams:

@@ -18,11 +18,12 @@ import dataclasses
 import json
 from typing import Any, Mapping
 
+from tfquant.dataclass_json import from_json_dict, loads_object, to_json_dict
 from tfquant.errors import TfquantError
-from tfquant.qtypes import ActivationScheme, Calibration, Granularity, WeightScheme, _ParsableEnum
+from tfquant.qtypes import DEFAULT_PERCENTILE, check_percentile
+from tfquant.qtypes import ActivationScheme, Calibration, Granularity, WeightScheme
 
 SPEC_VERSION = 1
-DEFAULT_PERCENTILE = 99.99
 WEIGHT_BITS = (2, 8)
 ACTIVATION_BITS = (2, 16)
 EXECUTED_IN_SIM = "sim"
@@ -122,9 +123,7 @@ class SimSpec:
                 f"percentile={value!r} is set but activation_calibration is "
                 f"{self.activation_calibration.value}; drop it or use percentile calibration"
             )
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 100:
-            raise TfquantError(f"percentile must be a number in (0, 100], got {value!r} (e.g. 99.99)")
-        return float(value)
+        return check_percentile(value)
 
     @property
     def quantizes_activations(self) -> bool:
@@ -149,38 +148,19 @@ class SimSpec:
         return f"{w}_{a}" + ("" if self.fold_bn else "_nofold")
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"spec_version": SPEC_VERSION}
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            d[field.name] = value.value if isinstance(value, _ParsableEnum) else value
-        return d
+        return to_json_dict(self, version_key="spec_version", version=SPEC_VERSION)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SimSpec":
-        d = dict(d)
-        version = d.pop("spec_version", SPEC_VERSION)
-        if version != SPEC_VERSION:
-            raise TfquantError(
-                f"spec_version {version!r} is not supported (this tfquant reads {SPEC_VERSION})"
-            )
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise TfquantError(f"unknown SimSpec key(s) {unknown}; allowed keys: {sorted(known)}")
-        return cls(**d)
+        kwargs = from_json_dict(cls, d, what="SimSpec", version_key="spec_version", version=SPEC_VERSION)
+        return cls(**kwargs)
 
     @classmethod
     def from_json(cls, text: str) -> "SimSpec":
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise TfquantError(f"SimSpec is not valid JSON ({e}); fix the file") from None
-        if not isinstance(d, dict):
-            raise TfquantError("SimSpec JSON must be an object of SimSpec fields")
-        return cls.from_dict(d)
+        return cls.from_dict(loads_object(text, what="SimSpec"))
 
     def replace(self, **changes: Any) -> "SimSpec":
         return dataclasses.replace(self, **changes)

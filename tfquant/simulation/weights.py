@@ -12,11 +12,11 @@ statistics feed ``symmetric_params`` / ``affine_params`` (Krishnamoorthi 2018, a
 with c running over output channels (per_channel) or one c for the whole kernel
 (per_tensor). W_hat = Δ (clamp(q_min, q_max, round(W / Δ) + z) - z).
 
-Output channels: Conv1D/2D/3D and Dense kernels ``(..., in, out)`` -> axis -1;
-DepthwiseConv2D ``(kh, kw, C, m)`` -> axes (2, 3), channel c·m + j, as in TFLite's
-``(1, kh, kw, C·m)`` depthwise weights. ``tfquant/algorithms/weight_grid.py`` has a
-symmetric-only twin of this for training-time code; this one adds the asymmetric scheme
-and stays independent of that module while it is being written.
+Output channels come from :func:`tfquant.models.kernels.layer_kernel` (Conv1D/2D/3D and
+Dense ``(..., in, out)`` -> axis -1; DepthwiseConv2D ``(kh, kw, C, m)`` -> axes (2, 3),
+channel c·m + j, as in TFLite's ``(1, kh, kw, C·m)`` depthwise weights).
+``tfquant/algorithms/weight_grid.py`` has a symmetric-only twin of the grid maths for
+training-time code (TF ops); this one adds the asymmetric scheme, in numpy.
 """
 
 from __future__ import annotations
@@ -28,27 +28,28 @@ from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 import numpy as np
 import tf_keras as keras
 
+from tfquant.models.kernels import KernelKind, layer_kernel
 from tfquant.numerics import QuantParams, affine_params, fake_quantize, symmetric_params
 from tfquant.qtypes import Granularity
 from tfquant.simulation.spec import SimSpec, WeightScheme
 
-_TRANSPOSED = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
-_PLAIN = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Dense)
+# The kernels the simulation quantizes; transposed convolutions stay float (separable ones
+# have no single kernel, see tfquant.models.kernels).
+SIMULATED_KINDS = frozenset({KernelKind.CONV, KernelKind.DENSE, KernelKind.DEPTHWISE})
 
 
 def quantized_kernel_index(layer: keras.layers.Layer) -> tuple[int, tuple[int, ...]] | None:
     """``(index in layer.get_weights(), output-channel axes)`` of the kernel to quantize.
 
-    None for layers whose weights the simulation leaves float (transposed and separable
+    The kernel and its axes come from :func:`tfquant.models.kernels.layer_kernel`; None for
+    layers whose weights the simulation leaves float (transposed and separable
     convolutions, attention, normalisation, embeddings, ...).
     """
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return 0, (2, 3)
-    if isinstance(layer, (_TRANSPOSED, keras.layers.SeparableConv2D)):
+    info = layer_kernel(layer)
+    if info is None or info.kind not in SIMULATED_KINDS:
         return None
-    if isinstance(layer, _PLAIN):
-        return 0, (-1,)
-    return None
+    index = next(i for i, v in enumerate(layer.weights) if v is info.variable)
+    return index, info.channel_axes
 
 
 def kernel_params(w: np.ndarray, spec: SimSpec, channel_axes: tuple[int, ...]) -> tuple[QuantParams, np.ndarray]:

@@ -15,7 +15,6 @@ _PACKAGES = (
     "tf-keras",
     "tensorflow-model-optimization",
     "ai-edge-litert",
-    "ai-edge-quantizer",
     "numpy",
 )
 

@@ -1,16 +1,18 @@
-"""QAT fine-tuning recipes as data: optimizer, learning rate, schedule, BN handling.
+"""QAT fine-tuning schedules as data: optimizer, learning rate, LR decay, BN handling.
 
-A :class:`FinetuneRecipe` is a frozen value that round-trips through JSON (unknown keys are
-rejected), kept apart from :func:`tfquant.qat.finetune`, which applies it. Two
-presets, defined relative to how the float model was trained
+("Schedule", not "recipe": in tfquant a *recipe* is only the quantization
+:class:`tfquant.recipes.Recipe`.) A :class:`FinetuneSchedule` is a frozen value that
+round-trips through JSON (unknown keys are rejected), kept apart from
+:func:`tfquant.qat.finetune`, which applies it. Named schedules (:class:`ScheduleName`),
+defined relative to how the float model was trained
 (:class:`tfquant.models.train.TrainConfig`):
 
-* :func:`nvidia_recipe` -- Wu, Judd, Zhang, Isaev, Micikevicius 2020 ("Integer Quantization
+* :func:`nvidia_schedule` -- Wu, Judd, Zhang, Isaev, Micikevicius 2020 ("Integer Quantization
   for Deep Learning Inference", arXiv 2004.09602, Sec. 5 and Appendix A): start from the
   best calibrated model (activation ranges from calibration), fine-tune for about 10% of the
   original schedule, initial learning rate 1% of the original, cosine decay; same optimizer
   family as the original training (Adam for the zoo).
-* :func:`whitepaper_recipe` -- Krishnamoorthi 2018 ("Quantizing deep convolutional networks
+* :func:`whitepaper_schedule` -- Krishnamoorthi 2018 ("Quantizing deep convolutional networks
   for efficient inference: A whitepaper", arXiv 1806.08342, Sec. 3.2 and 4): fine-tune from
   the float checkpoint with SGD; batch-norm correction with folded weights (Sec. 3.2.2) and
   batch-norm statistics frozen after ``freeze_bn_after_steps`` steps. The paper fixes no
@@ -18,7 +20,7 @@ presets, defined relative to how the float model was trained
   peak learning rate -- is our choice.
 
 BN correction itself lives in the BN-folded training layer of ``tfquant.algorithms.bn_fold``
-(not in this package): a recipe with ``bn_correction=True`` needs a QAT model built with
+(not in this package): a schedule with ``bn_correction=True`` needs a QAT model built with
 those layers, and :func:`~tfquant.qat.finetune` checks that (see
 :class:`~tfquant.qat.finetune.BatchNormFreezable` for the hook it calls).
 """
@@ -30,15 +32,32 @@ import json
 import math
 from typing import Any, Mapping
 
+from tfquant.dataclass_json import from_json_dict, loads_object
 from tfquant.errors import TfquantError
-from tfquant.qtypes import LRSchedule, Optimizer
+from tfquant.qtypes import LRSchedule, Optimizer, _ParsableEnum
 
-RECIPE_VERSION = 1
+SCHEDULE_VERSION = 1
 NVIDIA_SCHEDULE_FRACTION = 0.1
 NVIDIA_LR_FRACTION = 0.01
 WHITEPAPER_LR_FRACTION = 0.1
 WHITEPAPER_MOMENTUM = 0.9
 WHITEPAPER_FREEZE_BN_AFTER_STEPS = 200
+
+
+class ScheduleName(_ParsableEnum):
+    """The named fine-tuning schedules (the ``qat`` command's ``--finetune_schedule``).
+
+    ``nvidia``: :func:`nvidia_schedule`; ``whitepaper``: :func:`whitepaper_schedule` (no BN
+    correction); ``auto``: NVIDIA's with a larger learning rate below 8-bit weights and
+    batch-norm re-estimation after fine-tuning (:func:`tfquant.qat.pipeline.make_schedule`).
+    """
+
+    AUTO = "auto"
+    NVIDIA = "nvidia"
+    WHITEPAPER = "whitepaper"
+
+
+FINETUNE_SCHEDULES: tuple[str, ...] = tuple(s.value for s in ScheduleName)
 
 
 def _positive_number(value: Any, what: str) -> float:
@@ -49,19 +68,19 @@ def _positive_number(value: Any, what: str) -> float:
         or not math.isfinite(value)
     ):
         raise TfquantError(
-            f"{what} must be a positive finite number, got {value!r}; fix the recipe"
+            f"{what} must be a positive finite number, got {value!r}; fix the schedule"
         )
     return float(value)
 
 
 def _positive_int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise TfquantError(f"{what} must be a positive integer, got {value!r}; fix the recipe")
+        raise TfquantError(f"{what} must be a positive integer, got {value!r}; fix the schedule")
     return int(value)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class FinetuneRecipe:
+class FinetuneSchedule:
     """How to fine-tune a QAT model.
 
     Attributes:
@@ -71,7 +90,7 @@ class FinetuneRecipe:
       lr_schedule: ``cosine`` (to 0 over all fine-tuning steps) or ``constant``.
       momentum: SGD momentum (must be 0 for Adam).
       batch_size: Examples per step.
-      schedule_fraction: Fraction of the original training schedule (epochs) the recipe
+      schedule_fraction: Fraction of the original training schedule (epochs) the schedule
         fine-tunes for; :meth:`epochs_for` turns it into epochs. None: the caller decides.
       start_from_calibrated_ranges: Activation ranges must come from calibration
         (``quantize_for_training(..., calibration_data=... or initial_ranges=...)``), not
@@ -98,7 +117,7 @@ class FinetuneRecipe:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise TfquantError(
-                f"recipe name must be a non-empty string, got {self.name!r}; name it, e.g. 'nvidia'"
+                f"schedule name must be a non-empty string, got {self.name!r}; name it, e.g. 'nvidia'"
             )
         object.__setattr__(self, "optimizer", Optimizer.parse(self.optimizer, what="optimizer"))
         object.__setattr__(self, "lr_schedule", LRSchedule.parse(self.lr_schedule, what="lr_schedule"))
@@ -143,16 +162,16 @@ class FinetuneRecipe:
         """Fine-tuning epochs: ``max(1, round(schedule_fraction · original_epochs))``.
 
         Raises:
-          TfquantError: the recipe has no ``schedule_fraction``, or a non-positive count.
+          TfquantError: the schedule has no ``schedule_fraction``, or a non-positive count.
         """
         original_epochs = _positive_int(original_epochs, "original_epochs")
         if self.schedule_fraction is None:
             raise TfquantError(
-                f"recipe {self.name!r} has no schedule_fraction; pass epochs to finetune directly"
+                f"schedule {self.name!r} has no schedule_fraction; pass epochs to finetune directly"
             )
         return max(1, round(self.schedule_fraction * original_epochs))
 
-    def replace(self, **changes: Any) -> "FinetuneRecipe":
+    def replace(self, **changes: Any) -> "FinetuneSchedule":
         """A copy with ``changes`` applied (validated again)."""
         return dataclasses.replace(self, **changes)
 
@@ -161,57 +180,36 @@ class FinetuneRecipe:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["optimizer"] = self.optimizer.value
         out["lr_schedule"] = self.lr_schedule.value
-        out["version"] = RECIPE_VERSION
+        out["version"] = SCHEDULE_VERSION
         return out
 
     def to_json(self) -> str:
-        """The recipe as a JSON object (sorted keys)."""
+        """The schedule as a JSON object (sorted keys)."""
         return json.dumps(self.to_dict(), sort_keys=True, indent=2)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "FinetuneRecipe":
+    def from_dict(cls, data: Mapping[str, Any]) -> "FinetuneSchedule":
         """Parses :meth:`to_dict` output.
 
         Raises:
           TfquantError: unknown keys, a missing required key, a bad value or version.
         """
-        if not isinstance(data, Mapping):
-            raise TfquantError(
-                f"a fine-tuning recipe must be a JSON object, got {type(data).__name__}; pass "
-                "FinetuneRecipe.to_dict() output"
+        return cls(
+            **from_json_dict(
+                cls, data, what="fine-tuning schedule", version_key="version",
+                version=SCHEDULE_VERSION, required=("name", "optimizer", "learning_rate"),
+                hint="re-create the schedule",
             )
-        data = dict(data)
-        version = data.pop("version", RECIPE_VERSION)
-        if version != RECIPE_VERSION:
-            raise TfquantError(
-                f"fine-tuning recipe version {version!r} is not supported (this tfquant reads "
-                f"version {RECIPE_VERSION}); re-create the recipe"
-            )
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - fields)
-        if unknown:
-            raise TfquantError(
-                f"unknown fine-tuning recipe keys {unknown}; allowed: {', '.join(sorted(fields))}"
-            )
-        missing = sorted(f for f in ("name", "optimizer", "learning_rate") if f not in data)
-        if missing:
-            raise TfquantError(f"fine-tuning recipe is missing {missing}; add them")
-        return cls(**data)
+        )
 
     @classmethod
-    def from_json(cls, text: str) -> "FinetuneRecipe":
+    def from_json(cls, text: str) -> "FinetuneSchedule":
         """Parses :meth:`to_json` output.
 
         Raises:
           TfquantError: invalid JSON, or as :meth:`from_dict`.
         """
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise TfquantError(
-                f"fine-tuning recipe is not valid JSON ({e}); fix the file"
-            ) from None
-        return cls.from_dict(data)
+        return cls.from_dict(loads_object(text, what="fine-tuning schedule"))
 
 
 def _original_lr_and_batch(original: Any) -> tuple[float, int]:
@@ -227,8 +225,14 @@ def _original_lr_and_batch(original: Any) -> tuple[float, int]:
     )
 
 
-def nvidia_recipe(original: Any) -> FinetuneRecipe:
-    """NVIDIA's QAT recipe (Wu et al. 2020): 10% of the schedule, LR 1% of the original, cosine.
+def _relative_to(original: Any, lr_fraction: float, **fields: Any) -> FinetuneSchedule:
+    """A schedule at ``lr_fraction`` of ``original``'s learning rate and its batch size."""
+    lr, batch = _original_lr_and_batch(original)
+    return FinetuneSchedule(learning_rate=lr_fraction * lr, batch_size=batch, **fields)
+
+
+def nvidia_schedule(original: Any) -> FinetuneSchedule:
+    """NVIDIA's QAT schedule (Wu et al. 2020): 10% of the schedule, LR 1% of the original, cosine.
 
     Args:
       original: How the float model was trained: anything with ``learning_rate`` and
@@ -236,27 +240,20 @@ def nvidia_recipe(original: Any) -> FinetuneRecipe:
 
     Returns:
       Adam at ``0.01 · original.learning_rate``, cosine decay to 0, the original batch size,
-      ``schedule_fraction=0.1`` (see :meth:`FinetuneRecipe.epochs_for`), calibrated start.
+      ``schedule_fraction=0.1`` (see :meth:`FinetuneSchedule.epochs_for`), calibrated start.
     """
-    lr, batch = _original_lr_and_batch(original)
-    return FinetuneRecipe(
-        name="nvidia",
-        optimizer=Optimizer.ADAM,
-        learning_rate=NVIDIA_LR_FRACTION * lr,
-        lr_schedule=LRSchedule.COSINE,
-        batch_size=batch,
-        schedule_fraction=NVIDIA_SCHEDULE_FRACTION,
-        start_from_calibrated_ranges=True,
-    )
+    return _relative_to(original, NVIDIA_LR_FRACTION, name="nvidia", optimizer=Optimizer.ADAM,
+                        lr_schedule=LRSchedule.COSINE, schedule_fraction=NVIDIA_SCHEDULE_FRACTION,
+                        start_from_calibrated_ranges=True)
 
 
-def whitepaper_recipe(
+def whitepaper_schedule(
     original: Any,
     *,
     freeze_bn_after_steps: int = WHITEPAPER_FREEZE_BN_AFTER_STEPS,
     bn_correction: bool = True,
-) -> FinetuneRecipe:
-    """The whitepaper's QAT recipe (Krishnamoorthi 2018): SGD from float, BN frozen after N steps.
+) -> FinetuneSchedule:
+    """The whitepaper's QAT schedule (Krishnamoorthi 2018): SGD from float, BN frozen after N steps.
 
     Args:
       original: How the float model was trained (``learning_rate``, ``batch_size``).
@@ -269,14 +266,6 @@ def whitepaper_recipe(
       SGD with momentum 0.9 at ``0.1 · original.learning_rate`` (constant), the original batch
       size, no calibrated start (tfmot's ranges, as the paper's TF implementation).
     """
-    lr, batch = _original_lr_and_batch(original)
-    return FinetuneRecipe(
-        name="whitepaper",
-        optimizer=Optimizer.SGD,
-        learning_rate=WHITEPAPER_LR_FRACTION * lr,
-        lr_schedule=LRSchedule.CONSTANT,
-        momentum=WHITEPAPER_MOMENTUM,
-        batch_size=batch,
-        freeze_bn_after_steps=freeze_bn_after_steps,
-        bn_correction=bn_correction,
-    )
+    return _relative_to(original, WHITEPAPER_LR_FRACTION, name="whitepaper", optimizer=Optimizer.SGD,
+                        lr_schedule=LRSchedule.CONSTANT, momentum=WHITEPAPER_MOMENTUM,
+                        freeze_bn_after_steps=freeze_bn_after_steps, bn_correction=bn_correction)

@@ -1,0 +1,316 @@
+"""The QGT study as data: cells, sizes, config, the record of a cell."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from tfquant.algorithms.qgt_train import Schedule
+from tfquant.errors import TfquantError
+from tfquant.qtypes import Granularity, Mode, Runtime
+from tfquant.recipes import Recipe
+from tfquant.simulation.spec import SimSpec
+from tfquant.study import Record
+
+__all__ = [
+    "BIT_CELLS",
+    "BOTTLENECK_FLOAT",
+    "BOTTLENECK_QGT",
+    "EXECUTED_IN_TFLITE",
+    "EXPERIMENT",
+    "FLOAT",
+    "METHODS",
+    "PTQ",
+    "QAT",
+    "QGT",
+    "QGT_A8_SIM",
+    "QGT_TFLITE",
+    "SIZE",
+    "SIZES",
+    "TFLITE_CELLS",
+    "TIE_PT",
+    "TRAIN_EXAMPLES",
+    "BitsCell",
+    "QgtRecord",
+    "QgtStudyConfig",
+    "schedule",
+]
+
+EXPERIMENT = "qgt"
+EXECUTED_IN_TFLITE = "tflite"
+TRAIN_EXAMPLES = 55_000
+"""The zoo's training images: the first 55,000 of the train split (the last 5,000 validate)."""
+
+FLOAT, SIZE, PTQ, QAT, QGT = "float", "size", "ptq", "qat", "qgt"
+BOTTLENECK_FLOAT, BOTTLENECK_QGT = "bottleneck_float", "bottleneck_qgt"
+QGT_A8_SIM, QGT_TFLITE = "qgt_a8_sim", "qgt_tflite"
+METHODS = (QAT, QGT)
+"""The two fine-tuning methods."""
+BIT_CELLS = (SIZE, PTQ, BOTTLENECK_FLOAT, QAT, QGT, BOTTLENECK_QGT)
+"""Cells measured for every model x bits (plus :data:`TFLITE_CELLS` when exporting)."""
+TFLITE_CELLS = (QGT_A8_SIM, QGT_TFLITE)
+
+TIE_PT = 0.2
+"""'A >= B' allows A to be this many accuracy points (0.01 top-1) below B (test-set noise)."""
+
+SIZES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    "smoke": MappingProxyType({
+        "models": ("cnn",), "bits": (2,), "epochs": 1.0, "train_examples": 384,
+        "limit": 300, "num_calibration_examples": 100,
+    }),
+    "short": MappingProxyType({"models": ("cnn",), "bits": (2, 4), "epochs": 0.5, "limit": 2000}),
+})
+"""Named sizes (the script's --smoke / --short): ``smoke`` (what the tests run) and ``short`` (the main job's version)."""
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class QgtStudyConfig:
+    """What the study runs.
+
+    Attributes:
+      models: Zoo models (rows).
+      bits: Weight bit widths, each in [2, 8] (the simulation's range).
+      dataset, data_dir: Data spec (as in :mod:`tfquant.data`) and its folder.
+      epochs: Fine-tuning length of QAT and QGT in passes over ``train_examples`` (may be
+        fractional: 0.5 = half the steps of one epoch).
+      train_examples: Fine-tune on the first N training images; None = the zoo's 55,000.
+      batch_size: Images per step; None = the batch size the model was trained with.
+      learning_rate_scale: Peak LR = this x the model's training peak LR
+        (:data:`tfquant.models.train.DEFAULT_CONFIGS`), cosine-decayed to 0.
+      qgt_strength: Final λ of the QGT regulariser per bit width, ``{bits: λ}`` (a mapping
+        or (bits, λ) pairs; one number = the same λ for every bit width); every entry of
+        ``bits`` needs one. The defaults, 10 at 4 bits and 10,000 at 2 bits, are the best
+        of λ in {10, 100, 1,000, 10,000} (ramped over all steps) for the default 3-epoch
+        schedule on the 5,000 validation images (the end of the train split, never the
+        test split), cnn / mobilenet_v1, hard-quantized validation top-1: at 4 bits
+        0.908 / 0.905 at λ = 10, falling to 0.880 / 0.851 at λ = 10,000 (plain QAT 0.917 /
+        0.908); at 2 bits 0.256 / 0.106 at λ = 10 rising to 0.350 / 0.137 at 10,000, every
+        λ far below plain QAT (0.890 / 0.839).
+      qgt_ramp_fraction: λ grows linearly over this fraction of the steps, in [0, 1].
+      seed: ``keras.utils.set_random_seed`` before every fine-tune (and the data order).
+      limit: Evaluate on the first N test images; None = the whole test split.
+      export_tflite: Also convert the hard-quantized QGT model to int8 .tflite (cells
+        ``qgt_a8_sim`` and ``qgt_tflite``).
+      num_calibration_examples, calibration_seed: Activation calibration of those cells.
+      runtime, threads: LiteRT interpreter of ``qgt_tflite``.
+      eval_batch_size: Examples per forward pass in evaluation.
+    """
+
+    models: tuple[str, ...] = ("cnn", "mobilenet_v1")
+    bits: tuple[int, ...] = (2, 4)
+    dataset: str = "fashion_mnist"
+    data_dir: str | None = None
+    epochs: float = 3.0
+    train_examples: int | None = None
+    batch_size: int | None = None
+    learning_rate_scale: float = 0.5
+    qgt_strength: Mapping[int, float] | Sequence[tuple[int, float]] | float = (
+        (2, 10_000.0), (4, 10.0),
+    )
+    qgt_ramp_fraction: float = 1.0
+    seed: int = 0
+    limit: int | None = None
+    export_tflite: bool = True
+    num_calibration_examples: int = 1000
+    calibration_seed: int = 0
+    runtime: Runtime = Runtime.XNNPACK
+    threads: int = 1
+    eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        from tfquant.models import ZOO
+
+        if isinstance(self.models, str) or not self.models:
+            raise TfquantError("no models to run; pass --models with at least one zoo model")
+        unknown = [m for m in self.models if m not in ZOO]
+        if unknown:
+            raise TfquantError(f"unknown zoo model(s) {unknown}; choose from: {', '.join(ZOO)}")
+        object.__setattr__(self, "models", tuple(dict.fromkeys(self.models)))
+        if isinstance(self.bits, (str, int)) or not self.bits:
+            raise TfquantError(f"bits must be a non-empty list of integers in [2, 8], got {self.bits!r}")
+        bad = [b for b in self.bits if not _is_int(b) or not 2 <= b <= 8]
+        if bad:
+            raise TfquantError(
+                f"bits {bad} are not simulated; weight bit widths must be integers in [2, 8]"
+            )
+        object.__setattr__(self, "bits", tuple(dict.fromkeys(int(b) for b in self.bits)))
+        if not _is_number(self.epochs) or not math.isfinite(self.epochs) or self.epochs <= 0:
+            raise TfquantError(f"epochs must be a number > 0 (fractions allowed), got {self.epochs!r}")
+        object.__setattr__(self, "epochs", float(self.epochs))
+        scale = self.learning_rate_scale
+        if not _is_number(scale) or not math.isfinite(scale) or scale <= 0:
+            raise TfquantError(f"learning_rate_scale must be a finite number > 0, got {scale!r}")
+        object.__setattr__(self, "learning_rate_scale", float(scale))
+        object.__setattr__(self, "qgt_strength", self._checked_strengths())
+        ramp = self.qgt_ramp_fraction
+        if not _is_number(ramp) or not 0.0 <= ramp <= 1.0:
+            raise TfquantError(f"qgt_ramp_fraction must be a number in [0, 1], got {ramp!r}")
+        object.__setattr__(self, "qgt_ramp_fraction", float(ramp))
+        for name in ("num_calibration_examples", "threads", "eval_batch_size"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise TfquantError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("seed", "calibration_seed"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 0:
+                raise TfquantError(f"{name} must be an integer >= 0, got {value!r}")
+        for name in ("train_examples", "batch_size", "limit"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value < 1):
+                raise TfquantError(f"{name} must be a positive integer or None (the default), got {value!r}")
+        if self.train_examples is not None and self.train_examples > TRAIN_EXAMPLES:
+            raise TfquantError(
+                f"train_examples={self.train_examples} exceeds the zoo's {TRAIN_EXAMPLES} training "
+                "images (the rest of the train split is its validation set); use at most that"
+            )
+        if not isinstance(self.export_tflite, bool):
+            raise TfquantError(f"export_tflite must be True or False, got {self.export_tflite!r}")
+        object.__setattr__(self, "runtime", Runtime.parse(self.runtime, what="runtime"))
+        if self.runtime is Runtime.DELEGATE:
+            raise TfquantError("the study runs xnnpack or builtin; evaluate a delegate with 'python -m tfquant evaluate'")
+
+    def _checked_strengths(self) -> tuple[tuple[int, float], ...]:
+        value = self.qgt_strength
+        example = "e.g. {2: 10000, 4: 10}, or one number for every bit width"
+        if _is_number(value):
+            pairs = [(b, value) for b in self.bits]
+        else:
+            try:
+                pairs = list(value.items() if isinstance(value, Mapping) else value)
+                pairs = [(int(b), lam) for b, lam in pairs]
+            except (TypeError, ValueError):
+                raise TfquantError(f"qgt_strength must map bit widths to λ ({example}), got {value!r}") from None
+        strengths: dict[int, float] = {}
+        for b, lam in pairs:
+            if not _is_number(lam) or not math.isfinite(lam) or lam <= 0:
+                raise TfquantError(f"qgt_strength for {b}-bit weights must be a finite number > 0, got {lam!r}")
+            strengths[b] = float(lam)
+        missing = [b for b in self.bits if b not in strengths]
+        if missing:
+            raise TfquantError(f"qgt_strength has no λ for bit width(s) {missing}; give one per bit width ({example})")
+        return tuple(sorted((b, strengths[b]) for b in self.bits))
+
+    def strength(self, bits: int) -> float:
+        """Final λ of the QGT regulariser at ``bits``."""
+        return dict(self.qgt_strength)[bits]
+
+    @classmethod
+    def of_size(cls, name: str, **overrides: Any) -> "QgtStudyConfig":
+        """The config of size ``name`` (:data:`SIZES`), with ``overrides`` applied."""
+        if name not in SIZES:
+            raise TfquantError(f"unknown size {name!r}; choose from: {', '.join(SIZES)}")
+        return cls(**{**SIZES[name], **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["models"], d["bits"] = list(self.models), list(self.bits)
+        d["runtime"] = self.runtime.value
+        d["qgt_strength"] = {str(b): lam for b, lam in self.qgt_strength}
+        return d
+
+    def cells(self) -> tuple[str, ...]:
+        """The cells of one model x bits."""
+        return BIT_CELLS + (TFLITE_CELLS if self.export_tflite else ())
+
+    def weight_spec(self, bits: int) -> SimSpec:
+        """b-bit symmetric per-channel weights, float activations (PTQ and hard quantization)."""
+        return SimSpec(weight_bits=bits, activation_bits=None)
+
+    def recipe(self) -> Recipe:
+        """The int8 conversion recipe of ``qgt_tflite`` (calibration provenance filled in)."""
+        return Recipe(
+            mode=Mode.INT8, weight_granularity=Granularity.PER_CHANNEL,
+            num_calibration_examples=self.num_calibration_examples,
+            calibration_seed=self.calibration_seed, calibration_data=self.dataset,
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class QgtRecord(Record):
+    """One model x bits x cell (``bits`` is None for the float cell); the results.jsonl fields.
+
+    ``recipe`` is the quantization :class:`~tfquant.recipes.Recipe` of ``qgt_tflite``.
+    """
+
+    experiment: str = EXPERIMENT
+    model: str
+    bits: int | None = None
+    cell: str
+    executed_in: str | None = None
+    n_examples: int | None = None
+    accuracy: float | None = None
+    bn_folded: bool | None = None
+    packed_bytes: int | None = None
+    float32_bytes: int | None = None
+    ratio: float | None = None
+    per_channel_scales: bool | None = None
+    spec: Mapping[str, Any] | None = None
+    of: str | None = None
+    baseline_accuracy: float | None = None
+    residual_sum: float | None = None
+    layers: list[Mapping[str, Any]] | None = None
+    float_accuracy: float | None = None
+    weights_path: str | None = None
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    train_examples: int | None = None
+    train_seconds: float | None = None
+    train_loss: float | None = None
+    train_accuracy: float | None = None
+    qgt_strength: float | None = None
+    qgt_ramp_steps: int | None = None
+    num_calibration_examples: int | None = None
+    recipe: Mapping[str, Any] | None = None
+    tflite_path: str | None = None
+    runtime: str | None = None
+    threads: int | None = None
+    n_correct: int | None = None
+    size_bytes: int | None = None
+    weight_levels: list[Mapping[str, Any]] | None = None
+    max_distinct_per_channel: int | None = None
+    allowed_levels: int | None = None
+    on_b_bit_grid: bool | None = None
+
+    @property
+    def key(self) -> tuple[str, int | None, str]:
+        return (self.model, self.bits, self.cell)
+
+    def writes_none(self, name: str) -> bool:
+        """``bits`` is always written (null: the float cell, which has no bit width)."""
+        return name == "bits"
+
+
+@dataclasses.dataclass(frozen=True)
+class BitsCell:
+    """A study cell: one model x bit width (None for ``float``) x cell."""
+
+    model: str
+    bits: int | None
+    cell: str
+
+    @property
+    def key(self) -> tuple[str, int | None, str]:
+        return (self.model, self.bits, self.cell)
+
+
+def schedule(config: QgtStudyConfig, model_name: str, n_train: int) -> Schedule:
+    """Steps = round(epochs x n_train / batch), split into ceil(epochs) progress epochs."""
+    from tfquant.models.train import DEFAULT_CONFIGS
+
+    trained = DEFAULT_CONFIGS[model_name]
+    return Schedule.for_epochs(config.epochs, n_train, batch_size=config.batch_size or trained.batch_size,
+                               learning_rate=config.learning_rate_scale * trained.learning_rate)

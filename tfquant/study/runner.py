@@ -1,0 +1,151 @@
+"""The generic resumable study runner: cells in, one typed record per cell out.
+
+A study (one experiment) declares its cells, how to measure the ones not done yet, and how to
+render its records; :func:`run_study` does the rest, the same way for every experiment:
+
+1. ``open_run``: ``config.json`` with the study's fingerprint and the provenance of every run
+   into the folder; a folder holding a different config is refused.
+2. The done-set: cells whose key has a finished record in ``results.jsonl`` are skipped; failed
+   cells are measured again.
+3. Each record the study yields is appended to ``results.jsonl`` in one write (fsync'd), once per
+   key: a record for a cell that is already done is dropped, so an interrupted run resumed any
+   number of times never duplicates a cell.
+4. ``results.md`` is rewritten atomically from all records of the run.
+"""
+
+from __future__ import annotations
+
+import abc
+import concurrent.futures
+import os
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Generic, Iterator, Mapping, Protocol, Sequence, TypeVar
+
+from tfquant import progress as _progress
+from tfquant.errors import TfquantError
+from tfquant.io_utils import append_jsonl, read_jsonl, write_text_atomic
+from tfquant.study.provenance import open_run
+from tfquant.study.records import Record, RecordSet
+
+RESULTS_JSONL = "results.jsonl"
+RESULTS_MD = "results.md"
+
+
+class CellSpec(Protocol):
+    """A frozen cell spec: ``key`` is stable across runs and equals its record's ``key``."""
+
+    @property
+    def key(self) -> tuple[Any, ...]: ...
+
+
+C = TypeVar("C", bound=CellSpec)
+R = TypeVar("R", bound=Record)
+T = TypeVar("T")
+
+
+class Study(abc.ABC, Generic[C, R]):
+    """One experiment: its cells, how to measure them, how to show the records.
+
+    Class attributes:
+      name: The experiment's one name: ``experiments/NAME.py``, ``tfquant/experiments/NAME.py``
+        and the results folder ``<results_dir>/<run_name>/NAME/``.
+      record_type: The record kind :meth:`parse_record` reads by default.
+    """
+
+    name: ClassVar[str]
+    record_type: ClassVar[type[Record]]
+
+    @abc.abstractmethod
+    def fingerprint(self) -> Mapping[str, Any]:
+        """What must match for a run folder to be resumed (config, weights' hashes, ...)."""
+
+    @abc.abstractmethod
+    def cells(self) -> Sequence[C]:
+        """Every cell of the study, in table order."""
+
+    def parse_record(self, d: Mapping[str, Any]) -> R:
+        """One results.jsonl line as a typed record (override when a study has several kinds)."""
+        return self.record_type.from_json(d)  # type: ignore[return-value]
+
+    @abc.abstractmethod
+    def measure(self, todo: Sequence[C], log: Callable[[str], None]) -> Iterator[R]:
+        """Measures ``todo`` (the cells not done yet), yielding each record as it finishes.
+
+        A cell that cannot be produced or measured yields a record with ``error`` set.
+        """
+
+    @abc.abstractmethod
+    def markdown(self, records: RecordSet) -> str:
+        """results.md from all records of the run."""
+
+
+def load_records(study: Study[Any, R], out_dir: str | os.PathLike[str]) -> RecordSet:
+    """The records in ``out_dir/results.jsonl`` (a torn last line is skipped)."""
+    return RecordSet([study.parse_record(d) for d in read_jsonl(Path(out_dir) / RESULTS_JSONL)])
+
+
+def run_study(
+    study: Study[Any, Any], out_dir: str | os.PathLike[str], *, log: Callable[[str], None] = _progress.write
+) -> RecordSet:
+    """Runs (or resumes) ``study`` into ``out_dir``; returns all records of the run.
+
+    Raises:
+      TfquantError: ``out_dir`` holds a run with a different fingerprint, or the study's own
+        errors (data, models). A cell's failure is a record with ``error``, not an exception.
+    """
+    out = Path(out_dir)
+    open_run(out, dict(study.fingerprint()))
+    results_path = out / RESULTS_JSONL
+    done = load_records(study, out).done_keys()
+    todo = [c for c in study.cells() if c.key not in done]
+    todo_keys = {c.key for c in todo}
+    if todo:
+        for record in study.measure(todo, log):
+            if record.key in done:
+                continue  # measured twice (e.g. a cell two batches share): keep the first
+            if record.key not in todo_keys:
+                raise AssertionError(f"{study.name} yielded a record for {record.key}, which is not a cell to do")
+            append_jsonl(results_path, record.to_json())
+            if not record.failed:
+                done.add(record.key)
+    records = load_records(study, out)
+    write_text_atomic(out / RESULTS_MD, study.markdown(records))
+    return records
+
+
+class Pending(Generic[R]):
+    """Futures (e.g. :meth:`~tfquant.evaluation.AccuracyPool.submit`) turned into records.
+
+    ``add(future, done=..., failed=...)``: when the future finishes, ``done(result)`` makes its
+    record; a :class:`TfquantError` from the future makes ``failed(error)``.
+    """
+
+    def __init__(self) -> None:
+        self._items: list[tuple[concurrent.futures.Future[Any], Callable[[Any], R], Callable[[Exception], R]]] = []
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(
+        self,
+        future: "concurrent.futures.Future[T]",
+        *,
+        done: Callable[[T], R],
+        failed: Callable[[Exception], R],
+    ) -> None:
+        """Queues ``future``; its record is yielded by :meth:`ready`."""
+        self._items.append((future, done, failed))
+
+    def ready(self, *, block: bool = False) -> Iterator[R]:
+        """Records of the finished futures, in submission order (all of them when ``block``)."""
+        for item in list(self._items):
+            future, done, failed = item
+            if not block and not future.done():
+                continue
+            self._items.remove(item)
+            try:
+                result = future.result()
+            except TfquantError as e:
+                yield failed(e)
+                continue
+            yield done(result)

@@ -1,0 +1,76 @@
+"""What every zoo study shares: models, the test split, the calibration draw, the interpreter.
+
+Each experiment's config subclasses :class:`ZooStudySettings` (a frozen, keyword-only
+dataclass) and adds its own fields; the checks here name the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from tfquant.errors import TfquantError
+from tfquant.qtypes import Runtime
+
+_POSITIVE = ("num_calibration_examples", "threads", "batch_size", "workers")
+
+
+def positive_int(value: Any, name: str) -> None:
+    """Raises unless ``value`` is an int >= 1 (a bool is not)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise TfquantError(f"{name} must be a positive integer, got {value!r}")
+
+
+def interpreter_runtime(runtime: Runtime | str, *, what: str) -> Runtime:
+    """``runtime`` parsed; a study runs xnnpack or builtin, never a device delegate."""
+    parsed = Runtime.parse(runtime, what="runtime")
+    if parsed is Runtime.DELEGATE:
+        raise TfquantError(f"{what}: runtime xnnpack or builtin only; evaluate a delegate with "
+                           "'python -m tfquant evaluate --runtime delegate'")
+    return parsed
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ZooStudySettings:
+    """Models, data, calibration draw and evaluation settings of a zoo study.
+
+    Attributes:
+      models: Zoo models (rows); at least one.
+      dataset, data_dir: The dataset spec and where its files are.
+      num_calibration_examples, calibration_seed: The calibration draw (training split).
+      threads, batch_size: Interpreter threads and evaluation batch size.
+      workers: Accuracy evaluations side by side (:class:`~tfquant.evaluation.AccuracyPool`).
+      limit: Evaluate only the first N test images (smoke and short runs); None: all.
+    """
+
+    models: tuple[str, ...]
+    dataset: str = "fashion_mnist"
+    data_dir: str | None = None
+    num_calibration_examples: int = 1000
+    calibration_seed: int = 0
+    threads: int = 1
+    batch_size: int = 256
+    workers: int = 2
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise TfquantError("no models to run; pass --models with at least one zoo model")
+        object.__setattr__(self, "models", tuple(self.models))
+        for name in _POSITIVE:
+            positive_int(getattr(self, name), name)
+        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
+            raise TfquantError(f"limit must be a positive integer or None (whole test split), got {self.limit!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as JSON data (enums by value), for config.json."""
+        return json_ready(dataclasses.asdict(self))
+
+
+def json_ready(value: Any) -> Any:
+    """Tuples -> lists, enums -> their values, recursively."""
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return getattr(value, "value", value)

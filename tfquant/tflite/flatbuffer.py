@@ -1,0 +1,281 @@
+"""The one .tflite flatbuffer reader / writer: ops, tensors, weights, metadata entries.
+
+Built on the schema classes and helpers that ship with ``ai_edge_litert``
+(``schema_py_generated``: the flatc-generated reader and object API of TFLite's
+``schema.fbs``; ``tools.flatbuffer_utils``: bytes <-> ``ModelT``). No TensorFlow.
+
+Metadata: TFLite's schema lets a model carry named entries (``Model.metadata``), each
+pointing at a raw buffer (the converter itself adds ``min_runtime_version`` and
+``CONVERSION_METADATA``); the interpreter ignores unknown ones, so a model with an extra
+entry runs exactly as before. :func:`embed_bytes` / :func:`read_bytes` write and read one.
+
+Weights: the weight operand of CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED is input 1,
+of TRANSPOSE_CONV input 1 too (its inputs are output_shape, weights, input). The output
+channel axis, which TFLite stores as ``quantized_dimension`` of a per-channel weight, is
+axis 3 of a DEPTHWISE_CONV_2D kernel (1, H, W, C·M) and axis 0 of the others (O, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+from ai_edge_litert.tools import flatbuffer_utils
+
+from tfquant.errors import TfquantError
+
+FILE_IDENTIFIER = b"TFL3"
+WEIGHT_INPUT = 1
+"""Index of the weight operand of every op in :data:`WEIGHT_CHANNEL_AXIS`."""
+WEIGHT_CHANNEL_AXIS = {
+    "CONV_2D": 0,
+    "DEPTHWISE_CONV_2D": 3,
+    "FULLY_CONNECTED": 0,
+    "TRANSPOSE_CONV": 0,
+}
+"""Weighted op -> output-channel axis of its weight tensor (TFLite ``quantized_dimension``)."""
+_OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+_TYPE_NAMES = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+
+
+def read(tflite: bytes) -> Any:
+    """The flatbuffer as a mutable object tree (``schema.ModelT``)."""
+    return flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
+
+
+def write(model: Any) -> bytes:
+    """Serializes a ``schema.ModelT`` back to .tflite bytes."""
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def name(raw: bytes | str | None) -> str | None:
+    """A tensor or metadata name as text (the object API gives bytes)."""
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+
+
+def op_name(model: Any, op: Any) -> str:
+    """Builtin name (``CONV_2D``, ...) of operator ``op`` of ``model`` (a ``ModelT``).
+
+    Op codes above 127 live in ``builtinCode``, older ones in ``deprecatedBuiltinCode``; the
+    larger of the two is the op's.
+    """
+    code = model.operatorCodes[op.opcodeIndex]
+    builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+    return _OP_NAMES.get(builtin, str(builtin))
+
+
+def type_name(tensor_type: int) -> str:
+    """``schema.TensorType`` value -> its name (``INT8``, ``INT4``, ``FLOAT32``, ...)."""
+    return _TYPE_NAMES.get(tensor_type, str(tensor_type))
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightTensor:
+    """The weight operand of one conv / depthwise / fully-connected / transpose-conv op.
+
+    Attributes:
+      op: Builtin op name.
+      index: Tensor index in the main subgraph.
+      tensor: Tensor name.
+      stored_type: Type as stored in the flatbuffer (``INT8``, ``INT4``, ``FLOAT32``, ...;
+        LiteRT unpacks INT4 to int8 at load, so only the flatbuffer tells).
+      shape: Tensor shape.
+      channel_axis: Output-channel axis (:data:`WEIGHT_CHANNEL_AXIS`).
+      scales: Quantization scales (empty: float; one: per tensor; else per channel).
+      quantized_dimension: Axis of the per-channel scales as stored.
+    """
+
+    op: str
+    index: int
+    tensor: str
+    stored_type: str
+    shape: tuple[int, ...]
+    channel_axis: int
+    scales: tuple[float, ...]
+    quantized_dimension: int
+
+
+def weight_tensors(tflite: bytes) -> list[WeightTensor]:
+    """The weight tensor of every weighted op of the main subgraph, in op order."""
+    model = read(tflite)
+    subgraph = model.subgraphs[0]
+    out = []
+    for op in subgraph.operators or []:
+        kind = op_name(model, op)
+        if kind not in WEIGHT_CHANNEL_AXIS or len(op.inputs) <= WEIGHT_INPUT:
+            continue
+        index = int(op.inputs[WEIGHT_INPUT])
+        t = subgraph.tensors[index]
+        q = t.quantization
+        scales = () if q is None or q.scale is None else tuple(float(s) for s in q.scale)
+        out.append(WeightTensor(
+            op=kind, index=index, tensor=name(t.name), stored_type=type_name(t.type),
+            shape=tuple(int(d) for d in t.shape), channel_axis=WEIGHT_CHANNEL_AXIS[kind],
+            scales=scales, quantized_dimension=0 if q is None else int(q.quantizedDimension),
+        ))
+    return out
+
+
+def constant_tensors(tflite: bytes) -> set[int]:
+    """Indices of main-subgraph tensors whose buffer holds data (weights and constants)."""
+    model = schema.Model.GetRootAs(tflite, 0)
+    subgraph = model.Subgraphs(0)
+    found = set()
+    for i in range(subgraph.TensorsLength()):
+        buffer = model.Buffers(subgraph.Tensors(i).Buffer())
+        if buffer is not None and (buffer.DataLength() > 0 or buffer.Offset() > 1):
+            found.add(i)
+    return found
+
+
+def tensor_name(tflite: bytes, index: int) -> str:
+    """Name of tensor ``index`` of the main subgraph (reads only that tensor)."""
+    return name(schema.Model.GetRootAs(tflite, 0).Subgraphs(0).Tensors(int(index)).Name())
+
+
+def with_outputs(tflite: bytes, indices: list[int]) -> bytes:
+    """A copy of the model whose main subgraph also outputs tensors ``indices``."""
+    model = read(tflite)
+    subgraph = model.subgraphs[0]
+    outputs = [int(i) for i in subgraph.outputs]
+    subgraph.outputs = np.array(outputs + [i for i in indices if i not in outputs], dtype=np.int32)
+    return write(model)
+
+
+def one_op_model() -> bytes:
+    """A minimal valid model: one float RELU, input ``x`` -> output ``y``, shape [1]."""
+    model = schema.ModelT()
+    model.version = 3
+    code = schema.OperatorCodeT()
+    code.builtinCode = schema.BuiltinOperator.RELU
+    code.deprecatedBuiltinCode = schema.BuiltinOperator.RELU
+    code.version = 1
+    model.operatorCodes = [code]
+    model.buffers = [schema.BufferT()]
+    tensors = []
+    for tensor_name_ in (b"x", b"y"):
+        t = schema.TensorT()
+        t.shape, t.type, t.buffer, t.name = [1], schema.TensorType.FLOAT32, 0, tensor_name_
+        tensors.append(t)
+    op = schema.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0], [1]
+    subgraph = schema.SubGraphT()
+    subgraph.tensors, subgraph.inputs, subgraph.outputs, subgraph.operators = tensors, [0], [1], [op]
+    model.subgraphs = [subgraph]
+    return write(model)
+
+
+def computation_fingerprint(tflite: bytes) -> str:
+    """A hash of what a model computes, ignoring its metadata.
+
+    Covers every subgraph's operators (op code, inputs, outputs, options) and tensors (name,
+    type, shape, scales, zero points, constant data), not the metadata entries (recipe,
+    ranges, the converter's ``CONVERSION_METADATA``). Two models with the same fingerprint
+    give the same outputs in the same runtime, so a sweep evaluates such twins once.
+    """
+    m = read(tflite)
+    h = hashlib.sha256()
+
+    def add(*parts: object) -> None:
+        for p in parts:
+            h.update(repr(p).encode() if not isinstance(p, (bytes, bytearray)) else bytes(p))
+            h.update(b"\x00")
+
+    for code in m.operatorCodes:
+        add(code.builtinCode, code.deprecatedBuiltinCode, code.customCode, code.version)
+    for sg in m.subgraphs:
+        add(list(sg.inputs), list(sg.outputs))
+        for op in sg.operators:
+            add(op.opcodeIndex, list(op.inputs), list(op.outputs), op.builtinOptionsType,
+                vars(op.builtinOptions) if op.builtinOptions is not None else None)
+        for t in sg.tensors:
+            q = t.quantization
+            data = m.buffers[t.buffer].data if t.buffer < len(m.buffers) else None
+            add(t.name, t.type, list(t.shape) if t.shape is not None else None,
+                None if q is None or q.scale is None else np.asarray(q.scale).tobytes(),
+                None if q is None or q.zeroPoint is None else np.asarray(q.zeroPoint).tobytes(),
+                None if q is None else q.quantizedDimension,
+                b"" if data is None else np.asarray(data).tobytes())
+    return h.hexdigest()
+
+
+def check_tflite_bytes(tflite: object, *, what: str = "tflite") -> bytes:
+    """Returns ``tflite`` as bytes after checking it is a TFLite flatbuffer.
+
+    Raises:
+      TfquantError: not bytes, or no ``TFL3`` file identifier.
+    """
+    if not isinstance(tflite, (bytes, bytearray, memoryview)):
+        raise TfquantError(
+            f"{what} must be the bytes returned by tfquant.convert.convert(), got "
+            f"{type(tflite).__name__}"
+        )
+    data = bytes(tflite)
+    if len(data) < 8 or data[4:8] != FILE_IDENTIFIER:
+        raise TfquantError(
+            f"{what} is not a TFLite flatbuffer (no 'TFL3' identifier); pass the bytes "
+            "returned by tfquant.convert.convert()"
+        )
+    return data
+
+
+def model_bytes(tflite: bytes | str | os.PathLike[str]) -> bytes:
+    """The checked flatbuffer bytes of ``tflite`` (bytes, or the path of a .tflite file)."""
+    if isinstance(tflite, (str, os.PathLike)):
+        path = Path(tflite)
+        if not path.is_file():
+            raise TfquantError(
+                f"tflite file {str(path)!r} does not exist; pass the path of a .tflite file"
+            )
+        return check_tflite_bytes(path.read_bytes(), what=f"file {str(path)!r}")
+    return check_tflite_bytes(tflite)
+
+
+def embed_bytes(tflite: bytes, entry_name: str, raw: bytes) -> bytes:
+    """Returns ``tflite`` with ``raw`` stored under the metadata entry ``entry_name``.
+
+    An existing entry of that name is replaced (its old buffer stays, unreferenced).
+    Tensors, ops and weights are unchanged.
+    """
+    model = read(check_tflite_bytes(tflite))
+    payload = schema.BufferT()
+    payload.data = np.frombuffer(raw, dtype=np.uint8)
+    model.buffers.append(payload)
+    entry = schema.MetadataT()
+    entry.name = entry_name
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if name(m.name) != entry_name] + [entry]
+    return write(model)
+
+
+def read_bytes(data: bytes, entry_name: str) -> bytes | None:
+    """The raw bytes of metadata entry ``entry_name`` of model ``data``, or ``None``.
+
+    Raises:
+      TfquantError: not a TFLite model.
+    """
+    try:
+        model = schema.Model.GetRootAs(data, 0)
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            if name(entry.Name()) != entry_name:
+                continue
+            buffer = model.Buffers(entry.Buffer())
+            if buffer.Offset() > 1:  # large-model layout: data lives after the flatbuffer
+                raw = data[buffer.Offset() : buffer.Offset() + buffer.Size()]
+            else:
+                array = buffer.DataAsNumpy()  # 0, not an array, when the buffer is empty
+                raw = array.tobytes() if isinstance(array, np.ndarray) else b""
+            return raw
+    except (IndexError, ValueError, TypeError, struct.error) as e:
+        raise TfquantError(
+            f"the tflite model is corrupt (its flatbuffer does not parse: {type(e).__name__}); "
+            "re-export it with tfquant.convert"
+        ) from None
+    return None
