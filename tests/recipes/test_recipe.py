@@ -10,7 +10,7 @@ from tfquant import VARIANTS, Granularity, IODType, Mode, Recipe, TfquantError, 
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_presets_round_trip_through_json(name: str) -> None:
+def test_variants_round_trip_through_json(name: str) -> None:
     r = VARIANTS[name]
     assert Recipe.from_json(r.to_json()) == r
 

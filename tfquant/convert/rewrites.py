@@ -37,6 +37,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfquant.errors import TfquantError
+from tfquant.tflite import keras_internals
 
 
 @keras.utils.register_keras_serializable(package="tfquant")
@@ -252,10 +253,10 @@ class DecomposedHardSwish(keras.layers.Layer):
 
 def _producer(tensor: Any) -> tuple[keras.layers.Layer, Any] | None:
     """The layer that made a Keras tensor and that layer's node."""
-    history = getattr(tensor, "_keras_history", None)
-    if history is None:
+    slot = keras_internals.producer_slot(tensor)
+    if slot is None:
         return None
-    layer, node_index, _ = history
+    layer, node_index, _ = slot
     return layer, layer.inbound_nodes[node_index]
 
 
@@ -285,10 +286,8 @@ def _single_input(node: Any) -> Any:
 
 
 def _same_tensor(a: Any, b: Any) -> bool:
-    ha, hb = getattr(a, "_keras_history", None), getattr(b, "_keras_history", None)
-    return ha is not None and hb is not None and (ha.layer, ha.node_index, ha.tensor_index) == (
-        hb.layer, hb.node_index, hb.tensor_index
-    )
+    sa, sb = keras_internals.producer_slot(a), keras_internals.producer_slot(b)
+    return sa is not None and sb is not None and sa[0] is sb[0] and sa[1:] == sb[1:]
 
 
 def _hard_swish_x_index(layer: keras.layers.Layer) -> int | None:

@@ -57,6 +57,7 @@ from tfquant.evaluation.report import text_table
 from tfquant.numerics import QuantParams, dequantize
 from tfquant.qtypes import Runtime
 from tfquant.tflite.interpreter import make_interpreter
+from tfquant.tflite import keras_internals, tfmot_internals
 
 _qk = tfmot.quantization.keras
 DEFAULT_TOLERANCE_STEPS = 2.0
@@ -259,9 +260,9 @@ class _Replay:
                 self._cache[layer.name] = tf.constant(x, tf.float32)
 
     def _value(self, tensor: Any) -> Any:
-        if not hasattr(tensor, "_keras_history"):
+        layer = keras_internals.producer(tensor)
+        if layer is None:
             return tensor
-        layer = tensor._keras_history.layer  # noqa: SLF001  (the producing layer)
         if layer.name not in self._cache:
             self._cache[layer.name] = self.run(layer)
         return self._cache[layer.name]
@@ -328,9 +329,10 @@ class _Owners:
             inner is tfop.TFOpCall and tfop.is_shape_op(layer.layer)
         ):
             return False  # reshape-like: its output is a tensor with the input's scale
-        quantizes = bool(layer._output_quantizers) or any(  # noqa: SLF001
-            hasattr(a, "_pre_activation_vars") or hasattr(a, "_post_activation_vars")
-            for a in layer._quantize_activations  # noqa: SLF001
+        quantizes = bool(tfmot_internals.output_quantizers(layer)) or any(
+            tfmot_internals.activation_range_vars(a, "pre") is not None
+            or tfmot_internals.activation_range_vars(a, "post") is not None
+            for a in tfmot_internals.activation_quantizers(layer)
         )
         return not quantizes
 
@@ -388,8 +390,8 @@ def _dequantized(d: dict, value: np.ndarray) -> tuple[np.ndarray, float | None]:
 def _pre_activation_allowance(layer: keras.layers.Layer) -> float:
     """slope · Δ_pre for a wrapper that fake-quantizes before its activation, else 0."""
     allowance = 0.0
-    for activation in getattr(layer, "_quantize_activations", ()):
-        pre = getattr(activation, "_pre_activation_vars", None)
+    for activation in tfmot_internals.activation_quantizers(layer):
+        pre = tfmot_internals.activation_range_vars(activation, "pre")
         if pre is None:
             continue
         name = getattr(activation.activation, "__name__", "")

@@ -29,6 +29,7 @@ import numpy as np
 import tf_keras as keras
 
 from tfquant.errors import TfquantError
+from tfquant.tflite import keras_internals
 
 DEFAULT_REESTIMATION_EXAMPLES = 1024
 
@@ -47,11 +48,7 @@ def batch_norm_sites(model: keras.Model) -> list[keras.layers.Layer]:
 
 
 def _inbound_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
-    out: list[keras.layers.Layer] = []
-    for node in layer._inbound_nodes:  # noqa: SLF001  (the functional graph's own record)
-        inbound = node.inbound_layers
-        out.extend(inbound if isinstance(inbound, (list, tuple)) else [inbound])
-    return out
+    return keras_internals.inbound_layers(layer)
 
 
 def _upstream_sites(

@@ -41,6 +41,7 @@ from tfquant.qtypes import Runtime
 from tfquant.tflite.converter import ConverterOptions, run_converter
 from tfquant.tflite.interpreter import ModelLike, make_interpreter, ops_details
 from tfquant.tflite.tfmot_internals import quantize_layer
+from tfquant.tflite import tfmot_internals
 
 _qk = tfmot.quantization.keras
 _WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
@@ -54,11 +55,11 @@ def _quantizers(qat_model: keras.Model) -> Iterator[tuple[str, str, object]]:
         if isinstance(layer, quantize_layer.QuantizeLayer) and layer.quantizer is not None:
             yield layer.name, "input", layer.quantizer
         elif isinstance(layer, _qk.QuantizeWrapper):
-            for _, quantizer, _ in layer._weight_vars:  # noqa: SLF001
+            for _, quantizer, _ in tfmot_internals.weight_quantizers(layer):
                 yield layer.name, "weight", quantizer
-            for activation in layer._quantize_activations:  # noqa: SLF001
+            for activation in tfmot_internals.activation_quantizers(layer):
                 yield layer.name, "activation", activation.quantizer
-            for quantizer in layer._output_quantizers:  # noqa: SLF001
+            for quantizer in tfmot_internals.output_quantizers(layer):
                 yield layer.name, "output", quantizer
 
 

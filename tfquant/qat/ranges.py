@@ -34,6 +34,7 @@ from tfquant.tflite.tfmot_internals import quantize_layer
 
 from tfquant.calibration.keras_outputs import keras_min_max
 from tfquant.errors import TfquantError
+from tfquant.tflite import tfmot_internals
 
 _QuantizeWrapper = tfmot.quantization.keras.QuantizeWrapper
 _QuantizeLayer = quantize_layer.QuantizeLayer
@@ -71,7 +72,7 @@ def sync_weight_ranges(qat_model: keras.Model) -> int:
     for layer in qat_model.layers:
         if not isinstance(layer, _QuantizeWrapper):
             continue
-        for weight, quantizer, quantizer_vars in layer._weight_vars:  # noqa: SLF001
+        for weight, quantizer, quantizer_vars in tfmot_internals.weight_quantizers(layer):
             quantizer(tf.convert_to_tensor(weight), True, weights=quantizer_vars)
             count += 1
     return count
@@ -145,12 +146,12 @@ def activation_sites(qat_model: keras.Model) -> dict[str, list[Mapping[str, tf.V
             sites.setdefault(source.name, []).append(layer.quantizer_vars)
         elif isinstance(layer, _QuantizeWrapper):
             name = layer.layer.name
-            for activation in layer._quantize_activations:  # noqa: SLF001
-                post = getattr(activation, "_post_activation_vars", None)
+            for activation in tfmot_internals.activation_quantizers(layer):
+                post = tfmot_internals.activation_range_vars(activation, "post")
                 if post is not None:
                     sites.setdefault(name, []).append(post)
-            if layer._output_quantizers:  # noqa: SLF001
-                sites.setdefault(name, []).append(layer._output_quantizer_vars)  # noqa: SLF001
+            if tfmot_internals.output_quantizers(layer):
+                sites.setdefault(name, []).append(tfmot_internals.output_quantizer_vars(layer))
     return sites
 
 

@@ -16,6 +16,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfquant.errors import TfquantError
+from tfquant.tflite import keras_internals
 
 IDENTITY = object()
 """Returned by a ``replace_layer`` callback: drop the layer, its output is its first input."""
@@ -70,7 +71,10 @@ def consumers(model: keras.Model) -> dict[int, list[Any]]:
 
 def producer(tensor: Any) -> keras.layers.Layer:
     """The layer whose call produced KerasTensor ``tensor``."""
-    return tensor._keras_history.layer
+    layer = keras_internals.producer(tensor)
+    if layer is None:
+        raise TypeError(f"{tensor!r} is not a Keras symbolic tensor")
+    return layer
 
 
 def rebuild(

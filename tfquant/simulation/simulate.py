@@ -23,6 +23,7 @@ from tfquant.errors import TfquantError
 from tfquant.simulation import activations, graph, weights
 from tfquant.simulation.activations import FakeQuant, Kind
 from tfquant.simulation.spec import SimResult, SimSpec
+from tfquant.tflite import keras_internals
 
 EVAL_BATCH_SIZE = 256
 
@@ -37,9 +38,12 @@ def _check_spec(spec: object) -> SimSpec:
 
 
 def _fq_name(t: Any) -> str:
-    h = t._keras_history
-    suffix = "" if (h.node_index, h.tensor_index) == (0, 0) else f"_{h.node_index}_{h.tensor_index}"
-    return f"{h.layer.name}{suffix}_fq"
+    slot = keras_internals.producer_slot(t)
+    if slot is None:
+        raise TypeError(f"{t!r} is not a Keras symbolic tensor")
+    layer, node_index, tensor_index = slot
+    suffix = "" if (node_index, tensor_index) == (0, 0) else f"_{node_index}_{tensor_index}"
+    return f"{layer.name}{suffix}_fq"
 
 
 def float_weight_layers(model: keras.Model) -> tuple[str, ...]:

@@ -15,8 +15,21 @@ needs. Each re-export below, and why tfquant needs it:
 * ``default_n_bit_quantize_layout_transform``: the n-bit scheme's layout transform (BN
   folding and activation fusions at any bit width).
 
+The ``QuantizeWrapper`` keeps its fake quantizers in private attributes (no public
+accessor in tfmot 0.8); range initialisation, export checks and the Keras-vs-TFLite comparison
+need them, through the functions below:
+
+* :func:`weight_quantizers`: ``(weight, quantizer, quantizer_vars)`` per quantized weight;
+* :func:`activation_quantizers`: the wrapped activations (``QuantizeAwareActivation``);
+* :func:`activation_range_vars`: an activation's pre- / post-activation range variables;
+* :func:`output_quantizers` / :func:`output_quantizer_vars`: the output fake quant.
+
 A tfmot upgrade that moves these breaks only this module.
 """
+
+from __future__ import annotations
+
+from typing import Any
 
 from tensorflow_model_optimization.python.core.quantization.keras import (
     quantize_annotate,
@@ -32,7 +45,41 @@ from tensorflow_model_optimization.python.core.quantization.keras.experimental.d
     default_n_bit_quantize_layout_transform,
 )
 
+
+
+def weight_quantizers(wrapper: Any) -> list[tuple[Any, Any, Any]]:
+    """``(weight, quantizer, quantizer_vars)`` of each weight a ``QuantizeWrapper`` quantizes."""
+    return list(wrapper._weight_vars)  # noqa: SLF001
+
+
+def activation_quantizers(wrapper: Any) -> list[Any]:
+    """The ``QuantizeAwareActivation`` objects of a ``QuantizeWrapper`` (none for other layers)."""
+    return list(getattr(wrapper, "_quantize_activations", ()))
+
+
+def activation_range_vars(activation: Any, which: str) -> Any | None:
+    """``which`` = ``"pre"`` or ``"post"``: the activation's range variables, or None."""
+    if which not in ("pre", "post"):
+        raise ValueError(f"which must be 'pre' or 'post', not {which!r}")
+    return getattr(activation, f"_{which}_activation_vars", None)
+
+
+def output_quantizers(wrapper: Any) -> list[Any]:
+    """The output fake quantizers of a ``QuantizeWrapper`` (empty when it has none)."""
+    return list(wrapper._output_quantizers)  # noqa: SLF001
+
+
+def output_quantizer_vars(wrapper: Any) -> Any:
+    """The range variables of a ``QuantizeWrapper``'s output quantizer."""
+    return wrapper._output_quantizer_vars  # noqa: SLF001
+
+
 __all__ = [
+    "activation_quantizers",
+    "activation_range_vars",
+    "output_quantizer_vars",
+    "output_quantizers",
+    "weight_quantizers",
     "default_8bit_quantize_scheme",
     "default_n_bit_quantize_layout_transform",
     "quantize_annotate",

@@ -22,7 +22,7 @@ VARIANTS: Mapping[str, Recipe] = MappingProxyType(
 
 
 def variant(name: str) -> Recipe:
-    """Returns the preset recipe called ``name`` (e.g. ``int8_per_channel``)."""
+    """Returns the variant (named recipe) called ``name`` (e.g. ``int8_per_channel``)."""
     try:
         return VARIANTS[name]
     except KeyError:
