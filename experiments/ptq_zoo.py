@@ -72,7 +72,7 @@ def _run() -> Path:
 
 def main(argv: list[str]) -> int:
     del argv
-    return report_run("PTQ matrix", RESULTS_MD, _run)
+    return report_run("PTQ zoo", RESULTS_MD, _run)
 
 
 if __name__ == "__main__":

@@ -321,3 +321,17 @@ def test_packed_size_is_exact_on_a_hand_counted_model() -> None:
 def test_packed_size_rejects_bad_bits() -> None:
     with pytest.raises(TfquantError, match="bits must be an integer"):
         packed_size_bytes(_hand_counted_model(), 0)
+
+
+def test_bottleneck_summary_and_residual_text() -> None:
+    from tfquant.algorithms.qgt import bottleneck_summary, residual_text
+
+    assert residual_text(0.08333) == "0.0833" and residual_text(0.0) == "0.0000" and residual_text(2e-5) == "2.0e-05"
+    before = {"layers": [{"layer": "conv", "rank": 2, "residual": 0.09, "loss_pt": -0.5},
+                         {"layer": "fc", "rank": 1, "residual": 0.05, "loss_pt": -3.0}]}
+    after = {"layers": [{"layer": "conv", "rank": 1, "residual": 1e-4, "loss_pt": -0.2},
+                        {"layer": "fc", "rank": 2, "residual": 1e-5, "loss_pt": -0.1}]}
+    assert bottleneck_summary(before, None) == (
+        "Trained: the bottleneck is fc (-3.00 pt alone, R 0.0500), while the largest R is in conv (0.0900).")
+    assert bottleneck_summary(before, after).endswith(
+        "; after QGT, the bottleneck is conv (-0.20 pt alone, R 1.0e-04), which is also the layer with the largest R.")

@@ -144,3 +144,19 @@ def test_folded_layer_config_is_registered_for_both_classes() -> None:
         FreezableFoldedConvBN, FreezableFoldedDepthwiseConvBN}
     for layer in (FreezableFoldedConvBN(2, 3), FreezableFoldedDepthwiseConvBN(3)):
         assert reg.supports(layer)
+
+
+def test_with_bn_fold_sets_correction_and_freeze_per_fold() -> None:
+    from tfquant.qat.bn_correction import BnFold, with_bn_fold
+
+    schedule = qat.whitepaper_schedule(DEFAULT_CONFIGS["cnn"], bn_correction=False)
+    assert with_bn_fold(schedule, BnFold.TFMOT, total_steps=64) is schedule
+    naive = with_bn_fold(schedule, BnFold.NAIVE, total_steps=64)
+    assert (naive.bn_correction, naive.freeze_bn_after_steps) == (False, None)
+    corrected = with_bn_fold(schedule, BnFold.CORRECTED, total_steps=64)
+    assert (corrected.bn_correction, corrected.freeze_bn_after_steps) == (True, 32)
+    assert with_bn_fold(schedule, BnFold.CORRECTED, total_steps=10_000).freeze_bn_after_steps == 200
+    assert with_bn_fold(schedule, BnFold.CORRECTED, total_steps=1).freeze_bn_after_steps == 1
+    assert with_bn_fold(schedule, BnFold.CORRECTED, total_steps=64, freeze_bn_after_steps=7).freeze_bn_after_steps == 7
+    plain = with_bn_fold(schedule, BnFold.CORRECTED, total_steps=64, folds=False)
+    assert (plain.bn_correction, plain.freeze_bn_after_steps) == (False, None)

@@ -78,3 +78,35 @@ def test_compare_rejects_mismatched_labels(cnn_qat: dict[str, Any], fmnist: dict
         fidelity.compare(cnn_qat["model"], cnn_qat["tflite"], test.x[:10], test.y[:9])
     with pytest.raises(TfquantError, match="shape"):
         fidelity.compare(cnn_qat["model"], cnn_qat["tflite"], test.x[:10, :14], test.y[:10])
+
+
+def test_grid_levels_read_back_the_weight_grid(cnn_qat: dict[str, Any]) -> None:
+    from tfquant.qat.export import grid_levels
+
+    levels = qat.weight_levels(cnn_qat["tflite"])
+    on8 = grid_levels(cnn_qat["tflite"], 8)
+    assert [w["tensor"] for w in on8["weight_levels"]] == [w.tensor for w in sorted(levels, key=lambda w: w.index)]
+    assert on8["max_distinct_per_channel"] == max(w.max_distinct_per_channel for w in levels) <= 255
+    assert on8["allowed_levels"] == 255 and on8["on_b_bit_grid"]
+    assert not grid_levels(cnn_qat["tflite"], 2)["on_b_bit_grid"]  # 8-bit QAT weights are not on 3 levels
+
+
+def test_export_run_writes_the_tflite_and_its_qat_record(cnn_qat: dict[str, Any], fmnist: dict[str, Any],
+                                                          tmp_path) -> None:
+    import json
+    import time
+
+    from tfquant.qat.pipeline import TrainedQat
+
+    trained = TrainedQat(qat_model=cnn_qat["model"], finetune=None, from_logits=True, bn_reestimated=0,
+                         start_accuracy=None)
+    test = fmnist["test"]
+    path = tmp_path / "cnn" / "qat.tflite"
+    tflite, report = qat.export_run(trained, path, test.x[:200], test.y[:200], started=time.perf_counter(),
+                                    record=dict(model="zoo:cnn", weight_bits=8, weight_granularity="per_channel",
+                                                epochs=1, seed=0, train_examples=10, num_calibration_examples=10,
+                                                finetune_recipe_choice="nvidia", finetune_recipe={}))
+    assert path.read_bytes() == tflite and report.n_examples == 200
+    record = json.loads(path.with_suffix(".qat.json").read_text())
+    assert record["model"] == "zoo:cnn" and record["qat_accuracy"] == report.tflite_accuracy
+    assert record["accuracy_data"] == "200 eval examples" and record["fidelity"]["agreement"] == report.agreement

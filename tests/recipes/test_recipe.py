@@ -69,3 +69,12 @@ def test_recipe_is_frozen() -> None:
     with pytest.raises(Exception):
         r.mode = Mode.FP32  # type: ignore[misc]
     assert r.replace(mode="fp16").mode is Mode.FP16
+
+
+def test_for_mode_records_the_calibration_draw_only_when_the_mode_calibrates() -> None:
+    int8 = Recipe.for_mode(Mode.INT8, weight_granularity=Granularity.PER_TENSOR, dataset="fashion_mnist",
+                           num_calibration_examples=100, calibration_seed=3)
+    assert int8 == Recipe(mode=Mode.INT8, weight_granularity=Granularity.PER_TENSOR, num_calibration_examples=100,
+                          calibration_seed=3, calibration_data="fashion_mnist")
+    fp32 = Recipe.for_mode(Mode.FP32, dataset="fashion_mnist", num_calibration_examples=100, calibration_seed=3)
+    assert fp32.calibration_data is None and fp32.weight_granularity is Granularity.PER_CHANNEL

@@ -377,3 +377,15 @@ def test_evaluate_reports_sim_and_rejects_bad_labels(bn_model, x_cal) -> None:
     regressor = keras.Model(inputs, layers.Dense(1)(layers.Flatten()(inputs)))
     with pytest.raises(TfquantError, match="not \\(num_classes,\\)"):
         simulation.evaluate(regressor, SimSpec(activation_bits=None), x_cal, y)
+
+
+def test_evaluate_fields_are_evaluate_as_record_fields(bn_model, x_cal) -> None:
+    y = np.arange(len(x_cal)) % 4
+    weight_only = SimSpec(weight_bits=4, activation_bits=None)
+    fields = simulation.evaluate_fields(bn_model, weight_only, x_cal, y, calibration_data=x_cal)
+    result = simulation.evaluate(bn_model, weight_only, x_cal, y)
+    assert fields == {"spec": weight_only.to_dict(), "num_calibration_examples": 0, "accuracy": result.accuracy,
+                      "n_examples": len(x_cal), "n_correct": result.n_correct, "float_weight_layers": []}
+    w8a8 = simulation.evaluate_fields(bn_model, SimSpec(), x_cal, y, calibration_data=x_cal[:16])
+    assert w8a8["num_calibration_examples"] == 16
+    assert w8a8["accuracy"] == simulation.evaluate(bn_model, SimSpec(), x_cal, y, calibration_data=x_cal[:16]).accuracy

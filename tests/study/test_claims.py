@@ -67,3 +67,17 @@ def test_bad_claims_are_rejected():
         Compare(a="a", b="b", op="=>", threshold=0.0)
     with pytest.raises(TfquantError, match="no comparison"):
         Claim(claim="c", paper="p", compares=())
+
+
+def test_listed_claims_and_the_claims_section():
+    from tfquant.study import TIE_PT, claims_section, listed_claim
+
+    r = listed_claim("c", "p", [("cnn", True, "ok"), ("vit", None, "not counted"), ("mnv1", False, "bad")])
+    assert r.verdict is Verdict.PARTLY
+    assert r.ours == "cnn ok; vit not counted; mnv1 bad (fails on mnv1)"
+    only_fail = listed_claim("c", "p", [("cnn", None, "n/a"), ("mnv1", False, "bad")])
+    assert only_fail.verdict is Verdict.NOT_HELD and only_fail.ours == "cnn n/a; mnv1 bad"
+    assert listed_claim("c", "p", []).ours == "no records" and listed_claim("c", "p", []).verdict is Verdict.NOT_TESTED
+    assert claims_section("Did it hold?", "How.", [r]) == [
+        "", "## Did it hold?", "", "How.", "", "- **partly**: c. Paper: p. Ours: " + r.ours + "."]
+    assert TIE_PT == 0.2

@@ -139,3 +139,15 @@ def test_pending_yields_finished_futures_and_maps_errors():
     assert len(pending) == 1
     waiting.set_result(0.5)
     assert [r.model for r in pending.ready(block=True)] == ["waiting"] and len(pending) == 0
+
+
+def test_run_study_tells_the_study_its_folder_and_logged_logs_each_record(tmp_path):
+    from tfquant.study import ModelCell, logged
+
+    study = _Toy(models=("m1",))
+    run_study(study, tmp_path, log=lambda s: None)
+    assert study.out_dir == tmp_path and study.models_dir == tmp_path / "models"
+    lines: list[str] = []
+    recs = [_Rec(model="m", cell="a"), _Rec(model="m", cell="b")]
+    assert list(logged(iter(recs), lines.append, lambda r: r.cell)) == recs and lines == ["a", "b"]
+    assert ModelCell("cnn", "float").key == ("cnn", "float") == ModelCell(model="cnn", cell="float").key

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 
@@ -386,6 +386,52 @@ def bottleneck_report(
             )
         )
     return sorted(rows, key=lambda r: (-r.degradation, r.name))
+
+
+def bottleneck_fields(model: keras.Model, bits: int, eval_fn: Callable[[keras.Model], float]) -> dict[str, Any]:
+    """:func:`bottleneck_report` as record fields: ``layers`` in layer order, each with its
+    ``rank`` (1 = the bottleneck), ``residual``, ``accuracy``, ``loss_pt`` and ``params``;
+    ``residual_sum``; and the float ``baseline_accuracy`` the losses are against."""
+    report = bottleneck_report(model, bits, eval_fn)
+    rank = {row.name: i + 1 for i, row in enumerate(report)}
+    by_name = {row.name: row for row in report}
+    rows = [
+        {"layer": name, "params": by_name[name].params, "residual": by_name[name].residual,
+         "accuracy": by_name[name].metric, "loss_pt": 100.0 * by_name[name].degradation,
+         "rank": rank[name]}
+        for name in layer_residuals(model, bits)
+    ]
+    return {"baseline_accuracy": report[0].metric + report[0].degradation,
+            "residual_sum": sum(r["residual"] for r in rows), "layers": rows}
+
+
+def residual_text(residual: float) -> str:
+    """A grid residual R: 4 decimals, or 2 significant digits below 0.001 (QGT drives R to ~0)."""
+    return f"{residual:.4f}" if residual >= 1e-3 or residual == 0 else f"{residual:.1e}"
+
+
+def bottleneck_summary(before: Mapping[str, Any], after: Mapping[str, Any] | None) -> str:
+    """One sentence on a model x bits' bottlenecks: worst layer alone, largest R, before/after.
+
+    ``before`` and ``after`` are :func:`bottleneck_fields` of the trained and the QGT model.
+    The bottleneck is the layer whose quantization alone costs the most accuracy
+    (rank 1); whether it is also the layer with the largest residual R says whether R
+    alone would have found it.
+    """
+
+    def describe(report: Mapping[str, Any], when: str) -> str:
+        rows = report["layers"]
+        worst = min(rows, key=lambda r: r["rank"])
+        top_r = max(rows, key=lambda r: (r["residual"], r["layer"]))
+        same = ("which is also the layer with the largest R" if top_r["layer"] == worst["layer"]
+                else f"while the largest R is in {top_r['layer']} ({residual_text(top_r['residual'])})")
+        return (f"{when} the bottleneck is {worst['layer']} ({worst['loss_pt']:+.2f} pt alone, "
+                f"R {residual_text(worst['residual'])}), {same}")
+
+    text = describe(before, "Trained:")
+    if after is not None:
+        text += "; " + describe(after, "after QGT").replace("after QGT the", "after QGT, the", 1)
+    return text + "."
 
 
 def _packed_kernels(model: keras.Model) -> dict[int, tuple[int, ...]]:

@@ -235,3 +235,41 @@ def finetune_weights(
     if method == "qgt":
         stats.update(qgt_strength=qgt_strength, qgt_ramp_steps=ramp_steps)
     return tuned, stats
+
+
+def cached_finetune(
+    weights: str | os.PathLike[str],
+    folded: keras.Model,
+    method: Method,
+    bits: int,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    *,
+    label: str,
+    log: Callable[[str], None] = _progress.write,
+    **finetune_args: Any,
+) -> tuple[keras.Model, dict[str, Any]]:
+    """:func:`finetune_weights`, kept in ``weights`` (Keras 2 HDF5) and its statistics beside it
+    (``<stem>.train.json``); when both exist they are loaded instead (a resumed run).
+
+    ``finetune_args`` are :func:`finetune_weights`' keyword arguments (plan, seed, ...).
+    """
+    import json
+    from pathlib import Path
+
+    from tfquant.io_utils import atomic_path, write_json_atomic
+    from tfquant.models.keras_apps import load_weights_file
+
+    weights = Path(weights)
+    stats_path = weights.with_name(f"{weights.stem}.train.json")
+    if weights.exists() and stats_path.exists():
+        model = keras.models.clone_model(folded)
+        load_weights_file(model, weights)
+        log(f"[{label}] fine-tuned weights loaded from {weights}")
+        return model, json.loads(stats_path.read_text())
+    model, stats = finetune_weights(folded, method, bits, x_train, y_train, label=label, log=log, **finetune_args)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(weights) as tmp:
+        model.save_weights(str(tmp), save_format="h5")
+    write_json_atomic(stats_path, stats)
+    return model, stats

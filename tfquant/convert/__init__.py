@@ -27,7 +27,7 @@ Example::
     assert convert.read_recipe("out/cnn_int8.tflite") == recipe
 """
 
-from tfquant.convert.artifacts import save
+from tfquant.convert.artifacts import convert_and_save, save
 from tfquant.convert.converter import convert
 from tfquant.convert.custom_objects import load_custom_objects
 from tfquant.convert.loading import load_model
@@ -48,6 +48,7 @@ __all__ = [
     "RANGES_METADATA_NAME",
     "REWRITES_METADATA_NAME",
     "convert",
+    "convert_and_save",
     "load_custom_objects",
     "load_model",
     "read_input_contract",

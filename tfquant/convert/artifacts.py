@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 from pathlib import Path
 
 from tfquant.convert.metadata import check_tflite_bytes, read_recipe
@@ -70,3 +71,21 @@ def save(tflite: bytes, out_path: str | os.PathLike[str], recipe: Recipe) -> Pat
             "the output directory is a writable directory"
         ) from None
     return target
+
+
+def convert_and_save(model: Any, recipe: Recipe, out_path: str | os.PathLike[str], *,
+                     calibration_data: Any = None) -> bytes:
+    """:func:`~tfquant.convert.convert` ``model`` with ``recipe`` and :func:`save` it (with its
+    recipe) at ``out_path``; returns the .tflite's bytes.
+
+    ``calibration_data`` is passed only when the recipe's mode calibrates, so a study can hand
+    its calibration images to every cell.
+
+    Raises:
+      TfquantError: as :func:`~tfquant.convert.convert` and :func:`save`.
+    """
+    from tfquant.convert.converter import convert
+
+    tflite = convert(model, recipe, calibration_data=calibration_data if recipe.mode.needs_calibration else None)
+    save(tflite, str(out_path), recipe)
+    return tflite

@@ -6,7 +6,7 @@ a delegate runs (:func:`delegated_op_count`), size (:func:`file_size`) and resul
 (:func:`markdown_table`). Imports ``ai_edge_litert`` and numpy only, never TensorFlow.
 """
 
-from tfquant.evaluation.accuracy import AccuracyResult, evaluate_accuracy, predict
+from tfquant.evaluation.accuracy import AccuracyResult, convert_and_evaluate, evaluate_accuracy, predict
 from tfquant.evaluation.inspect import (
     ModelReport,
     TensorInfo,
@@ -29,6 +29,7 @@ from tfquant.evaluation.report import markdown_table, text_table
 __all__ = [
     "AccuracyPool",
     "AccuracyResult",
+    "convert_and_evaluate",
     "LatencyResult",
     "ModelLike",
     "ModelReport",

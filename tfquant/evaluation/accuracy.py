@@ -209,3 +209,28 @@ def evaluate_accuracy(
         requested_batch_size=batch_size,
         batch_fallback=runner.fallback_reason,
     )
+
+
+def convert_and_evaluate(
+    model: Any,
+    recipe: Any,
+    out_path: str | os.PathLike[str],
+    x: Any,
+    y: Any,
+    *,
+    calibration_data: Any = None,
+    runtime: Runtime | str = Runtime.XNNPACK,
+    num_threads: int = 1,
+    batch_size: int = 256,
+) -> tuple[bytes, AccuracyResult]:
+    """A model's .tflite made, kept and measured: :func:`tfquant.convert.convert_and_save` at
+    ``out_path`` (calibration data used only when the recipe calibrates), then
+    :func:`evaluate_accuracy` on ``(x, y)`` in LiteRT.
+
+    Raises:
+      TfquantError: as the conversion, the save and the evaluation.
+    """
+    from tfquant.convert import convert_and_save
+
+    tflite = convert_and_save(model, recipe, out_path, calibration_data=calibration_data)
+    return tflite, evaluate_accuracy(out_path, x, y, runtime=runtime, num_threads=num_threads, batch_size=batch_size)

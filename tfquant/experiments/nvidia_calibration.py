@@ -29,7 +29,7 @@ from tfquant import progress as _progress
 from tfquant.errors import TfquantError
 from tfquant.qtypes import Mode, Runtime
 from tfquant.recipes import Recipe
-from tfquant.study import Footnotes, Record, RecordSet, Study, run_study
+from tfquant.study import Footnotes, Record, RecordSet, Study, header, run_study
 from tfquant.study.settings import ZooStudySettings, interpreter_runtime
 
 NAME = "nvidia_calibration"
@@ -226,7 +226,7 @@ class NvidiaCalibration(Study[NvidiaCalibrationCell, NvidiaCalibrationRecord]):
             pending.append((pool.submit(str(path)), fp, [rec]))
 
         try:
-            for model_name in _progress.progress(config.models, desc="calibration sweep", unit="model"):
+            for model_name in _progress.progress(config.models, desc="NVIDIA calibration study", unit="model"):
                 keras_model: list[Any] = []
 
                 def model(name: str = model_name) -> Any:
@@ -296,9 +296,8 @@ def results_markdown(records: RecordSet, config: NvidiaCalibrationConfig) -> str
     """One table per mode: rows = models, columns = float + calibrators; best per row bold."""
     from tfquant.evaluation import markdown_table
 
-    lines = [
-        f"# NVIDIA calibration study on the zoo ({config.dataset} test split)",
-        "",
+    lines = header(
+        f"NVIDIA calibration study on the zoo ({config.dataset} test split)",
         "Top-1 accuracy. Every cell ran in the LiteRT interpreter (`executed_in: tflite`, "
         f"{config.runtime.value}, {config.threads} thread(s)) on "
         f"{'the whole test split' if config.limit is None else f'the first {config.limit} test examples'}; "
@@ -308,8 +307,7 @@ def results_markdown(records: RecordSet, config: NvidiaCalibrationConfig) -> str
         "written into the model. **Bold**: best quantized column of the row (ties all bold). "
         "`=X`: the exported model is identical to column X's (evaluated once). "
         "`(N²)`: N tensors kept their [min, max] because the calibrator's clip would have "
-        "saturated most of their values (see tfquant.calibration.base.clip_to_observed).",
-    ]
+        "saturated most of their values (see tfquant.calibration.base.clip_to_observed).")
     notes = Footnotes()
     for mode in config.modes:
         columns = ["model", FLOAT, *config.columns]

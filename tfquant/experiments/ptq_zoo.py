@@ -186,7 +186,7 @@ class PtqZoo(Study[PtqZooCell, PtqZooRecord]):
             x_test, y_test, workers=config.workers, num_threads=config.threads, batch_size=config.batch_size
         )
         try:
-            for model_name in _progress.progress(config.models, desc="PTQ matrix", unit="model"):
+            for model_name in _progress.progress(config.models, desc="PTQ zoo", unit="model"):
                 mine = [c for c in todo if c.model == model_name]
                 if not mine:
                     continue

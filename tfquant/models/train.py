@@ -47,6 +47,8 @@ from tfquant.models.zoo import (
 from tfquant.study.provenance import git_revision
 
 VAL_EXAMPLES = 5000
+TRAIN_EXAMPLES = 55_000
+"""The zoo trains on the first 55,000 training images (the last :data:`VAL_EXAMPLES` validate)."""
 _MAX_SHIFT = 2  # pixels of random translation
 
 

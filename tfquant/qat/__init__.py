@@ -53,6 +53,7 @@ from tfquant.qat.pipeline import (
     QatOutcome,
     TrainedQat,
     export_and_compare,
+    export_run,
     run_qat,
     train_qat,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "WeightLevels",
     "custom_objects",
     "export_and_compare",
+    "export_run",
     "export_tflite",
     "finetune",
     "float_ops",

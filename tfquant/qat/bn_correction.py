@@ -69,6 +69,25 @@ class BnFold(_ParsableEnum):
     CORRECTED = "corrected"
 
 
+def with_bn_fold(schedule: FinetuneSchedule, fold: BnFold, *, total_steps: int, folds: bool = True,
+                 freeze_bn_after_steps: int | None = None) -> FinetuneSchedule:
+    """``schedule`` with the BN handling of ``fold`` (what :func:`~tfquant.qat.train_qat` checks).
+
+    ``tfmot``: unchanged (tfmot's BN layers keep the schedule's freeze). ``naive``: no
+    correction, never frozen. ``corrected``: correction, frozen after ``freeze_bn_after_steps``
+    steps (None: min(200, ``total_steps`` // 2), at least 1). ``folds=False`` (the model has no
+    conv + BN pair) turns a folded run into plain QAT: no correction, no freeze.
+    """
+    from tfquant.qat.schedules import WHITEPAPER_FREEZE_BN_AFTER_STEPS
+
+    if fold is BnFold.TFMOT:
+        return schedule
+    if fold is BnFold.NAIVE or not folds:
+        return schedule.replace(bn_correction=False, freeze_bn_after_steps=None)
+    freeze = freeze_bn_after_steps or max(1, min(WHITEPAPER_FREEZE_BN_AFTER_STEPS, total_steps // 2))
+    return schedule.replace(bn_correction=True, freeze_bn_after_steps=freeze)
+
+
 class _FreezeHook:
     """``freeze_batch_norm()`` for the folded layers (mixed in before the layer class)."""
 

@@ -28,7 +28,7 @@ post-training conversions, and nothing of it applies to a QAT export.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from typing import Any, Iterator
 
 from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 
@@ -252,3 +252,24 @@ def stored_weight_types(tflite: ModelLike) -> dict[str, int]:
     for w in weight_tensors(model_bytes(tflite)):
         out[w.stored_type] = out.get(w.stored_type, 0) + 1
     return out
+
+
+def grid_levels(tflite: ModelLike, bits: int) -> dict[str, Any]:
+    """Whether a .tflite's int8 weights sit on a ``bits``-bit grid: at most 2^b - 1 distinct
+    int8 values in every output channel (:func:`weight_levels`).
+
+    Returns record fields: ``weight_levels`` (per int8 weight tensor, in tensor order: its
+    name, shape, number of scales and most distinct values in one channel),
+    ``max_distinct_per_channel``, ``allowed_levels`` (2^b - 1) and ``on_b_bit_grid``.
+
+    Raises:
+      TfquantError: as :func:`weight_levels`.
+    """
+    levels = [{"tensor": w.tensor, "shape": list(w.shape), "num_scales": w.num_scales,
+               "max_distinct_per_channel": w.max_distinct_per_channel}
+              for w in sorted(weight_levels(tflite), key=lambda w: w.index)]
+    allowed = 2 ** bits - 1
+    return {"weight_levels": levels,
+            "max_distinct_per_channel": max(w["max_distinct_per_channel"] for w in levels),
+            "allowed_levels": allowed,
+            "on_b_bit_grid": all(w["max_distinct_per_channel"] <= allowed for w in levels)}

@@ -235,6 +235,42 @@ def export_and_compare(
     return tflite, compare(qat_model, tflite, x, y, batch_size=batch_size, runtime=runtime)
 
 
+def export_run(
+    trained: TrainedQat,
+    path: "str | os.PathLike[str]",
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    record: dict[str, Any],
+    started: float,
+    batch_size: int = 256,
+    runtime: "qtypes.Runtime | str" = qtypes.Runtime.XNNPACK,
+) -> tuple[bytes, FidelityReport]:
+    """:func:`export_and_compare` a :func:`train_qat` run, then write the .tflite at ``path``
+    and its ``.qat.json`` beside it.
+
+    The :class:`QatRecord` is ``record`` (what the caller knows: model, data, spec, schedule,
+    ...) plus what the run measured: ``from_logits``, ``finetune``, ``train_seconds`` (since
+    ``started``, a :func:`time.perf_counter` value), the .tflite's accuracy on ``(x, y)`` and
+    the fidelity report.
+
+    Raises:
+      TfquantError: as :func:`export_and_compare`.
+    """
+    from pathlib import Path
+
+    from tfquant.io_utils import write_bytes_atomic, write_text_atomic
+
+    tflite, report = export_and_compare(trained.qat_model, x, y, batch_size=batch_size, runtime=runtime)
+    path = Path(path)
+    write_bytes_atomic(path, tflite)
+    write_text_atomic(path.with_suffix(".qat.json"), QatRecord(
+        **record, from_logits=trained.from_logits, train_seconds=round(time.perf_counter() - started, 1),
+        finetune=json_ready(trained.finetune), qat_accuracy=report.tflite_accuracy,
+        accuracy_data=f"{report.n_examples} eval examples", fidelity=json_ready(report)).to_json())
+    return tflite, report
+
+
 def _split_held_out(
     x: np.ndarray, y: np.ndarray, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:

@@ -194,6 +194,16 @@ class Recipe:
     def replace(self, **changes: Any) -> "Recipe":
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def for_mode(cls, mode: Mode, *, weight_granularity: Granularity = Granularity.PER_CHANNEL,
+                 dataset: str, num_calibration_examples: int, calibration_seed: int) -> "Recipe":
+        """The recipe of ``mode`` with a study's calibration draw: ``num_calibration_examples``
+        images of ``dataset`` (seed ``calibration_seed``), recorded as the calibration data
+        only when ``mode`` calibrates."""
+        return cls(mode=mode, weight_granularity=weight_granularity,
+                   num_calibration_examples=num_calibration_examples, calibration_seed=calibration_seed,
+                   calibration_data=dataset if mode.needs_calibration else None)
+
 
 def _check_percentile(value: object, *, needed: bool, what: str) -> float | None:
     if value is None:

@@ -28,7 +28,7 @@ on >= 99% of top-1 predictions (``tests/simulation/test_sim_vs_tflite.py``).
 """
 
 from tfquant.simulation.activations import FakeQuant
-from tfquant.simulation.simulate import evaluate, float_weight_layers, predict, simulate
+from tfquant.simulation.simulate import evaluate, evaluate_fields, float_weight_layers, predict, simulate
 from tfquant.simulation.spec import TFLITE_INT8, SimResult, SimSpec, WeightScheme
 
 __all__ = [
@@ -37,7 +37,7 @@ __all__ = [
     "SimSpec",
     "TFLITE_INT8",
     "WeightScheme",
-    "evaluate",
+    "evaluate", "evaluate_fields",
     "float_weight_layers",
     "predict",
     "simulate",

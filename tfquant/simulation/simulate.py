@@ -176,3 +176,28 @@ def evaluate(
         spec=spec,
         float_weight_layers=float_weight_layers(sim),
     )
+
+
+def evaluate_fields(
+    model: keras.Model,
+    spec: SimSpec,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    calibration_data: np.ndarray | None,
+    batch_size: int = EVAL_BATCH_SIZE,
+) -> dict[str, Any]:
+    """:func:`evaluate` as the fields of a study record (a sim cell).
+
+    ``calibration_data`` is used only when ``spec`` quantizes activations. Returns ``spec``
+    (its dict), ``num_calibration_examples`` (0 for a weight-only spec), ``accuracy``,
+    ``n_examples``, ``n_correct`` and ``float_weight_layers`` (a list).
+
+    Raises:
+      TfquantError: As :func:`evaluate`.
+    """
+    cal = calibration_data if spec.quantizes_activations else None
+    result = evaluate(model, spec, x, y, calibration_data=cal, batch_size=batch_size)
+    return {"spec": spec.to_dict(), "num_calibration_examples": 0 if cal is None else len(cal),
+            "accuracy": result.accuracy, "n_examples": result.n_examples, "n_correct": result.n_correct,
+            "float_weight_layers": list(result.float_weight_layers)}

@@ -27,6 +27,9 @@ SPEC_VERSION = 1
 WEIGHT_BITS = (2, 8)
 ACTIVATION_BITS = (2, 16)
 EXECUTED_IN_SIM = "sim"
+"""A cell measured in TensorFlow fake quantization (a record's ``executed_in``)."""
+EXECUTED_IN_TFLITE = "tflite"
+"""A cell measured as a .tflite in the LiteRT interpreter."""
 _CALIBRATIONS = (Calibration.MAX, Calibration.PERCENTILE)
 
 

@@ -5,15 +5,19 @@ them, its claims (:class:`Claim`) and its markdown; :func:`run_study` runs or re
 ``<results_dir>/<run_name>/NAME/``.
 """
 
-from tfquant.study.claims import (Aggregate, Claim, ClaimResult, Compare, Verdict, claims_markdown, evaluate_claim,
-                                  evaluate_claims, verdict_of)
+from tfquant.study.claims import (Aggregate, Claim, ClaimResult, Compare, Verdict, claims_markdown, claims_section,
+                                  evaluate_claim, evaluate_claims, listed_claim, verdict_of, TIE_PT)
 from tfquant.study.provenance import open_run, provenance
 from tfquant.study.records import Record, RecordSet
-from tfquant.study.runner import RESULTS_JSONL, RESULTS_MD, Pending, Study, load_records, run_study
-from tfquant.study.tables import FAILED, Footnotes, cell_table, grid_rows, where_ran
+from tfquant.study.runner import (RESULTS_JSONL, RESULTS_MD, ModelCell, Pending, Study, load_records, logged,
+                                  run_study)
+from tfquant.study.tables import (FAILED, Footnotes, accuracy_text, cell_table, grid_rows, header, image_pt,
+                                  section,
+                                  test_images, where_ran)
 
 __all__ = [
-    "Aggregate", "Claim", "ClaimResult", "Compare", "FAILED", "Footnotes", "Pending", "RESULTS_JSONL",
-    "RESULTS_MD", "Record", "RecordSet", "Study", "Verdict", "claims_markdown", "evaluate_claim",
-    "evaluate_claims", "cell_table", "grid_rows", "where_ran", "load_records", "open_run", "provenance", "run_study", "verdict_of",
+    "Aggregate", "Claim", "ModelCell", "TIE_PT", "ClaimResult", "Compare", "FAILED", "Footnotes", "Pending", "RESULTS_JSONL",
+    "RESULTS_MD", "Record", "RecordSet", "Study", "Verdict", "claims_markdown", "claims_section", "listed_claim", "evaluate_claim",
+    "evaluate_claims", "accuracy_text", "cell_table", "grid_rows", "header", "image_pt", "logged", "section", "test_images",
+    "where_ran", "load_records", "open_run", "provenance", "run_study", "verdict_of",
 ]

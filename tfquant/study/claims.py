@@ -28,6 +28,11 @@ from tfquant.errors import TfquantError
 TOLERANCE_PT = 1e-9
 
 
+TIE_PT = 0.2
+"""'A is at least as good as B' allows A to be this many accuracy points (0.01 top-1) below B
+(test-set noise); the studies' ties."""
+
+
 class Verdict(str, enum.Enum):
     """Whether a claim held on our records (the value is the markdown wording)."""
 
@@ -129,6 +134,24 @@ def verdict_of(outcomes: Sequence[bool], aggregate: Aggregate = Aggregate.ALL) -
     return Verdict.NOT_HELD
 
 
+def _ours(parts: Sequence[str], failed: Sequence[str], n: int) -> str:
+    """The per-group descriptions, and which groups fail when some (not all) of the ``n`` do."""
+    ours = "; ".join(parts)
+    if failed and len(failed) < n:
+        ours += f" (fails on {', '.join(failed)})"
+    return ours
+
+
+def listed_claim(claim: str, paper: str, items: Sequence[tuple[str, bool | None, str]],
+                 aggregate: Aggregate = Aggregate.GRADED) -> ClaimResult:
+    """A claim that is not "A vs B", tested per item ``(group, holds or None = not counted,
+    text)``; rendered like :func:`evaluate_claim`'s."""
+    outcomes = [ok for _, ok, _ in items if ok is not None]
+    failed = [g for g, ok, _ in items if ok is False]
+    ours = _ours([f"{g} {text}" for g, _, text in items], failed, len(outcomes)) or "no records"
+    return ClaimResult(claim, paper, ours, verdict_of(outcomes, aggregate))
+
+
 def evaluate_claim(claim: Claim, values: Mapping[tuple[str, str], float], groups: Sequence[str]) -> ClaimResult:
     """Tests ``claim`` on ``values`` ((group, cell) -> value) for each of ``groups``."""
     outcomes: list[bool] = []
@@ -147,10 +170,8 @@ def evaluate_claim(claim: Claim, values: Mapping[tuple[str, str], float], groups
             failed.append(g)
     if not parts:
         return ClaimResult(claim.claim, claim.paper, "no records", Verdict.NOT_TESTED)
-    ours = "; ".join(parts)
-    if failed and len(failed) < len(parts):
-        ours += f" (fails on {', '.join(failed)})"
-    return ClaimResult(claim.claim, claim.paper, ours, verdict_of(outcomes, claim.aggregate))
+    return ClaimResult(claim.claim, claim.paper, _ours(parts, failed, len(parts)),
+                       verdict_of(outcomes, claim.aggregate))
 
 
 def evaluate_claims(
@@ -158,6 +179,12 @@ def evaluate_claims(
 ) -> list[ClaimResult]:
     """:func:`evaluate_claim` for each claim, in order."""
     return [evaluate_claim(c, values, groups) for c in claims]
+
+
+def claims_section(title: str, header: str, results: Sequence[ClaimResult]) -> list[str]:
+    """The ``## title`` section of results.md: ``header`` (how the claims are computed), then
+    :func:`claims_markdown`."""
+    return ["", f"## {title}", "", header, "", *claims_markdown(results)]
 
 
 def claims_markdown(results: Sequence[ClaimResult]) -> list[str]:

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import abc
 import concurrent.futures
+import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Generic, Iterator, Mapping, Protocol, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Generic, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar
 
 from tfquant import progress as _progress
 from tfquant.errors import TfquantError
@@ -38,6 +39,18 @@ class CellSpec(Protocol):
     def key(self) -> tuple[Any, ...]: ...
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelCell:
+    """A cell keyed by model (row) and cell name (column), the usual study cell."""
+
+    model: str
+    cell: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.model, self.cell)
+
+
 C = TypeVar("C", bound=CellSpec)
 R = TypeVar("R", bound=Record)
 T = TypeVar("T")
@@ -54,6 +67,13 @@ class Study(abc.ABC, Generic[C, R]):
 
     name: ClassVar[str]
     record_type: ClassVar[type[Record]]
+    out_dir: Path = Path(".")
+    """The run folder; :func:`run_study` sets it before :meth:`measure`."""
+
+    @property
+    def models_dir(self) -> Path:
+        """Where a study keeps the files it makes (``<out_dir>/models/<model>/...``)."""
+        return self.out_dir / "models"
 
     @abc.abstractmethod
     def fingerprint(self) -> Mapping[str, Any]:
@@ -94,6 +114,7 @@ def run_study(
         errors (data, models). A cell's failure is a record with ``error``, not an exception.
     """
     out = Path(out_dir)
+    study.out_dir = out
     open_run(out, dict(study.fingerprint()))
     results_path = out / RESULTS_JSONL
     done = load_records(study, out).done_keys()
@@ -111,6 +132,13 @@ def run_study(
     records = load_records(study, out)
     write_text_atomic(out / RESULTS_MD, study.markdown(records))
     return records
+
+
+def logged(records: Iterable[R], log: Callable[[str], None], line: Callable[[R], str]) -> Iterator[R]:
+    """``records``, each logged as ``line(record)`` as it passes (a study's progress lines)."""
+    for record in records:
+        log(line(record))
+        yield record
 
 
 class Pending(Generic[R]):

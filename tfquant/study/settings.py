@@ -7,7 +7,8 @@ dataclass) and adds its own fields; the checks here name the bad value and what 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import numbers
+from typing import Any, ClassVar, Iterable, Mapping, TypeVar
 
 from tfquant.errors import TfquantError
 from tfquant.qtypes import Runtime
@@ -15,10 +16,46 @@ from tfquant.qtypes import Runtime
 _POSITIVE = ("num_calibration_examples", "threads", "batch_size", "workers")
 
 
-def positive_int(value: Any, name: str) -> None:
-    """Raises unless ``value`` is an int >= 1 (a bool is not)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise TfquantError(f"{name} must be a positive integer, got {value!r}")
+def positive_int(value: Any, name: str, *, none_means: str | None = None) -> None:
+    """Raises unless ``value`` is an integer >= 1 (numpy's too; a bool is not), or None when ``none_means``
+    says what None stands for."""
+    if value is None and none_means is not None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        extra = f" or None ({none_means})" if none_means else ""
+        raise TfquantError(f"{name} must be a positive integer{extra}, got {value!r}")
+
+
+S = TypeVar("S", bound="Sized")
+
+
+class Sized:
+    """A study config with named sizes (the scripts' ``--smoke`` / ``--short`` / ``--full``).
+
+    A subclass sets ``sizes`` (name -> the fields that size sets).
+    """
+
+    sizes: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+
+    @classmethod
+    def of_size(cls: type[S], name: str, **overrides: Any) -> S:
+        """The config of size ``name`` (:attr:`sizes`), with ``overrides`` applied."""
+        if name not in cls.sizes:
+            raise TfquantError(f"unknown size {name!r}; choose from: {', '.join(cls.sizes)}")
+        return cls(**{**cls.sizes[name], **overrides})
+
+
+def zoo_fingerprint(config: Mapping[str, Any], models: Iterable[str],
+                    cells: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A zoo study's fingerprint: its config, its cell definitions (when it has them) and the
+    sha256 of every model's trained weights (a retrained model is a different run)."""
+    from tfquant import models as zoo
+
+    out: dict[str, Any] = {"config": dict(config)}
+    if cells is not None:
+        out["cells"] = dict(cells)
+    out["weights_sha256"] = {m: zoo.trained_info(m).get("weights_sha256") for m in models}
+    return out
 
 
 def interpreter_runtime(runtime: Runtime | str, *, what: str) -> Runtime:

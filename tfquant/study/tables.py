@@ -5,6 +5,31 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Sequence
 
 FAILED = "failed¹"
+FULL_TEST_SPLIT = 10_000
+"""Test images of the zoo's dataset (Fashion-MNIST), what ``limit=None`` evaluates."""
+
+
+def test_images(limit: int | None) -> str:
+    """``the whole test split`` or ``the first N test images``: what a run evaluated on."""
+    return "the whole test split" if limit is None else f"the first {limit} test images"
+
+
+def image_pt(limit: int | None) -> str:
+    """How many accuracy points one test image is (``0.05`` for 2000 images)."""
+    return f"{100.0 / (limit or FULL_TEST_SPLIT):.2f}"
+
+
+def header(title: str, intro: str) -> list[str]:
+    """The top of a results.md: ``# title``, a blank line, the ``intro`` paragraph."""
+    return [f"# {title}", "", intro]
+
+
+def section(title: str, *paragraphs: str) -> list[str]:
+    """Markdown lines of a ``## title`` section: blank, heading, blank, then each paragraph and a blank."""
+    lines = ["", f"## {title}", ""]
+    for p in paragraphs:
+        lines += [p, ""]
+    return lines
 
 
 class Footnotes:
@@ -25,6 +50,23 @@ class Footnotes:
         if not self._lines:
             return []
         return ["", "¹ Not produced or not runnable (the reason, as tfquant reported it):", ""] + self._lines
+
+
+def accuracy_text(r: Any, notes: Footnotes, what: str) -> str:
+    """A cell's text: ``0.9125 (tflite)`` for a finished record, ``failed¹`` (its reason
+    noted as ``what``) for a failed one, "" for none.
+
+    ``r`` is a :class:`~tfquant.study.Record` or its JSON form (a mapping).
+    """
+    if r is None:
+        return ""
+    if isinstance(r, Mapping):
+        error, accuracy, executed_in = r.get("error"), r.get("accuracy"), r.get("executed_in")
+    else:
+        error, accuracy, executed_in = r.error, r.accuracy, r.executed_in
+    if error is not None:
+        return notes.failed(what, error)
+    return f"{accuracy:.4f} ({executed_in})"
 
 
 def grid_rows(

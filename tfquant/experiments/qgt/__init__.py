@@ -47,7 +47,7 @@ whether QGT >= plain QAT >= PTQ held at each bit width: one claim per bit width
 from tfquant.algorithms.qgt_train import WeightFakeQuantTrainer
 from tfquant.experiments.qgt.cells import *  # noqa: F401,F403  (the cells as data: cells.__all__)
 from tfquant.experiments.qgt.cells import __all__ as _CELLS_ALL
-from tfquant.experiments.qgt.measure import QgtStudy, run_qgt_study, weight_level_fields
+from tfquant.experiments.qgt.measure import QgtStudy, run_qgt_study
 from tfquant.experiments.qgt.report import bottleneck_summary, claim, findings, results_markdown
 from tfquant.study import RESULTS_MD, Verdict
 
@@ -57,5 +57,5 @@ __all__ = [
     *_CELLS_ALL,
     "HELD", "NOT_HELD", "NOT_TESTED", "PARTLY", "RESULTS_MD", "QgtStudy",
     "WeightFakeQuantTrainer", "bottleneck_summary", "claim", "findings", "results_markdown",
-    "run_qgt_study", "weight_level_fields",
+    "run_qgt_study",
 ]

@@ -5,16 +5,18 @@ from __future__ import annotations
 import dataclasses
 import math
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
 from tfquant.algorithms.qgt_train import Schedule
 from tfquant.errors import TfquantError
-from tfquant.qtypes import Granularity, Mode, Runtime
+from tfquant.qtypes import Mode, Runtime
 from tfquant.recipes import Recipe
-from tfquant.simulation.spec import SimSpec
-from tfquant.study import Record
+from tfquant.models.train import TRAIN_EXAMPLES
+from tfquant.simulation.spec import EXECUTED_IN_TFLITE, SimSpec
+from tfquant.study import TIE_PT, Record
+from tfquant.study.settings import Sized, interpreter_runtime, positive_int
 
 __all__ = [
     "BIT_CELLS",
@@ -41,9 +43,6 @@ __all__ = [
 ]
 
 EXPERIMENT = "qgt"
-EXECUTED_IN_TFLITE = "tflite"
-TRAIN_EXAMPLES = 55_000
-"""The zoo's training images: the first 55,000 of the train split (the last 5,000 validate)."""
 
 FLOAT, SIZE, PTQ, QAT, QGT = "float", "size", "ptq", "qat", "qgt"
 BOTTLENECK_FLOAT, BOTTLENECK_QGT = "bottleneck_float", "bottleneck_qgt"
@@ -54,8 +53,6 @@ BIT_CELLS = (SIZE, PTQ, BOTTLENECK_FLOAT, QAT, QGT, BOTTLENECK_QGT)
 """Cells measured for every model x bits (plus :data:`TFLITE_CELLS` when exporting)."""
 TFLITE_CELLS = (QGT_A8_SIM, QGT_TFLITE)
 
-TIE_PT = 0.2
-"""'A >= B' allows A to be this many accuracy points (0.01 top-1) below B (test-set noise)."""
 
 SIZES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     "smoke": MappingProxyType({
@@ -76,7 +73,7 @@ def _is_number(value: object) -> bool:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class QgtStudyConfig:
+class QgtStudyConfig(Sized):
     """What the study runs.
 
     Attributes:
@@ -108,6 +105,7 @@ class QgtStudyConfig:
       eval_batch_size: Examples per forward pass in evaluation.
     """
 
+    sizes: ClassVar[Mapping[str, Mapping[str, Any]]] = SIZES
     models: tuple[str, ...] = ("cnn", "mobilenet_v1")
     bits: tuple[int, ...] = (2, 4)
     dataset: str = "fashion_mnist"
@@ -159,17 +157,13 @@ class QgtStudyConfig:
             raise TfquantError(f"qgt_ramp_fraction must be a number in [0, 1], got {ramp!r}")
         object.__setattr__(self, "qgt_ramp_fraction", float(ramp))
         for name in ("num_calibration_examples", "threads", "eval_batch_size"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise TfquantError(f"{name} must be a positive integer, got {value!r}")
+            positive_int(getattr(self, name), name)
         for name in ("seed", "calibration_seed"):
             value = getattr(self, name)
             if not _is_int(value) or value < 0:
                 raise TfquantError(f"{name} must be an integer >= 0, got {value!r}")
         for name in ("train_examples", "batch_size", "limit"):
-            value = getattr(self, name)
-            if value is not None and (not _is_int(value) or value < 1):
-                raise TfquantError(f"{name} must be a positive integer or None (the default), got {value!r}")
+            positive_int(getattr(self, name), name, none_means="the default")
         if self.train_examples is not None and self.train_examples > TRAIN_EXAMPLES:
             raise TfquantError(
                 f"train_examples={self.train_examples} exceeds the zoo's {TRAIN_EXAMPLES} training "
@@ -177,9 +171,7 @@ class QgtStudyConfig:
             )
         if not isinstance(self.export_tflite, bool):
             raise TfquantError(f"export_tflite must be True or False, got {self.export_tflite!r}")
-        object.__setattr__(self, "runtime", Runtime.parse(self.runtime, what="runtime"))
-        if self.runtime is Runtime.DELEGATE:
-            raise TfquantError("the study runs xnnpack or builtin; evaluate a delegate with 'python -m tfquant evaluate'")
+        object.__setattr__(self, "runtime", interpreter_runtime(self.runtime, what="the QGT study"))
 
     def _checked_strengths(self) -> tuple[tuple[int, float], ...]:
         value = self.qgt_strength
@@ -206,13 +198,6 @@ class QgtStudyConfig:
         """Final λ of the QGT regulariser at ``bits``."""
         return dict(self.qgt_strength)[bits]
 
-    @classmethod
-    def of_size(cls, name: str, **overrides: Any) -> "QgtStudyConfig":
-        """The config of size ``name`` (:data:`SIZES`), with ``overrides`` applied."""
-        if name not in SIZES:
-            raise TfquantError(f"unknown size {name!r}; choose from: {', '.join(SIZES)}")
-        return cls(**{**SIZES[name], **overrides})
-
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["models"], d["bits"] = list(self.models), list(self.bits)
@@ -230,11 +215,8 @@ class QgtStudyConfig:
 
     def recipe(self) -> Recipe:
         """The int8 conversion recipe of ``qgt_tflite`` (calibration provenance filled in)."""
-        return Recipe(
-            mode=Mode.INT8, weight_granularity=Granularity.PER_CHANNEL,
-            num_calibration_examples=self.num_calibration_examples,
-            calibration_seed=self.calibration_seed, calibration_data=self.dataset,
-        )
+        return Recipe.for_mode(Mode.INT8, dataset=self.dataset, num_calibration_examples=self.num_calibration_examples,
+                               calibration_seed=self.calibration_seed)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -7,7 +7,6 @@ the QGT model's .tflite is read back with :func:`tfquant.qat.export.weight_level
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
@@ -17,43 +16,16 @@ import numpy as np
 import tf_keras as keras
 
 from tfquant import progress as _progress
-from tfquant.algorithms.qgt import bottleneck_report, float32_size_bytes, layer_residuals, packed_size_bytes
-from tfquant.algorithms.qgt_train import finetune_weights, hard_quantize
+from tfquant.algorithms.qgt import bottleneck_fields, float32_size_bytes, layer_residuals, packed_size_bytes
+from tfquant.algorithms.qgt_train import cached_finetune, hard_quantize
 from tfquant.errors import TfquantError
 from tfquant.evaluation.keras_accuracy import KerasAccuracy, quiet_retracing
 from tfquant.experiments.qgt import cells as qg
 from tfquant.experiments.qgt.report import results_markdown
-from tfquant.io_utils import atomic_path, write_json_atomic
 from tfquant.simulation.spec import EXECUTED_IN_SIM, SimSpec
-from tfquant.study import RESULTS_JSONL, Record, RecordSet, Study, load_records, run_study
-
-
-def _bottleneck(model: keras.Model, bits: int, evaluate: Callable[[keras.Model], float]) -> dict[str, Any]:
-    """:func:`bottleneck_report` as record fields: rows in layer order, each with its rank
-    (1 = worst), ``residual_sum`` and the float ``baseline_accuracy`` the losses are against."""
-    report = bottleneck_report(model, bits, evaluate)
-    rank = {row.name: i + 1 for i, row in enumerate(report)}
-    by_name = {row.name: row for row in report}
-    rows = [
-        {"layer": name, "params": by_name[name].params, "residual": by_name[name].residual,
-         "accuracy": by_name[name].metric, "loss_pt": 100.0 * by_name[name].degradation,
-         "rank": rank[name]}
-        for name in layer_residuals(model, bits)
-    ]
-    return {"baseline_accuracy": report[0].metric + report[0].degradation,
-            "residual_sum": sum(r["residual"] for r in rows), "layers": rows}
-
-
-
-def weight_level_fields(tflite: bytes) -> list[dict[str, Any]]:
-    """Per int8 weight tensor of a .tflite, in tensor order: name, shape, number of scales
-    and the most distinct int8 values in one output channel
-    (:func:`tfquant.qat.export.weight_levels`)."""
-    from tfquant.qat.export import weight_levels
-
-    return [{"tensor": w.tensor, "shape": list(w.shape), "num_scales": w.num_scales,
-             "max_distinct_per_channel": w.max_distinct_per_channel}
-            for w in sorted(weight_levels(tflite), key=lambda w: w.index)]
+from tfquant.study import RESULTS_JSONL, Record, RecordSet, Study, load_records, logged, run_study
+from tfquant.study.data import load_study_data
+from tfquant.study.settings import zoo_fingerprint
 
 
 def _log_line(rec: qg.QgtRecord) -> str:
@@ -84,14 +56,9 @@ class QgtStudy(Study[qg.BitsCell, qg.QgtRecord]):
                  checkpoint_dir: str | Path | None = None) -> None:
         self.config = config
         self.tensorboard_dir, self.checkpoint_dir = tensorboard_dir, checkpoint_dir
-        self._folder = Path(".")
 
     def fingerprint(self) -> Mapping[str, Any]:
-        from tfquant import models
-
-        return {"config": self.config.to_dict(),
-                "weights_sha256": {m: models.trained_info(m).get("weights_sha256")
-                                   for m in self.config.models}}
+        return zoo_fingerprint(self.config.to_dict(), self.config.models)
 
     def cells(self) -> Sequence[qg.BitsCell]:
         c = self.config
@@ -103,7 +70,6 @@ class QgtStudy(Study[qg.BitsCell, qg.QgtRecord]):
 
     def run(self, out_dir: str | Path, log: Callable[[str], None]) -> RecordSet:
         """Runs (or resumes) the study into ``out_dir``."""
-        self._folder = Path(out_dir) / "models"
         if (Path(out_dir) / RESULTS_JSONL).is_file():
             done = load_records(self, out_dir).done_keys()
             if all(c.key in done for c in self.cells()):
@@ -112,28 +78,19 @@ class QgtStudy(Study[qg.BitsCell, qg.QgtRecord]):
             return run_study(self, out_dir, log=log)
 
     def measure(self, todo: Sequence[qg.BitsCell], log: Callable[[str], None]) -> Iterator[qg.QgtRecord]:
-        from tfquant import data
-
         config = self.config
-        x_test, y_test, info = data.load_numpy(config.dataset, "test", data_dir=config.data_dir, limit=config.limit)
-        x_all, y_all, _ = data.load_numpy(config.dataset, "train", data_dir=config.data_dir)
         n_train = config.train_examples or qg.TRAIN_EXAMPLES
-        if n_train > len(x_all):
-            raise TfquantError(f"{config.dataset} has {len(x_all)} training images, fewer than the {n_train} to fine-tune on")
-        x_train, y_train = x_all[:n_train], y_all[:n_train]
-        x_cal = None
-        if config.export_tflite:
-            x_cal = data.calibration_set(config.dataset, config.num_calibration_examples,
-                                         seed=config.calibration_seed, data_dir=config.data_dir)
-        log(f"test set: {info.name}/test, {len(x_test)} examples; fine-tuning on {n_train} training images")
+        d = load_study_data(config.dataset, data_dir=config.data_dir, limit=config.limit, train_examples=n_train,
+                            num_calibration_examples=config.num_calibration_examples if config.export_tflite else None,
+                            calibration_seed=config.calibration_seed)
+        x_test, y_test, x_train, y_train, x_cal = d.x_test, d.y_test, d.x_train, d.y_train, d.x_cal
+        log(f"test set: {d.info.name}/test, {len(x_test)} examples; fine-tuning on {n_train} training images")
         evaluate = KerasAccuracy(x_test, y_test, config.eval_batch_size)
         keys = {c.key for c in todo}
         for model_name in _progress.progress(config.models, desc="QGT study", unit="model"):
             if any(k[0] == model_name for k in keys):
-                for rec in self._model(model_name, keys, (x_test, y_test), (x_train, y_train), x_cal,
-                                       evaluate, log):
-                    log(_log_line(rec))
-                    yield rec
+                yield from logged(self._model(model_name, keys, (x_test, y_test), (x_train, y_train), x_cal,
+                                              evaluate, log), log, _log_line)
 
     def _model(self, model_name: str, keys: set[tuple[Any, ...]], test: tuple[np.ndarray, np.ndarray],
                train: tuple[np.ndarray, np.ndarray], x_cal: np.ndarray | None,
@@ -147,7 +104,7 @@ class QgtStudy(Study[qg.BitsCell, qg.QgtRecord]):
         evaluate.clear()
         folded = fold_batch_norms(models.build(model_name))
         plan = qg.schedule(config, model_name, len(train[0]))
-        folder = self._folder / model_name
+        folder = self.models_dir / model_name
 
         def sim_accuracy(model: keras.Model, spec: SimSpec, calibration_data: np.ndarray | None = None) -> float:
             """Top-1 of ``simulation.simulate(model, spec)``: what ``simulation.evaluate`` gives."""
@@ -169,7 +126,7 @@ class QgtStudy(Study[qg.BitsCell, qg.QgtRecord]):
                                 accuracy=sim_accuracy(folded, spec), spec=spec.to_dict())
             if (model_name, bits, qg.BOTTLENECK_FLOAT) in keys:
                 yield qg.QgtRecord(**cell, cell=qg.BOTTLENECK_FLOAT, executed_in=EXECUTED_IN_SIM, of="trained",
-                                **_bottleneck(folded, bits, evaluate))
+                                **bottleneck_fields(folded, bits, evaluate))
             tuned: dict[str, keras.Model] = {}
             for method in qg.METHODS:
                 needs = [c for c in config.cells() if (model_name, bits, c) in keys
@@ -189,7 +146,7 @@ class QgtStudy(Study[qg.BitsCell, qg.QgtRecord]):
             qgt_model = tuned[qg.QGT]
             if (model_name, bits, qg.BOTTLENECK_QGT) in keys:
                 yield qg.QgtRecord(**cell, cell=qg.BOTTLENECK_QGT, executed_in=EXECUTED_IN_SIM, of="qgt",
-                                **_bottleneck(qgt_model, bits, evaluate))
+                                **bottleneck_fields(qgt_model, bits, evaluate))
             if not config.export_tflite:
                 continue
             hard = hard_quantize(qgt_model, bits)
@@ -206,37 +163,25 @@ class QgtStudy(Study[qg.BitsCell, qg.QgtRecord]):
                ) -> tuple[keras.Model, dict[str, Any], Path]:
         """The fine-tuned model of ``method`` at ``bits``: loaded from the run folder, or trained
         (:func:`~tfquant.algorithms.qgt_train.finetune_weights`) and saved there."""
-        from tfquant.models.keras_apps import load_weights_file
-
         config = self.config
-        weights = self._folder / model_name / f"w{bits}_{method}.h5"
-        stats_path = weights.with_name(f"w{bits}_{method}.train.json")
-        if weights.exists() and stats_path.exists():
-            model = keras.models.clone_model(folded)
-            load_weights_file(model, weights)
-            log(f"[{model_name} w{bits} {method}] fine-tuned weights loaded from {weights}")
-            return model, json.loads(stats_path.read_text()), weights
+        weights = self.models_dir / model_name / f"w{bits}_{method}.h5"
         sub = Path(model_name) / f"w{bits}_{method}"
-        model, stats = finetune_weights(
-            folded, method, bits, train[0], train[1], plan=plan, seed=config.seed,
+        model, stats = cached_finetune(
+            weights, folded, method, bits, train[0], train[1], plan=plan, seed=config.seed,
             qgt_strength=config.strength(bits) if method == qg.QGT else None,
             qgt_ramp_fraction=config.qgt_ramp_fraction,
             label=f"{model_name} w{bits} {method}", log=log,
             tensorboard_dir=Path(self.tensorboard_dir) / sub if self.tensorboard_dir else None,
             checkpoint_dir=Path(self.checkpoint_dir) / sub if self.checkpoint_dir else None,
         )
-        weights.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(weights) as tmp:
-            model.save_weights(str(tmp), save_format="h5")
-        write_json_atomic(stats_path, stats)
         return model, stats, weights
 
     def _tflite(self, hard: keras.Model, cell: Mapping[str, Any], bits: int, folder: Path,
                 test: tuple[np.ndarray, np.ndarray], x_cal: np.ndarray | None) -> qg.QgtRecord:
         """``qgt_tflite``: the hard-quantized QGT model as an int8 .tflite, evaluated in LiteRT,
         its int8 weights checked to hold at most 2^b - 1 values per channel."""
-        from tfquant import convert
-        from tfquant.evaluation import evaluate_accuracy, file_size
+        from tfquant.evaluation import convert_and_evaluate, file_size
+        from tfquant.qat.export import grid_levels
 
         config = self.config
         recipe = config.recipe()
@@ -244,19 +189,14 @@ class QgtStudy(Study[qg.BitsCell, qg.QgtRecord]):
         rec = dict(cell, cell=qg.QGT_TFLITE, executed_in=qg.EXECUTED_IN_TFLITE, recipe=recipe.to_dict(),
                    tflite_path=str(path), runtime=config.runtime.value, threads=config.threads)
         try:
-            tflite = convert.convert(hard, recipe, calibration_data=x_cal)
-            convert.save(tflite, str(path), recipe)
-            levels = weight_level_fields(tflite)
-            acc = evaluate_accuracy(tflite, test[0], test[1], runtime=config.runtime,
-                                    num_threads=config.threads, batch_size=config.eval_batch_size)
+            tflite, acc = convert_and_evaluate(hard, recipe, path, test[0], test[1], calibration_data=x_cal,
+                                               runtime=config.runtime, num_threads=config.threads,
+                                               batch_size=config.eval_batch_size)
+            levels = grid_levels(tflite, bits)
         except TfquantError as e:
             return qg.QgtRecord(**rec, error=str(e))
-        allowed = 2 ** bits - 1
-        return qg.QgtRecord(**rec, accuracy=acc.accuracy, n_correct=acc.n_correct,
-                         size_bytes=file_size(path), weight_levels=levels,
-                         max_distinct_per_channel=max(w["max_distinct_per_channel"] for w in levels),
-                         allowed_levels=allowed,
-                         on_b_bit_grid=all(w["max_distinct_per_channel"] <= allowed for w in levels))
+        return qg.QgtRecord(**rec, accuracy=acc.accuracy, n_correct=acc.n_correct, size_bytes=file_size(path),
+                            **levels)
 
 
 def run_qgt_study(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
+from tfquant.algorithms.qgt import bottleneck_summary, residual_text as _r
 from tfquant.experiments.qgt import cells as qg
-from tfquant.study import Aggregate, Claim, ClaimResult, Compare, Footnotes, evaluate_claim
-from tfquant.study.accuracy_text import accuracy_text
+from tfquant.study import (Aggregate, Claim, ClaimResult, Compare, Footnotes, accuracy_text, evaluate_claim, header,
+                           image_pt, section, test_images)
 
 
 def claim(bits: int) -> Claim:
@@ -29,41 +30,13 @@ def findings(records: Sequence[Mapping[str, Any]], models: Sequence[str], bits: 
     return out
 
 
-def _r(residual: float) -> str:
-    """A grid residual R: 4 decimals, or 2 significant digits below 0.001 (QGT drives R to ~0)."""
-    return f"{residual:.4f}" if residual >= 1e-3 or residual == 0 else f"{residual:.1e}"
-
-
-def bottleneck_summary(before: Mapping[str, Any], after: Mapping[str, Any] | None) -> str:
-    """One sentence on a model x bits' bottlenecks: worst layer alone, largest R, before/after.
-
-    The bottleneck is the layer whose quantization alone costs the most accuracy
-    (rank 1); whether it is also the layer with the largest residual R says whether R
-    alone would have found it.
-    """
-
-    def describe(report: Mapping[str, Any], when: str) -> str:
-        rows = report["layers"]
-        worst = min(rows, key=lambda r: r["rank"])
-        top_r = max(rows, key=lambda r: (r["residual"], r["layer"]))
-        same = ("which is also the layer with the largest R" if top_r["layer"] == worst["layer"]
-                else f"while the largest R is in {top_r['layer']} ({_r(top_r['residual'])})")
-        return (f"{when} the bottleneck is {worst['layer']} ({worst['loss_pt']:+.2f} pt alone, "
-                f"R {_r(worst['residual'])}), {same}")
-
-    text = describe(before, "Trained:")
-    if after is not None:
-        text += "; " + describe(after, "after QGT").replace("after QGT the", "after QGT, the", 1)
-    return text + "."
-
-
 def _rows(config: qg.QgtStudyConfig, row: Callable[[str, int], dict[str, Any]]) -> list[dict[str, Any]]:
     """One table row per model x bit width: ``model``, ``bits`` and ``row(model, bits)``."""
     return [{"model": m, "bits": b, **row(m, b)} for m in config.models for b in config.bits]
 
 
 def _acc_text(r: Mapping[str, Any] | None, notes: Footnotes) -> str:
-    return accuracy_text(r, notes, f"{r['model']} / w{r['bits']} / {r['cell']}" if r else "")
+    return accuracy_text(r, notes, f"{r['model']} / w{r.get('bits')} / {r['cell']}" if r else "")
 
 
 def results_markdown(records: Sequence[Mapping[str, Any]], config: qg.QgtStudyConfig) -> str:
@@ -71,15 +44,14 @@ def results_markdown(records: Sequence[Mapping[str, Any]], config: qg.QgtStudyCo
     from tfquant.evaluation import markdown_table
 
     by = {(r["model"], r.get("bits"), r["cell"]): r for r in records}
-    n_test = "the whole test split" if config.limit is None else f"the first {config.limit} test images"
+    n_test = test_images(config.limit)
     n_train = config.train_examples or qg.TRAIN_EXAMPLES
     plans = {m: qg.schedule(config, m, n_train) for m in config.models}
     plan_text = "; ".join(f"{m}: {p.steps} steps of {p.batch_size} images, peak LR {p.learning_rate:g}"
                           for m, p in plans.items())
     notes = Footnotes()
-    lines = [
-        f"# QGT vs PTQ vs plain QAT at b-bit weights ({config.dataset})",
-        "",
+    lines = header(
+        f"QGT vs PTQ vs plain QAT at b-bit weights ({config.dataset})",
         f"Top-1 accuracy on {n_test}. Every model has its BatchNormalizations folded into the "
         "weights first (the deployed network); all methods quantize and fine-tune those "
         "folded Conv / DepthwiseConv2D / Dense kernels, and the sizes are the folded model's. "
@@ -98,11 +70,7 @@ def results_markdown(records: Sequence[Mapping[str, Any]], config: qg.QgtStudyCo
         "images, see `tfquant.experiments.qgt.QgtStudyConfig`). "
         "`packed bytes` = every kernel packed at b bits plus one float32 scale per output "
         "channel, all other weights float32; `ratio` = float32 bytes / packed bytes "
-        "(32/b alone would overstate it).",
-        "",
-        "## Accuracy and size",
-        "",
-    ]
+        "(32/b alone would overstate it).") + section("Accuracy and size")
     def accuracy_row(m: str, b: int) -> dict[str, Any]:
         size = by.get((m, b, qg.SIZE))
         return {
@@ -196,7 +164,7 @@ def results_markdown(records: Sequence[Mapping[str, Any]], config: qg.QgtStudyCo
                "- **tflite**: nothing (run with export_tflite to add the QGT model as an int8 .tflite)."),
               "", "## Did QGT >= plain QAT >= PTQ hold?", "",
               f"Computed from the records above; a tie within {qg.TIE_PT:g} pt counts as >= (one test "
-              f"image is {100.0 / (config.limit or 10000):.2f} pt).", ""]
+              f"image is {image_pt(config.limit)} pt).", ""]
     for bits, f in zip(config.bits, findings(records, config.models, config.bits)):
         lines.append(f"- **{bits}-bit weights: {f.verdict.value}**. {f.ours}.")
     lines += notes.lines()

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from tfquant.errors import TfquantError
 from tfquant.qtypes import Granularity, Mode, Runtime
 from tfquant.recipes import Recipe
-from tfquant.simulation.spec import EXECUTED_IN_SIM, SimSpec, WeightScheme
-from tfquant.study import Record
-from tfquant.study.settings import ZooStudySettings, interpreter_runtime
+from tfquant.simulation.spec import EXECUTED_IN_SIM, EXECUTED_IN_TFLITE, SimSpec, WeightScheme
+from tfquant.study import TIE_PT, ModelCell, Record  # noqa: F401  (TIE_PT: a threshold of the claims)
+from tfquant.study.settings import Sized, ZooStudySettings, interpreter_runtime
 
 NAME = EXPERIMENT = "whitepaper_ptq"
-EXECUTED_IN_TFLITE = "tflite"
 SPREAD = "weight_range_spread"
 """The ``cell`` of a model's weight-range spread record (no accuracy, no executed_in)."""
 
@@ -23,8 +22,6 @@ NEAR_FLOAT_PT = 2.0
 """'Within X pt of float': the whitepaper's headline (8-bit PTQ within 2% of float)."""
 COLLAPSE_PT = 10.0
 """A cell 'collapses' when it loses more than this many points."""
-TIE_PT = 0.2
-"""'A is at least as good as B' allows A to be this many points below B (test-set noise)."""
 SIM_TFLITE_PT = 1.0
 """The simulation 'agrees' with the interpreter when their accuracies differ by <= this."""
 LARGE_SPREAD = 100.0
@@ -121,9 +118,11 @@ SIZES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class WhitepaperPtqConfig(ZooStudySettings):
-    """What the tables run: :class:`ZooStudySettings` (one worker by default) plus the runtime."""
+class WhitepaperPtqConfig(Sized, ZooStudySettings):
+    """What the tables run: :class:`ZooStudySettings` (one worker by default) plus the runtime;
+    ``of_size(name, **overrides)`` gives a named size (:data:`SIZES`)."""
 
+    sizes: ClassVar[Mapping[str, Mapping[str, Any]]] = SIZES
     workers: int = 1
     runtime: Runtime = Runtime.XNNPACK
 
@@ -136,36 +135,16 @@ class WhitepaperPtqConfig(ZooStudySettings):
             raise TfquantError(f"unknown zoo model(s) {unknown}; choose from: {', '.join(ZOO)}")
         object.__setattr__(self, "runtime", interpreter_runtime(self.runtime, what="the PTQ tables"))
 
-    @classmethod
-    def of_size(cls, name: str, **overrides: Any) -> "WhitepaperPtqConfig":
-        """The config of size ``name`` (:data:`SIZES`), with ``overrides`` applied."""
-        if name not in SIZES:
-            raise TfquantError(f"unknown size {name!r}; choose from: {', '.join(SIZES)}")
-        return cls(**{**SIZES[name], **overrides})
-
     def recipe(self, cell: Cell) -> Recipe:
         """The conversion recipe of a tflite cell (calibration provenance filled in)."""
         assert cell.mode is not None
-        calibrated = cell.mode.needs_calibration
-        return Recipe(
-            mode=cell.mode,
-            weight_granularity=cell.weight_granularity,
-            num_calibration_examples=self.num_calibration_examples,
-            calibration_seed=self.calibration_seed,
-            calibration_data=self.dataset if calibrated else None,
-        )
+        return Recipe.for_mode(cell.mode, weight_granularity=cell.weight_granularity, dataset=self.dataset,
+                               num_calibration_examples=self.num_calibration_examples,
+                               calibration_seed=self.calibration_seed)
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class WhitepaperPtqCell:
-    """One cell: a :data:`CELLS` column (or :data:`SPREAD`) of ``model``."""
-
-    model: str
-    cell: str
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.model, self.cell)
+WhitepaperPtqCell = ModelCell
+"""One cell: a :data:`CELLS` column (or :data:`SPREAD`) of ``model``."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -6,7 +6,8 @@ from typing import Sequence
 
 from tfquant.experiments.whitepaper_ptq.cells import (CELLS, COLLAPSE_PT, FLOAT, LARGE_SPREAD, MIN_RANK_CORRELATION,
                                                       NEAR_FLOAT_PT, SIM_TFLITE_PT, SPREAD, TIE_PT)
-from tfquant.study import Aggregate, Claim, ClaimResult, Compare, RecordSet, Verdict, evaluate_claims
+from tfquant.study import (Aggregate, Claim, ClaimResult, Compare, RecordSet, Verdict, evaluate_claims, image_pt,
+                           test_images)
 
 
 
@@ -119,9 +120,8 @@ def findings(records: RecordSet, models: Sequence[str]) -> list[ClaimResult]:
 
 def claims_header(limit: int | None) -> str:
     """The paragraph above the claims: how they are computed and their thresholds."""
-    n_test = "the whole test split" if limit is None else f"the first {limit} test images"
     return (f"Computed from the records above; pt = accuracy points against the model's float "
             f"cell. Thresholds: near float <= {NEAR_FLOAT_PT:g} pt, collapse > "
             f"{COLLAPSE_PT:g} pt, ties within {TIE_PT:g} pt, sim vs tflite <= "
             f"{SIM_TFLITE_PT:g} pt, large spread >= {LARGE_SPREAD:g}. On "
-            f"{n_test}, one test image is {100.0 / (limit or 10000):.2f} pt.")
+            f"{test_images(limit)}, one test image is {image_pt(limit)} pt.")

@@ -18,26 +18,22 @@ from tfquant.experiments.whitepaper_ptq.cells import (
     WhitepaperPtqRecord,
 )
 from tfquant.qtypes import Mode
-from tfquant.study import Pending, Record, RecordSet, Study, run_study
+from tfquant.study import Pending, Record, RecordSet, Study, logged, run_study
+from tfquant.study.settings import zoo_fingerprint
 
 
 class WhitepaperPtq(Study[WhitepaperPtqCell, Record]):
-    """The PTQ tables as a study (see the module docstring); ``out`` holds the .tflite files."""
+    """The PTQ tables as a study (see the module docstring)."""
 
     name = NAME
     record_type = WhitepaperPtqRecord
 
-    def __init__(self, config: WhitepaperPtqConfig, out: Path) -> None:
-        self.config, self.out = config, out
+    def __init__(self, config: WhitepaperPtqConfig) -> None:
+        self.config = config
 
     def fingerprint(self) -> Mapping[str, Any]:
-        from tfquant import models
-
-        return {
-            "config": self.config.to_dict(),
-            "cells": {name: cell.to_dict() for name, cell in CELLS.items()},
-            "weights_sha256": {m: models.trained_info(m).get("weights_sha256") for m in self.config.models},
-        }
+        return zoo_fingerprint(self.config.to_dict(), self.config.models,
+                               {name: cell.to_dict() for name, cell in CELLS.items()})
 
     def cells(self) -> list[WhitepaperPtqCell]:
         return [WhitepaperPtqCell(model=m, cell=c) for m in self.config.models for c in (SPREAD, *CELLS)]
@@ -51,7 +47,7 @@ class WhitepaperPtq(Study[WhitepaperPtqCell, Record]):
         return results_markdown(records, self.config)
 
     def measure(self, todo: Sequence[WhitepaperPtqCell], log: Callable[[str], None]) -> Iterator[Record]:
-        from tfquant import data, models
+        from tfquant import data
         from tfquant.evaluation import AccuracyPool
 
         config = self.config
@@ -62,21 +58,27 @@ class WhitepaperPtq(Study[WhitepaperPtqCell, Record]):
                                      seed=config.calibration_seed, data_dir=config.data_dir)
         pool = AccuracyPool(x_test, y_test, workers=config.workers, runtime=config.runtime,
                             num_threads=config.threads, batch_size=config.batch_size)
-        pending: Pending[Record] = Pending()
         try:
-            for model_name in _progress.progress(config.models, desc="whitepaper PTQ", unit="model"):
-                mine = [c.cell for c in todo if c.model == model_name]
-                if not mine:
-                    continue
-                model = models.build(model_name)
-                for name in mine:
-                    rec = self._cell(model, model_name, name, x_test, y_test, x_cal, pool, pending)
-                    if rec is not None:
-                        yield _logged(rec, log)
-                    yield from (_logged(r, log) for r in pending.ready())
-            yield from (_logged(r, log) for r in pending.ready(block=True))
+            yield from logged(self._records(todo, x_test, y_test, x_cal, pool), log, _log_line)
         finally:
             pool.close()
+
+    def _records(self, todo: Sequence[WhitepaperPtqCell], x_test: Any, y_test: Any, x_cal: Any,
+                 pool: Any) -> Iterator[Record]:
+        from tfquant import models
+
+        pending: Pending[Record] = Pending()
+        for model_name in _progress.progress(self.config.models, desc="whitepaper PTQ", unit="model"):
+            mine = [c.cell for c in todo if c.model == model_name]
+            if not mine:
+                continue
+            model = models.build(model_name)
+            for name in mine:
+                rec = self._cell(model, model_name, name, x_test, y_test, x_cal, pool, pending)
+                if rec is not None:
+                    yield rec
+                yield from pending.ready()
+        yield from pending.ready(block=True)
 
     def _cell(self, model: Any, model_name: str, name: str, x_test: Any, y_test: Any, x_cal: Any,
               pool: Any, pending: Pending[Record]) -> Record | None:
@@ -99,26 +101,20 @@ class WhitepaperPtq(Study[WhitepaperPtqCell, Record]):
                                "executed_in": cell.executed_in}
         start = time.perf_counter()
         if cell.spec is not None:
-            needs_cal = cell.spec.quantizes_activations
-            rec.update(spec=cell.spec.to_dict(), num_calibration_examples=len(x_cal) if needs_cal else 0)
+            rec.update(spec=cell.spec.to_dict(),
+                       num_calibration_examples=len(x_cal) if cell.spec.quantizes_activations else 0)
             try:
-                result = simulation.evaluate(model, cell.spec, x_test, y_test,
-                                             calibration_data=x_cal if needs_cal else None,
-                                             batch_size=config.batch_size)
+                rec.update(simulation.evaluate_fields(model, cell.spec, x_test, y_test, calibration_data=x_cal,
+                                                      batch_size=config.batch_size))
             except TfquantError as e:
                 return WhitepaperPtqRecord(**rec, error=str(e))
-            return WhitepaperPtqRecord(**rec, accuracy=result.accuracy, n_examples=result.n_examples,
-                                       n_correct=result.n_correct,
-                                       float_weight_layers=list(result.float_weight_layers),
-                                       eval_seconds=round(time.perf_counter() - start, 3))
+            return WhitepaperPtqRecord(**rec, eval_seconds=round(time.perf_counter() - start, 3))
         recipe = config.recipe(cell)
-        path = self.out / "models" / model_name / f"{name}.tflite"
+        path = self.models_dir / model_name / f"{name}.tflite"
         rec.update(recipe=recipe.to_dict(), tflite_path=str(path), runtime=config.runtime.value,
                    threads=config.threads)
         try:
-            tflite = convert.convert(model, recipe,
-                                     calibration_data=x_cal if recipe.mode.needs_calibration else None)
-            convert.save(tflite, str(path), recipe)
+            tflite = convert.convert_and_save(model, recipe, path, calibration_data=x_cal)
         except TfquantError as e:
             return WhitepaperPtqRecord(**rec, error=str(e))
         rec.update(convert_seconds=round(time.perf_counter() - start, 3), size_bytes=file_size(path))
@@ -132,16 +128,14 @@ class WhitepaperPtq(Study[WhitepaperPtqCell, Record]):
         return None
 
 
-def _logged(rec: Record, log: Callable[[str], None]) -> Record:
-    """Logs one line for ``rec`` and returns it."""
+def _log_line(rec: Record) -> str:
+    """The progress line of ``rec``."""
     if rec.failed:
-        log(f"{rec.model:>14} {rec.cell:<22} failed: {rec.error}")
-    elif isinstance(rec, SpreadRecord):
-        log(f"{rec.model:>14} {SPREAD:<22} median {rec.median_ratio:.2f}, max "
-            f"{rec.max_ratio:.2f} ({rec.max_ratio_layer})")
-    else:
-        log(f"{rec.model:>14} {rec.cell:<22} top-1 {rec.accuracy:.4f}  ({rec.executed_in})")
-    return rec
+        return f"{rec.model:>14} {rec.cell:<22} failed: {rec.error}"
+    if isinstance(rec, SpreadRecord):
+        return (f"{rec.model:>14} {SPREAD:<22} median {rec.median_ratio:.2f}, max "
+                f"{rec.max_ratio:.2f} ({rec.max_ratio_layer})")
+    return f"{rec.model:>14} {rec.cell:<22} top-1 {rec.accuracy:.4f}  ({rec.executed_in})"
 
 
 def run_whitepaper_ptq(
@@ -158,5 +152,4 @@ def run_whitepaper_ptq(
       TfquantError: ``out_dir`` holds a run with a different config; data or model errors.
         A cell that cannot be produced or evaluated is recorded with an ``error`` instead.
     """
-    out = Path(out_dir)
-    return run_study(WhitepaperPtq(config, out), out, log=log)
+    return run_study(WhitepaperPtq(config), out_dir, log=log)

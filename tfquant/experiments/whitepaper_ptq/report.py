@@ -8,7 +8,8 @@ from typing import Mapping, Sequence
 from tfquant.experiments.whitepaper_ptq.cells import CELLS, EXECUTED_IN_TFLITE, FLOAT, SPREAD, WhitepaperPtqConfig
 from tfquant.experiments.whitepaper_ptq.claims import claims_header, findings
 from tfquant.simulation.spec import EXECUTED_IN_SIM
-from tfquant.study import Footnotes, Record, RecordSet, cell_table, claims_markdown, where_ran
+from tfquant.study import (Footnotes, RecordSet, accuracy_text, cell_table, claims_section, header, section,
+                           test_images, where_ran)
 
 _PAPER_ROWS: Mapping[str, Sequence[Mapping[str, str]]] = MappingProxyType({
     "A": (
@@ -48,14 +49,6 @@ _TABLE_NOTES = MappingProxyType({
           "(min/max ranges) at every tensor TFLite would quantize. The paper's W8A4 and W4A8 "
           "QAT rows are in the QAT tables."),
 })
-
-
-def _cell_text(r: Record | None, notes: Footnotes) -> str:
-    if r is None:
-        return ""
-    if r.failed:
-        return notes.failed(f"{r.model} / {r.cell}", r.error)
-    return f"{r.accuracy:.4f} ({r.executed_in})"
 
 
 _EXTRA_COLUMNS: Mapping[str, Mapping[str, str]] = MappingProxyType({
@@ -103,10 +96,9 @@ def _spread_lines(records: RecordSet, models: Sequence[str], notes: Footnotes) -
 
 def results_markdown(records: RecordSet, config: WhitepaperPtqConfig) -> str:
     """Tables A-D, the spread table, what ran where, and the claims, from ``records``."""
-    n_test = "the whole test split" if config.limit is None else f"the first {config.limit} test images"
-    lines = [
-        f"# Whitepaper PTQ tables on the zoo ({config.dataset})",
-        "",
+    n_test = test_images(config.limit)
+    lines = header(
+        f"Whitepaper PTQ tables on the zoo ({config.dataset})",
         "Krishnamoorthi 2018 (arXiv 1806.08342), post-training quantization only. Top-1 accuracy "
         f"on {n_test}. Every cell says where it ran: `(tflite)` = the .tflite in the LiteRT "
         f"interpreter ({config.runtime.value}, {config.threads} thread(s)); `(sim)` = fake "
@@ -115,8 +107,7 @@ def results_markdown(records: RecordSet, config: WhitepaperPtqConfig) -> str:
         f"{config.calibration_seed}), shared by the int8 .tflite files and the simulated "
         "activations. `float` is the fp32 .tflite. Rows starting with `paper:` are the "
         "whitepaper's ImageNet numbers for comparison. The paper's per-layer weights are one "
-        "scale per tensor (cells `*_per_tensor`, `weight_granularity per_tensor`).",
-    ]
+        "scale per tensor (cells `*_per_tensor`, `weight_granularity per_tensor`).")
     notes = Footnotes()
     for table, title in _TABLE_TITLES.items():
         names = [FLOAT] + [n for n, c in CELLS.items() if c.table == table and n != FLOAT]
@@ -125,17 +116,17 @@ def results_markdown(records: RecordSet, config: WhitepaperPtqConfig) -> str:
 
         def text(model: str, column: str) -> str | None:
             if column in CELLS:
-                return _cell_text(records.get((model, column)), notes)
+                return accuracy_text(records.get((model, column)), notes, f"{model} / {column}")
             return _extra_text(records, model, column)
 
         lines += cell_table(title=title, note=_TABLE_NOTES[table], rows=config.models,
                             columns=[*names, *_EXTRA_COLUMNS[table]], headers=headers, text=text,
                             paper_rows=_PAPER_ROWS.get(table, ()))
-    lines += ["", "## Per-channel weight-range spread after BN folding", "", _SPREAD_NOTE, ""]
+    lines += section("Per-channel weight-range spread after BN folding", _SPREAD_NOTE)
     lines += _spread_lines(records, config.models, notes)
-    lines += ["", "## What ran where", ""] + _where_lines(records, config)
-    lines += ["", "## Did the paper's findings hold?", "", claims_header(config.limit), ""]
-    lines += claims_markdown(findings(records, config.models))
+    lines += section("What ran where") + _where_lines(records, config)
+    lines += claims_section("Did the paper's findings hold?", claims_header(config.limit),
+                            findings(records, config.models))
     return "\n".join(lines + notes.lines()) + "\n"
 
 

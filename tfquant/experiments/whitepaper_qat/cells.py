@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from tfquant.errors import TfquantError
 from tfquant.qat.bn_correction import BnFold
 from tfquant.qat.schedules import ScheduleName
 from tfquant.qtypes import Granularity, Mode, Runtime
-from tfquant.simulation.spec import EXECUTED_IN_SIM, SimSpec
-from tfquant.study import Record
+from tfquant.models.train import TRAIN_EXAMPLES as ZOO_TRAIN_EXAMPLES
+from tfquant.simulation.spec import EXECUTED_IN_SIM, EXECUTED_IN_TFLITE, SimSpec
+from tfquant.study import TIE_PT, ModelCell, Record  # noqa: F401  (TIE_PT: a threshold of the claims)
+from tfquant.study.settings import Sized, interpreter_runtime, positive_int
 
 __all__ = [
     "CELLS",
@@ -35,7 +37,6 @@ __all__ = [
 
 EXPERIMENT = "whitepaper_qat"
 RESULTS_MD = "results.md"
-EXECUTED_IN_TFLITE = "tflite"
 QAT_MODELS: tuple[str, ...] = ("cnn", "mobilenet_v1", "mobilenet_v2", "resnet")
 """The zoo models tfmot can wrap (the ViT's attention, LayerNorm and position embedding
 have no quantize config)."""
@@ -46,8 +47,6 @@ WRAP_CHECK = "tfmot_wrap"
 NOT_APPLICABLE = "not_applicable"
 """Key of a record for a cell that does not apply to its model (Table D without BN)."""
 NO_BN = "no Conv2D / DepthwiseConv2D + BatchNormalization pair to fold"
-ZOO_TRAIN_EXAMPLES = 55_000
-"""The zoo trained on the first 55,000 training images (:mod:`tfquant.models.train`)."""
 
 # Thresholds of the claims, in accuracy points (pt = 0.01 top-1).
 QAT_NEAR_FLOAT_PT = 1.0
@@ -56,8 +55,6 @@ RECOVERED_FRACTION = 0.5
 """4-bit QAT 'recovers most of the PTQ loss' when it wins back at least this share of it."""
 MIN_PTQ_LOSS_PT = 1.0
 """Below this 4-bit PTQ loss there is too little to recover for the claim to be tested."""
-TIE_PT = 0.2
-"""'A is at least as good as B' allows A to be this many points below B (test-set noise)."""
 MIN_AGREEMENT = 0.99
 """QAT Keras model vs its .tflite: top-1 agreement the issue asks for (fidelity)."""
 _EPS = 1e-9  # thresholds are inclusive: 20 images of 10,000 is 0.2 pt, not 0.2000000000000046
@@ -202,16 +199,8 @@ default config sits between: every model and cell, :data:`DEFAULT_TRAIN_EXAMPLES
 DEFAULT_TRAIN_EXAMPLES = 16_384
 
 
-def _positive_int(value: Any, name: str, *, none_means: str | None = None) -> None:
-    if value is None and none_means is not None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        extra = f" or None ({none_means})" if none_means else ""
-        raise TfquantError(f"{name} must be a positive integer{extra}, got {value!r}")
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class WhitepaperQatConfig:
+class WhitepaperQatConfig(Sized):
     """What the tables run.
 
     Attributes:
@@ -231,6 +220,7 @@ class WhitepaperQatConfig:
       limit: Evaluate on the first N test images; None: the whole test split.
     """
 
+    sizes: ClassVar[Mapping[str, Mapping[str, Any]]] = SIZES
     models: tuple[str, ...] = QAT_MODELS
     cells: tuple[str, ...] = tuple(CELLS)
     dataset: str = "fashion_mnist"
@@ -267,30 +257,20 @@ class WhitepaperQatConfig:
         if unknown:
             raise TfquantError(f"unknown cell(s) {unknown}; choose from: {', '.join(CELLS)}")
         object.__setattr__(self, "cells", tuple(c for c in CELLS if c in self.cells))
-        object.__setattr__(self, "runtime", Runtime.parse(self.runtime, what="runtime"))
-        if self.runtime is Runtime.DELEGATE:
-            raise TfquantError("the tables run xnnpack or builtin; evaluate a delegate with "
-                               "'python -m tfquant evaluate'")
-        _positive_int(self.train_examples, "train_examples", none_means=f"all {ZOO_TRAIN_EXAMPLES}")
+        object.__setattr__(self, "runtime", interpreter_runtime(self.runtime, what="the QAT tables"))
+        positive_int(self.train_examples, "train_examples", none_means=f"all {ZOO_TRAIN_EXAMPLES}")
         if self.train_examples is not None and self.train_examples > ZOO_TRAIN_EXAMPLES:
             raise TfquantError(
                 f"train_examples must be at most {ZOO_TRAIN_EXAMPLES} (the zoo's training "
                 f"images; the rest is its validation split), got {self.train_examples}")
-        _positive_int(self.epochs, "epochs", none_means="NVIDIA's 10% of the original schedule")
-        _positive_int(self.freeze_bn_after_steps, "freeze_bn_after_steps",
+        positive_int(self.epochs, "epochs", none_means="NVIDIA's 10% of the original schedule")
+        positive_int(self.freeze_bn_after_steps, "freeze_bn_after_steps",
                       none_means="min(200, half the steps)")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TfquantError(f"seed must be an integer, got {self.seed!r}")
         for name in ("num_calibration_examples", "threads", "batch_size"):
-            _positive_int(getattr(self, name), name)
-        _positive_int(self.limit, "limit", none_means="whole test split")
-
-    @classmethod
-    def of_size(cls, name: str, **overrides: Any) -> "WhitepaperQatConfig":
-        """The config of size ``name`` (:data:`SIZES`), with ``overrides`` applied."""
-        if name not in SIZES:
-            raise TfquantError(f"unknown size {name!r}; choose from: {', '.join(SIZES)}")
-        return cls(**{**SIZES[name], **overrides})
+            positive_int(getattr(self, name), name)
+        positive_int(self.limit, "limit", none_means="whole test split")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (the ``config`` of config.json)."""
@@ -358,43 +338,18 @@ class WhitepaperQatRecord(Record):
         return name == "first_divergent_layer" and self.agreement is not None
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelCell:
-    """A study cell: one model (row) x one cell (column) of the tables, or a wrap check."""
-
-    model: str
-    cell: str
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.model, self.cell)
-
-
 def finetune_schedule(run: QatRun, model_name: str, *, total_steps: int, folds: bool = True,
                       freeze_bn_after_steps: int | None = None) -> Any:
-    """The :class:`~tfquant.qat.FinetuneSchedule` of ``run`` on zoo model ``model_name``.
-
-    The run's named schedule for the model's original training
-    (:data:`tfquant.models.train.DEFAULT_CONFIGS`), with the BN handling of its fold: the
-    corrected fold freezes after ``freeze_bn_after_steps`` steps (None: min(200,
-    total_steps // 2), at least 1); the naive fold never freezes; tfmot's BN layers keep
-    the schedule's freeze (NVIDIA: none). ``folds=False`` (the model has no conv + BN pair)
-    turns a folded run into plain QAT: no correction, no freeze.
-    """
+    """The :class:`~tfquant.qat.FinetuneSchedule` of ``run`` on zoo model ``model_name``: the
+    run's named schedule for the model's original training
+    (:data:`tfquant.models.train.DEFAULT_CONFIGS`) with the BN handling of its fold
+    (:func:`tfquant.qat.bn_correction.with_bn_fold`)."""
     from tfquant import qat
     from tfquant.models.train import DEFAULT_CONFIGS
-    from tfquant.qat.schedules import WHITEPAPER_FREEZE_BN_AFTER_STEPS
+    from tfquant.qat.bn_correction import with_bn_fold
 
     original = DEFAULT_CONFIGS[model_name]
-    if run.schedule is ScheduleName.NVIDIA:
-        schedule = qat.nvidia_schedule(original)
-    else:
-        schedule = qat.whitepaper_schedule(original, bn_correction=False)
-    if run.bn_fold is BnFold.TFMOT:
-        return schedule
-    if run.bn_fold is BnFold.NAIVE or not folds:
-        return schedule.replace(bn_correction=False, freeze_bn_after_steps=None)
-    freeze = freeze_bn_after_steps or max(1, min(WHITEPAPER_FREEZE_BN_AFTER_STEPS, total_steps // 2))
-    return schedule.replace(bn_correction=True, freeze_bn_after_steps=freeze)
-
-
+    schedule = (qat.nvidia_schedule(original) if run.schedule is ScheduleName.NVIDIA
+                else qat.whitepaper_schedule(original, bn_correction=False))
+    return with_bn_fold(schedule, run.bn_fold, total_steps=total_steps, folds=folds,
+                        freeze_bn_after_steps=freeze_bn_after_steps)

@@ -11,7 +11,7 @@ from tfquant.study import (
     ClaimResult,
     Compare,
     evaluate_claims,
-    verdict_of,
+    listed_claim,
 )
 
 
@@ -51,17 +51,6 @@ BN_CLAIM = Claim(
 """Tested per model x weight bits (groups ``<model> W8`` / ``<model> W4``)."""
 
 
-def _listed(claim: str, paper: str, items: Sequence[tuple[str, bool | None, str]]) -> ClaimResult:
-    """A claim tested per item ``(name, holds or None = not counted, text)``."""
-    parts = [f"{k} {text}" for k, _, text in items]
-    outcomes = [ok for _, ok, _ in items if ok is not None]
-    failed = [k for k, ok, _ in items if ok is False]
-    ours = "; ".join(parts) or "no records"
-    if failed and len(failed) < len(outcomes):
-        ours += f" (fails on {', '.join(failed)})"
-    return ClaimResult(claim, paper, ours, verdict_of(outcomes, Aggregate.GRADED))
-
-
 def _recovered(acc: Mapping[tuple[str, str], float], models: Sequence[str]) -> ClaimResult:
     """4-bit QAT per-channel wins back >= RECOVERED_FRACTION of the PTQ per-channel loss."""
     items: list[tuple[str, bool | None, str]] = []
@@ -77,7 +66,7 @@ def _recovered(acc: Mapping[tuple[str, str], float], models: Sequence[str]) -> C
         recovered = (q - ptq) / -ptq
         items.append((m, recovered >= wq.RECOVERED_FRACTION - wq._EPS,
                       f"PTQ {ptq:+.2f} pt, QAT {q:+.2f} pt, recovered {100 * recovered:.0f}%"))
-    return _listed(
+    return listed_claim(
         f"4-bit weights: QAT per-channel (tflite) recovers at least {100 * wq.RECOVERED_FRACTION:g}% "
         f"of the PTQ per-channel (sim) loss, where PTQ loses >= {wq.MIN_PTQ_LOSS_PT:g} pt",
         "MobileNet-v1: PTQ collapses (0.001-0.02), QAT per-channel 0.65 (float 0.709); "
@@ -97,7 +86,7 @@ def findings(records: Sequence[Mapping[str, Any]], models: Sequence[str]) -> lis
              if (m, f"qat_w{b}a8_{cell}") in acc}
     out += evaluate_claims((BN_CLAIM,), folds, [f"{m} W{b}" for m in models for b in (8, 4)])
     agree = {(r["model"], r["cell"]): r["agreement"] for r in ok if "agreement" in r}
-    out.append(_listed(
+    out.append(listed_claim(
         f"(sanity, not a paper claim) every QAT export agrees with its QAT Keras model on "
         f">= {100 * wq.MIN_AGREEMENT:g}% of top-1 predictions", "-",
         [(f"{m} {c.removeprefix('qat_')}", agree[(m, c)] >= wq.MIN_AGREEMENT, f"{agree[(m, c)]:.4f}")

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
-import numpy as np
 
 from tfquant import progress as _progress
 from tfquant.errors import TfquantError
@@ -23,7 +22,9 @@ from tfquant.experiments.whitepaper_qat.report import results_markdown
 from tfquant.qat.bn_correction import BnFold, has_foldable_pairs
 from tfquant.qat.export import stored_weight_types
 from tfquant.recipes import Recipe
-from tfquant.study import Record, RecordSet, Study, run_study
+from tfquant.study import Record, RecordSet, Study, logged, run_study
+from tfquant.study.data import StudyData, load_study_data
+from tfquant.study.settings import zoo_fingerprint
 
 def _wrap_check(model_name: str) -> wq.WhitepaperQatRecord:
     """Why tfmot cannot wrap ``model_name`` (the untrained architecture is enough to ask)."""
@@ -34,17 +35,6 @@ def _wrap_check(model_name: str) -> wq.WhitepaperQatRecord:
     except TfquantError as e:
         return wq.WhitepaperQatRecord(model=model_name, cell=wq.WRAP_CHECK, wrappable=False, reason=str(e))
     return wq.WhitepaperQatRecord(model=model_name, cell=wq.WRAP_CHECK, wrappable=True)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Data:
-    """The arrays of a run: test set, fine-tuning set, calibration images."""
-
-    x_test: np.ndarray
-    y_test: np.ndarray
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_cal: np.ndarray
 
 
 def _log_line(rec: wq.WhitepaperQatRecord) -> str:
@@ -78,15 +68,10 @@ class WhitepaperQat(Study[wq.ModelCell, wq.WhitepaperQatRecord]):
                  checkpoint_dir: str | Path | None = None) -> None:
         self.config, self.verbose = config, verbose
         self.tensorboard_dir, self.checkpoint_dir = tensorboard_dir, checkpoint_dir
-        self._folder = Path(".")
 
     def fingerprint(self) -> Mapping[str, Any]:
-        from tfquant import models
-
-        return {"config": self.config.to_dict(),
-                "cells": {name: wq.CELLS[name].to_dict() for name in self.config.cells},
-                "weights_sha256": {m: models.trained_info(m).get("weights_sha256")
-                                   for m in self.config.models}}
+        return zoo_fingerprint(self.config.to_dict(), self.config.models,
+                               {name: wq.CELLS[name].to_dict() for name in self.config.cells})
 
     def cells(self) -> Sequence[wq.ModelCell]:
         return ([wq.ModelCell(m, wq.WRAP_CHECK) for m in wq.UNWRAPPABLE_MODELS]
@@ -95,34 +80,27 @@ class WhitepaperQat(Study[wq.ModelCell, wq.WhitepaperQatRecord]):
     def markdown(self, records: RecordSet) -> str:
         return results_markdown([r.to_json() for r in records], self.config)
 
-    def run(self, out_dir: str | Path, log: Callable[[str], None]) -> RecordSet:
-        """Runs (or resumes) the study into ``out_dir``."""
-        self._folder = Path(out_dir) / "models"
-        return run_study(self, out_dir, log=log)
-
     def measure(self, todo: Sequence[wq.ModelCell], log: Callable[[str], None]) -> Iterator[wq.WhitepaperQatRecord]:
+        return logged(self._records(todo, log), log, _log_line)
+
+    def _records(self, todo: Sequence[wq.ModelCell], log: Callable[[str], None]) -> Iterator[wq.WhitepaperQatRecord]:
         import tf_keras as keras
 
-        from tfquant import data, models
+        from tfquant import models
 
         config = self.config
         for cell in todo:
             if cell.cell == wq.WRAP_CHECK:
-                yield self._logged(_wrap_check(cell.model), log)
+                yield _wrap_check(cell.model)
         todo_of = {m: [c.cell for c in todo if c.model == m and c.cell != wq.WRAP_CHECK]
                    for m in config.models}
         if not any(todo_of.values()):
             return
-        x_test, y_test, info = data.load_numpy(config.dataset, "test", data_dir=config.data_dir,
-                                               limit=config.limit)
-        x_train, y_train, _ = data.load_numpy(config.dataset, "train", data_dir=config.data_dir,
-                                              limit=config.train_examples or wq.ZOO_TRAIN_EXAMPLES)
-        arrays = _Data(
-            x_test=x_test, y_test=np.asarray(y_test), x_train=np.array(x_train),
-            y_train=np.array(y_train),
-            x_cal=data.calibration_set(config.dataset, config.num_calibration_examples,
-                                       seed=config.calibration_seed, data_dir=config.data_dir))
-        log(f"test set: {info.name}/test, {len(x_test)} examples; fine-tuning on "
+        arrays = load_study_data(config.dataset, data_dir=config.data_dir, limit=config.limit,
+                                 train_examples=config.train_examples or wq.ZOO_TRAIN_EXAMPLES,
+                                 num_calibration_examples=config.num_calibration_examples,
+                                 calibration_seed=config.calibration_seed)
+        log(f"test set: {arrays.info.name}/test, {len(arrays.x_test)} examples; fine-tuning on "
             f"{len(arrays.x_train)} training images; {len(arrays.x_cal)} calibration images")
         for model_name in _progress.progress(config.models, desc="whitepaper QAT", unit="model"):
             names = todo_of[model_name]
@@ -134,55 +112,39 @@ class WhitepaperQat(Study[wq.ModelCell, wq.WhitepaperQatRecord]):
             folds = has_foldable_pairs(model)
             if not folds:
                 for name in [c for c in names if wq.CELLS[c].requires_batch_norm]:
-                    yield self._logged(wq.WhitepaperQatRecord(
-                        model=model_name, cell=name, table=wq.CELLS[name].table, not_applicable=wq.NO_BN), log)
+                    yield wq.WhitepaperQatRecord(model=model_name, cell=name, table=wq.CELLS[name].table,
+                                                 not_applicable=wq.NO_BN)
                 names = [c for c in names if not wq.CELLS[c].requires_batch_norm]
             for name in [c for c in names if wq.CELLS[c].qat is None]:
-                yield self._logged(self._ptq_record(model, model_name, name, arrays), log)
+                yield self._ptq_record(model, model_name, name, arrays)
             runs: dict[wq.QatRun, list[str]] = {}
             for name in names:
                 if wq.CELLS[name].qat is not None:
                     runs.setdefault(wq.CELLS[name].qat, []).append(name)
             for run, run_cells in runs.items():
-                for rec in self._qat_records(model, model_name, run, run_cells, folds=folds,
-                                             arrays=arrays, log=log):
-                    yield self._logged(rec, log)
+                yield from self._qat_records(model, model_name, run, run_cells, folds=folds, arrays=arrays, log=log)
 
-    @staticmethod
-    def _logged(rec: wq.WhitepaperQatRecord, log: Callable[[str], None]) -> wq.WhitepaperQatRecord:
-        log(_log_line(rec))
-        return rec
-
-    def _ptq_record(self, model: Any, model_name: str, name: str, arrays: _Data) -> wq.WhitepaperQatRecord:
+    def _ptq_record(self, model: Any, model_name: str, name: str, arrays: StudyData) -> wq.WhitepaperQatRecord:
         """A float / PTQ cell: a .tflite from the converter, or a simulation."""
-        from tfquant import convert, simulation
-        from tfquant.evaluation import evaluate_accuracy, file_size
+        from tfquant import simulation
+        from tfquant.evaluation import convert_and_evaluate, file_size
 
         config, cell = self.config, wq.CELLS[name]
         base = dict(model=model_name, cell=name, table=cell.table, executed_in=cell.executed_in)
         start = time.perf_counter()
         try:
             if cell.spec is not None:
-                x_cal = arrays.x_cal if cell.spec.quantizes_activations else None
-                result = simulation.evaluate(model, cell.spec, arrays.x_test, arrays.y_test,
-                                             calibration_data=x_cal, batch_size=config.batch_size)
-                return wq.WhitepaperQatRecord(
-                    **base, spec=cell.spec.to_dict(),
-                    num_calibration_examples=0 if x_cal is None else len(x_cal),
-                    accuracy=result.accuracy, n_examples=result.n_examples,
-                    n_correct=result.n_correct, float_weight_layers=list(result.float_weight_layers),
-                    seconds=round(time.perf_counter() - start, 3))
+                fields = simulation.evaluate_fields(model, cell.spec, arrays.x_test, arrays.y_test,
+                                                    calibration_data=arrays.x_cal, batch_size=config.batch_size)
+                return wq.WhitepaperQatRecord(**base, **fields, seconds=round(time.perf_counter() - start, 3))
             assert cell.mode is not None
-            calibrated = cell.mode.needs_calibration
-            recipe = Recipe(mode=cell.mode, weight_granularity=wq._PER_CHANNEL,
-                            num_calibration_examples=config.num_calibration_examples,
-                            calibration_seed=config.calibration_seed,
-                            calibration_data=config.dataset if calibrated else None)
-            path = self._folder / model_name / f"{name}.tflite"
-            tflite = convert.convert(model, recipe, calibration_data=arrays.x_cal if calibrated else None)
-            convert.save(tflite, str(path), recipe)
-            acc = evaluate_accuracy(path, arrays.x_test, arrays.y_test, runtime=config.runtime,
-                                    num_threads=config.threads, batch_size=config.batch_size)
+            recipe = Recipe.for_mode(cell.mode, dataset=config.dataset,
+                                     num_calibration_examples=config.num_calibration_examples,
+                                     calibration_seed=config.calibration_seed)
+            path = self.models_dir / model_name / f"{name}.tflite"
+            _, acc = convert_and_evaluate(model, recipe, path, arrays.x_test, arrays.y_test,
+                                          calibration_data=arrays.x_cal, runtime=config.runtime,
+                                          num_threads=config.threads, batch_size=config.batch_size)
         except TfquantError as e:
             return wq.WhitepaperQatRecord(**base, error=str(e))
         return wq.WhitepaperQatRecord(
@@ -192,16 +154,14 @@ class WhitepaperQat(Study[wq.ModelCell, wq.WhitepaperQatRecord]):
             seconds=round(time.perf_counter() - start, 3))
 
     def _qat_records(self, model: Any, model_name: str, run: wq.QatRun, names: Sequence[str], *,
-                     folds: bool, arrays: _Data, log: Callable[[str], None]) -> list[wq.WhitepaperQatRecord]:
+                     folds: bool, arrays: StudyData, log: Callable[[str], None]) -> list[wq.WhitepaperQatRecord]:
         """One fine-tune (:func:`tfquant.qat.train_qat`) and the records of the cells ``names``
         that read it: its export (:func:`tfquant.qat.export_and_compare`) for a tflite cell,
         the QAT Keras model for a sim cell (errors included)."""
         from tfquant import qat
         from tfquant.evaluation import file_size
-        from tfquant.io_utils import write_bytes_atomic, write_text_atomic
         from tfquant.models.train import DEFAULT_CONFIGS
         from tfquant.qat.pipeline import keras_accuracy
-        from tfquant.qat.record import json_ready
 
         config, original = self.config, DEFAULT_CONFIGS[model_name]
         epochs = config.epochs or qat.nvidia_schedule(original).epochs_for(original.epochs)
@@ -246,30 +206,23 @@ class WhitepaperQat(Study[wq.ModelCell, wq.WhitepaperQatRecord]):
         exported = [n for n in names if wq.CELLS[n].executed_in == wq.EXECUTED_IN_TFLITE]
         export: dict[str, Any] = {}
         if exported:
-            path = self._folder / model_name / f"{exported[0]}.tflite"
+            path = self.models_dir / model_name / f"{exported[0]}.tflite"
             try:
-                tflite, report = qat.export_and_compare(
-                    trained.qat_model, arrays.x_test, arrays.y_test, batch_size=config.batch_size,
-                    runtime=config.runtime)
+                tflite, report = qat.export_run(
+                    trained, path, arrays.x_test, arrays.y_test, batch_size=config.batch_size,
+                    runtime=config.runtime, started=start, record=dict(
+                        model=f"zoo:{model_name}", train_data=config.dataset, eval_data=config.dataset,
+                        calibration_data=config.dataset, calibration_seed=config.calibration_seed,
+                        weight_bits=run.weight_bits, activation_bits=run.activation_bits,
+                        weight_granularity=run.weight_granularity.value,
+                        bn_fold=run.bn_fold.value if folded else BnFold.TFMOT.value, epochs=epochs,
+                        seed=config.seed, train_examples=len(arrays.x_train),
+                        num_calibration_examples=len(arrays.x_cal), finetune_recipe_choice=run.schedule.value,
+                        finetune_recipe=schedule.to_dict(), original_learning_rate=original.learning_rate,
+                        learning_rate_source="zoo"))
             except TfquantError as e:
                 out += [r for r in records(error=str(e)) if r.cell in exported]
             else:
-                write_bytes_atomic(path, tflite)
-                write_text_atomic(path.with_suffix(".qat.json"), qat.QatRecord(
-                    model=f"zoo:{model_name}", train_data=config.dataset, eval_data=config.dataset,
-                    calibration_data=config.dataset, calibration_seed=config.calibration_seed,
-                    weight_bits=run.weight_bits, activation_bits=run.activation_bits,
-                    weight_granularity=run.weight_granularity.value,
-                    bn_fold=run.bn_fold.value if folded else BnFold.TFMOT.value, epochs=epochs,
-                    seed=config.seed, train_examples=len(arrays.x_train),
-                    num_calibration_examples=len(arrays.x_cal),
-                    finetune_recipe_choice=run.schedule.value, finetune_recipe=schedule.to_dict(),
-                    original_learning_rate=original.learning_rate, learning_rate_source="zoo",
-                    from_logits=trained.from_logits,
-                    train_seconds=round(time.perf_counter() - start, 1),
-                    finetune=json_ready(result), qat_accuracy=report.tflite_accuracy,
-                    accuracy_data=f"{report.n_examples} eval examples",
-                    fidelity=json_ready(report)).to_json())
                 common["keras_accuracy"] = report.keras_accuracy
                 export = dict(tflite_path=str(path), size_bytes=file_size(path),
                               weight_storage=stored_weight_types(tflite), agreement=report.agreement,
@@ -317,4 +270,4 @@ def run_whitepaper_qat(
     """
     study = WhitepaperQat(config, verbose=verbose, tensorboard_dir=tensorboard_dir,
                           checkpoint_dir=checkpoint_dir)
-    return [r.to_json() for r in study.run(out_dir, log)]
+    return [r.to_json() for r in run_study(study, out_dir, log=log)]

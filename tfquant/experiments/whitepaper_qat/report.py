@@ -8,8 +8,8 @@ from typing import Any, Callable, Mapping, Sequence
 from tfquant.experiments.whitepaper_qat import cells as wq
 from tfquant.experiments.whitepaper_qat.claims import findings
 from tfquant.simulation.spec import EXECUTED_IN_SIM
-from tfquant.study import Footnotes, cell_table, claims_markdown, where_ran
-from tfquant.study.accuracy_text import accuracy_text
+from tfquant.study import (Footnotes, accuracy_text, cell_table, claims_section, header, image_pt, section,
+                           test_images, where_ran)
 
 _PAPER_ROWS: Mapping[str, Sequence[Mapping[str, str]]] = MappingProxyType({
     "B": (
@@ -62,10 +62,6 @@ _TABLE_NOTES = MappingProxyType({
 })
 
 
-def _cell_text(r: Mapping[str, Any] | None, notes: Footnotes) -> str:
-    return accuracy_text(r, notes, f"{r['model']} / {r['cell']}" if r else "")
-
-
 def _shown(field: str, fmt: str) -> Callable[[Mapping[str, Any]], str]:
     """A record's ``field`` formatted with ``fmt`` ("" when the record lacks it)."""
     return lambda r: fmt.format(r[field]) if r.get(field) is not None else ""
@@ -95,13 +91,12 @@ _EXTRA_COLUMNS: Mapping[str, Sequence[tuple[str, str, str, Callable[[Mapping[str
 def results_markdown(records: Sequence[Mapping[str, Any]], config: wq.WhitepaperQatConfig) -> str:
     """Tables A-D, what ran where, the ViT note and the findings, from ``records``."""
     by_key = {(r["model"], r["cell"]): r for r in records}
-    n_test = "the whole test split" if config.limit is None else f"the first {config.limit} test images"
+    n_test = test_images(config.limit)
     n_train = config.train_examples or wq.ZOO_TRAIN_EXAMPLES
     epochs = ("NVIDIA's 10% of the original schedule (1 epoch for every zoo model)"
               if config.epochs is None else f"{config.epochs} epoch(s)")
-    lines = [
-        f"# Whitepaper QAT tables on the zoo ({config.dataset})",
-        "",
+    lines = header(
+        f"Whitepaper QAT tables on the zoo ({config.dataset})",
         "Krishnamoorthi 2018 (arXiv 1806.08342), the tables that need quantization-aware "
         f"training. Top-1 accuracy on {n_test}. Every cell says where it ran: `(tflite)` = a "
         f".tflite in the LiteRT interpreter ({config.runtime.value}); `(sim)` = fake "
@@ -111,8 +106,7 @@ def results_markdown(records: Sequence[Mapping[str, Any]], config: wq.Whitepaper
         "NVIDIA's schedule (Adam, 1% of the original learning rate, cosine decay, from "
         "calibrated activation ranges) except in Table D. Calibration: "
         f"{config.num_calibration_examples} training images (seed {config.calibration_seed}). "
-        "Rows starting with `paper:` are the whitepaper's ImageNet numbers.",
-    ]
+        "Rows starting with `paper:` are the whitepaper's ImageNet numbers.")
     notes = Footnotes()
     for table, heading in wq.TABLES.items():
         names = [n for n in config.cells if wq.CELLS[n].table == table]
@@ -132,22 +126,24 @@ def results_markdown(records: Sequence[Mapping[str, Any]], config: wq.Whitepaper
                 ok = r is not None and "error" not in r and wq.NOT_APPLICABLE not in r
                 return show(r) if ok else None
             r = by_key.get((model, column))
-            return "n/a (no BN)" if r is not None and wq.NOT_APPLICABLE in r else _cell_text(r, notes)
+            if r is not None and wq.NOT_APPLICABLE in r:
+                return "n/a (no BN)"
+            return accuracy_text(r, notes, f"{model} / {column}")
 
         lines += cell_table(title=heading, note=_TABLE_NOTES[table], rows=config.models,
                             columns=[*names, *extra], headers=headers, text=text,
                             paper_rows=_PAPER_ROWS.get(table, ()))
-    lines += ["", "## What ran where", ""] + _where_lines(records, config)
-    lines += ["", "## Did the paper's findings hold?", "",
-              f"Computed from the records above; pt = accuracy points against the model's float "
-              f"cell. Thresholds: 8-bit QAT near float <= {wq.QAT_NEAR_FLOAT_PT:g} pt; 4-bit QAT "
-              f"'recovers most' = wins back >= {100 * wq.RECOVERED_FRACTION:g}% of a PTQ loss of "
-              f">= {wq.MIN_PTQ_LOSS_PT:g} pt; ties within {wq.TIE_PT:g} pt; export agreement >= "
-              f"{100 * wq.MIN_AGREEMENT:g}%. On {n_test}, one test image is "
-              f"{100.0 / (config.limit or 10000):.2f} pt; fine-tuning from one seed, so "
-              "differences of a few tenths of a point between QAT cells are within run-to-run "
-              "noise.", ""]
-    lines += claims_markdown(findings(records, config.models)) + notes.lines()
+    lines += section("What ran where") + _where_lines(records, config)
+    lines += claims_section(
+        "Did the paper's findings hold?",
+        f"Computed from the records above; pt = accuracy points against the model's float "
+        f"cell. Thresholds: 8-bit QAT near float <= {wq.QAT_NEAR_FLOAT_PT:g} pt; 4-bit QAT "
+        f"'recovers most' = wins back >= {100 * wq.RECOVERED_FRACTION:g}% of a PTQ loss of "
+        f">= {wq.MIN_PTQ_LOSS_PT:g} pt; ties within {wq.TIE_PT:g} pt; export agreement >= "
+        f"{100 * wq.MIN_AGREEMENT:g}%. On {n_test}, one test image is "
+        f"{image_pt(config.limit)} pt; fine-tuning from one seed, so differences of a few tenths of a point "
+        "between QAT cells are within run-to-run noise.", findings(records, config.models))
+    lines += notes.lines()
     return "\n".join(lines) + "\n"
 
 
