@@ -11,13 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
-
-import tensorflow as tf
-import tf_keras as keras
-
 from tfquant import TfquantError
-from tfquant.algorithms.weight_grid import round_to_grid
 from tfquant.experiments import qgt as qs
 from tfquant.experiments.qgt import (
     FLOAT,
@@ -27,7 +21,6 @@ from tfquant.experiments.qgt import (
     QGT_TFLITE,
     SIZE,
     QgtStudyConfig,
-    WeightFakeQuantTrainer,
     findings,
     results_markdown,
     run_qgt_study,
@@ -175,40 +168,6 @@ def test_same_seed_repeats_and_saved_weights_are_reused(smoke_run, tmp_path: Pat
     for key, r in first.items():
         if "accuracy" in r:
             assert third[key]["accuracy"] == r["accuracy"], key
-
-
-# ------------------------------------------------------------------ plain QAT trainer
-
-
-def test_plain_qat_steps_with_the_gradient_at_the_quantized_weights() -> None:
-    """SGD(lr=1) step: W' = W - dL/dW evaluated at Q_b(W) (straight-through), W float again."""
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((6,))
-    outputs = keras.layers.Dense(3, name="dense")(inputs)
-    trainer = WeightFakeQuantTrainer(2, inputs=inputs, outputs=outputs)
-    trainer.compile(optimizer=keras.optimizers.SGD(1.0),
-                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    x = np.random.default_rng(0).normal(size=(8, 6)).astype(np.float32)
-    y = np.arange(8) % 3
-    kernel, bias = (v.numpy() for v in trainer.get_layer("dense").weights)
-    q = round_to_grid(kernel, 2).numpy()
-    assert not np.allclose(q, kernel)
-    with tf.GradientTape() as tape:
-        w = tf.constant(q)
-        b = tf.constant(bias)
-        tape.watch([w, b])
-        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, x @ w + b, from_logits=True))
-    grad_w, grad_b = tape.gradient(loss, [w, b])
-    trainer.train_on_batch(x, y)
-    new_kernel, new_bias = (v.numpy() for v in trainer.get_layer("dense").weights)
-    np.testing.assert_allclose(new_kernel, kernel - grad_w.numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(new_bias, bias - grad_b.numpy(), rtol=1e-5, atol=1e-6)
-
-
-def test_plain_qat_needs_a_kernel() -> None:
-    inputs = keras.Input((4,))
-    with pytest.raises(TfquantError, match="no Conv/Dense kernel"):
-        WeightFakeQuantTrainer(4, inputs=inputs, outputs=keras.layers.ReLU()(inputs))
 
 
 # ------------------------------------------------------------------ pure logic (no TF run)

@@ -11,7 +11,7 @@ kernels, and the sizes are those of the folded model):
   narrow-range per output channel, Δ_c = max|W_c| / (2^(b-1) - 1); activations float.
 * ``qat`` (plain QAT): fine-tune for ``epochs`` with every kernel replaced by Q_b(W) in the
   forward pass and the straight-through gradient dL/dW := dL/dQ_b(W)
-  (:class:`WeightFakeQuantTrainer`), then hard-quantize as ``ptq``.
+  (:class:`tfquant.algorithms.qgt_train.WeightFakeQuantTrainer`), then hard-quantize as ``ptq``.
 * ``qgt``: fine-tune the float kernels for the same steps with the same optimizer, adding
   λ(t) Σ_l R_l, R_l = mean((W_l - Q_b(W_l))²)/Δ_l², λ ramped linearly from 0 to
   ``qgt_strength[b]`` over the first ``qgt_ramp_fraction`` of the steps
@@ -44,7 +44,6 @@ whether QGT >= plain QAT >= PTQ held at each bit width: one claim per bit width
 (:func:`claims`, data), evaluated on them (:func:`findings`).
 """
 
-from tfquant.algorithms.qgt_train import WeightFakeQuantTrainer
 from tfquant.experiments.qgt.cells import *  # noqa: F401,F403  (the cells as data: cells.__all__)
 from tfquant.experiments.qgt.cells import __all__ as _CELLS_ALL
 from tfquant.experiments.qgt.measure import QgtStudy, run_qgt_study
@@ -56,6 +55,6 @@ HELD, NOT_HELD, PARTLY, NOT_TESTED = (v.value for v in Verdict)
 __all__ = [
     *_CELLS_ALL,
     "HELD", "NOT_HELD", "NOT_TESTED", "PARTLY", "RESULTS_MD", "QgtStudy",
-    "WeightFakeQuantTrainer", "bottleneck_summary", "claim", "findings", "results_markdown",
+    "bottleneck_summary", "claim", "findings", "results_markdown",
     "run_qgt_study",
 ]
