@@ -43,6 +43,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfquant import progress as _progress
+from tfquant import training
 from tfquant.errors import TfquantError
 from tfquant.qat.bn_reestimate import reestimate_batch_norm
 from tfquant.study import (Claim, ClaimResult, Compare, Footnotes, Record, RecordSet, Study, claims_markdown,
@@ -171,15 +172,15 @@ SAVE_OPTIMIZER = {"se_resnet": True, "ds_block": True, "plain": False}
 def train_float(
     model: keras.Model, x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int
 ) -> keras.Model:
-    """Compiles (Adam at :data:`FLOAT_LR`, the loss matching the output) and fits, as a user would."""
-    keras.utils.set_random_seed(seed)
+    """Trains the float model as a user would: Adam at :data:`FLOAT_LR`, the loss matching the
+    output, seeded shuffles (through the one training loop, :func:`tfquant.training.fit`)."""
     softmax_out = getattr(model.layers[-1], "activation", None) is keras.activations.softmax
-    model.compile(
+    training.fit(
+        model, x, y, epochs=epochs, batch_size=FLOAT_BATCH, seed=seed,
         optimizer=keras.optimizers.Adam(FLOAT_LR),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not softmax_out),
-        metrics=["accuracy"],
+        loss=training.sparse_cross_entropy(from_logits=not softmax_out),
+        progress=training.EpochLog(label="float", epochs=epochs, log=None),
     )
-    model.fit(x, y, epochs=epochs, batch_size=FLOAT_BATCH, shuffle=True, verbose=0)
     return model
 
 
