@@ -361,6 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("tflite")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.set_defaults(func=cmd_inspect)
+
+    from tfquant import commands  # the other subcommands: one module each in tfquant/commands/
+
+    commands.register_all(sub)
     return parser
 
 
