@@ -81,12 +81,41 @@ class Runtime(_ParsableEnum):
 
     xnnpack: the default delegate (XNNPACK) applied by the interpreter. builtin: the builtin
     (optimized and reference) kernels, no default delegate. delegate: an external delegate
-    library such as Hexagon's ``libhexagon_interface.so``.
+    library such as Hexagon's ``libhexagon_interface.so``. compiled_cpu / compiled_gpu /
+    compiled_npu: LiteRT's CompiledModel API (``ai_edge_litert.compiled_model``) on that
+    hardware accelerator (see :mod:`tfquant.tflite.compiled`).
     """
 
     XNNPACK = "xnnpack"
     BUILTIN = "builtin"
     DELEGATE = "delegate"
+    COMPILED_CPU = "compiled_cpu"
+    COMPILED_GPU = "compiled_gpu"
+    COMPILED_NPU = "compiled_npu"
+
+    @property
+    def compiled(self) -> bool:
+        """Runs through LiteRT's CompiledModel API, not the Interpreter."""
+        return self.value.startswith("compiled_")
+
+
+class TargetDelegate(_ParsableEnum):
+    """An on-device LiteRT delegate whose op support ``tfquant check`` predicts."""
+
+    XNNPACK = "xnnpack"
+    GPU = "gpu"
+    HEXAGON = "hexagon"
+    NNAPI = "nnapi"
+
+
+class DeviceRuntime(_ParsableEnum):
+    """What ``tfquant benchmark`` runs on the phone: a delegate, or LiteRT's NPU path."""
+
+    XNNPACK = "xnnpack"
+    GPU = "gpu"
+    HEXAGON = "hexagon"
+    NNAPI = "nnapi"
+    NPU = "npu"
 
 
 class Calibration(_ParsableEnum):

@@ -235,6 +235,15 @@ def _covered_nodes(wrapper: Any, delegate_node: int, producer: dict[int, int]) -
 def count_delegated_nodes(interpreter: Interpreter) -> tuple[int, int]:
     """``(ops taken by delegates, total ops)`` of an allocated interpreter's main subgraph.
 
+    See :func:`delegated_nodes`.
+    """
+    taken, total = delegated_nodes(interpreter)
+    return len(taken), total
+
+
+def delegated_nodes(interpreter: Interpreter) -> tuple[frozenset[int], int]:
+    """``(indices of the ops taken by delegates, total ops)`` of an allocated interpreter.
+
     LiteRT keeps the model's original nodes 0..M-1 when a delegate partitions the graph and
     appends one node per delegated partition (named ``DELEGATE``); the execution plan then
     runs the appended nodes instead of the replaced ones. The replaced nodes are recovered from
@@ -251,4 +260,4 @@ def count_delegated_nodes(interpreter: Interpreter) -> tuple[int, int]:
     taken: set[int] = set()
     for node in range(first_delegate, n_nodes):
         taken |= _covered_nodes(wrapper, node, producer)
-    return len(taken), first_delegate
+    return frozenset(taken), first_delegate
