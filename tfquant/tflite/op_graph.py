@@ -10,8 +10,10 @@ of TFLite's ``schema.fbs`` (:mod:`tfquant.tflite.flatbuffer`).
 from __future__ import annotations
 
 import dataclasses
+import struct
 from typing import Any
 
+from tfquant.errors import TfquantError
 from tfquant.tflite import flatbuffer as fb
 
 _ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
@@ -78,8 +80,14 @@ def _options(op: Any) -> dict[str, Any]:
 
 def read_ops(tflite: bytes) -> list[OpNode]:
     """Every op of the main subgraph of ``tflite``, in order, with its operands and options."""
-    model = fb.read(fb.check_tflite_bytes(tflite))
-    subgraph = model.subgraphs[0]
+    try:
+        model = fb.read(fb.check_tflite_bytes(tflite))
+        subgraph = model.subgraphs[0]
+    except (struct.error, IndexError, TypeError, AttributeError):
+        raise TfquantError(
+            "the model's flatbuffer does not parse (truncated or corrupt); re-export it with "
+            "'python -m tfquant convert'"
+        ) from None
     constants = fb.constant_tensors(tflite)
 
     def operand(i: int) -> Operand:
