@@ -357,12 +357,14 @@ def inspect(tflite: str | os.PathLike[str] | bytes, *, as_dict: bool = False) ->
     contract = convert.read_input_contract(tflite)
     recipe = convert.read_recipe(tflite)
     done = convert.read_rewrites(tflite)
+    standard = _standard_metadata(tflite)
     if as_dict:
         out = dataclasses.asdict(report)
         out["ranges"] = ranges
         out["rewrites"] = done
         out["input"] = contract.to_dict() if contract is not None else None
         out["recipe"] = recipe.to_dict() if recipe is not None else None
+        out["standard_metadata"] = standard
         return out
     lines = [
         evaluation.format_report(report),
@@ -372,7 +374,44 @@ def inspect(tflite: str | os.PathLike[str] | bytes, *, as_dict: bool = False) ->
         "int16x8 rewrites (exact in float): "
         + ("; ".join(f"{k} x{len(v)} ({', '.join(v[:4])}{', ...' if len(v) > 4 else ''})"
                      for k, v in sorted(done.items())) or "none"),
+        _describe_standard_metadata(standard),
         "recipe: " + (recipe.to_json().strip() if recipe else "(none embedded)"),
     ]
     return "\n".join(lines)
+
+
+def _standard_metadata(tflite: str | os.PathLike[str] | bytes) -> dict[str, Any] | None:
+    """The model's standard TFLite metadata (MediaPipe's reader), None without; an ``error``
+    entry when it is there but cannot be read (e.g. MediaPipe is not installed)."""
+    from tfquant.convert.standard_metadata import read_standard_metadata
+    from tfquant.tflite.flatbuffer import model_bytes, read_bytes
+
+    data = model_bytes(tflite)
+    try:
+        return read_standard_metadata(data)
+    except TfquantError as e:
+        if read_bytes(data, "TFLITE_METADATA") is None:
+            raise
+        return {"error": str(e)}
+
+
+def _describe_standard_metadata(standard: dict[str, Any] | None) -> str:
+    if standard is None:
+        return "standard TFLite metadata: none (write it with 'convert --labels labels.txt')"
+    if "error" in standard:
+        return f"standard TFLite metadata: present, not readable here ({standard['error']})"
+    md = standard["metadata"]
+    parts = [f"name {md.get('name')!r}", f"version {md.get('version')!r}"]
+    inputs = md.get("subgraph_metadata", [{}])[0].get("input_tensor_metadata", [{}])
+    for unit in inputs[0].get("process_units", []) if inputs else []:
+        if unit.get("options_type") == "NormalizationOptions":
+            o = unit["options"]
+            parts.append(f"input (pixel - {o.get('mean')}) / {o.get('std')} (pixels 0..255)")
+    if inputs and "int8 tensor" in inputs[0].get("description", ""):
+        parts.append(inputs[0]["description"].split("; ", 1)[1])
+    labels = standard.get("labels")
+    if labels:
+        parts.append(f"labels.txt: {len(labels)} labels ({', '.join(labels[:3])}{', ...' if len(labels) > 3 else ''})")
+    parts.append(f"min parser version {standard.get('min_parser_version')}")
+    return "standard TFLite metadata: " + "; ".join(parts)
 

@@ -18,6 +18,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -152,11 +153,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
         )
     if not str(args.out).endswith(".tflite"):
         raise TfquantError(f"--out must end in .tflite, got {args.out!r}")
+    labels = None
+    if args.labels is not None:  # standard TFLite metadata: checked before the conversion
+        from tfquant.convert.standard_metadata import read_labels
+
+        labels = read_labels(args.labels)
     result = api.quantize(
         args.model,
         mode=args.mode or qtypes.Mode.INT8.value,
         calibration_data=args.calibration_data,
-        out=args.out,
         num_calibration_examples=args.num_calibration_examples,
         calibration_seed=args.calibration_seed,
         preprocess=args.preprocess,
@@ -166,9 +171,19 @@ def cmd_convert(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         image_size=args.image_size,
         recipe=recipe,
+        out=None if labels is not None else args.out,
         **options,
     )
     recipe = result.recipe
+    if labels is not None:
+        from tfquant.convert import save
+        from tfquant.convert.standard_metadata import add_classifier_metadata
+
+        tflite = add_classifier_metadata(
+            result.tflite, recipe, labels=labels, name=args.model_name or Path(args.out).stem,
+            version=args.model_version, description=args.model_description,
+        )
+        result = dataclasses.replace(result, tflite=tflite, path=save(tflite, args.out, recipe))
     line = (
         f"wrote {result.path} ({len(result.tflite):,} bytes, mode {recipe.mode}, "
         f"{recipe.weight_granularity} weights, activation ranges: {recipe.calibration_label}"
@@ -310,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--weight_percentile", type=float, default=None,
                    help="for --weight_calibrator percentile (default 99.99)")
     c.add_argument("--recipe", default=None, help="a .recipe.json to use instead of the flags above")
+    c.add_argument("--labels", default=None, metavar="labels.txt",
+                   help="write standard TFLite metadata for an image classifier (normalisation from the "
+                        "input contract, these labels packed as labels.txt, name, version, description)")
+    c.add_argument("--model_name", default=None, help="metadata name (default: the --out file's stem)")
+    c.add_argument("--model_version", default="1", help="metadata version (default 1)")
+    c.add_argument("--model_description", default=None, help="metadata description (default: mode, weights, I/O)")
     _add_out_data_input_flags(c, sidecar="recipe", func=cmd_convert)
 
     q = sub.add_parser("qat", help="quantization-aware fine-tuning (tfmot), int8 export, fidelity check")
