@@ -9,6 +9,8 @@ Runtimes (:class:`tfquant.qtypes.Runtime`), as :func:`make_interpreter` builds t
 * ``delegate``: an external delegate library (default ``libhexagon_interface.so``) loaded with
   ``load_delegate``; ops it does not take run on the builtin kernels (default delegates are
   disabled so that :func:`count_delegated_nodes` counts the external delegate alone).
+* ``compiled_cpu`` / ``compiled_gpu`` / ``compiled_npu``: LiteRT's CompiledModel API on that
+  accelerator, wrapped like an interpreter (:mod:`tfquant.tflite.compiled`).
 
 Private LiteRT API used here, and why: the Python ``Interpreter`` exposes no node graph
 (names, inputs, outputs of the execution plan's nodes) and no op list, so
@@ -168,6 +170,14 @@ def make_interpreter(
         )
     data = read_model(model)
     label = label or describe_model(model)
+    if runtime.compiled:  # LiteRT's CompiledModel API, wrapped like an interpreter
+        from tfquant.tflite.compiled import make_compiled
+
+        if preserve_all_tensors:
+            raise TfquantError(f"--runtime {runtime.value} cannot keep intermediate tensors; use xnnpack or builtin")
+        plain = make_interpreter(data, runtime=Runtime.BUILTIN, label=label)  # tensor details only
+        details = (plain.get_input_details(), plain.get_output_details())
+        return make_compiled(data, runtime, details=details, num_threads=num_threads, label=label)  # type: ignore[return-value]
     delegates = _delegates(runtime, delegate_path)
     try:
         interpreter = Interpreter(
@@ -203,6 +213,8 @@ def ops_details(interpreter: Interpreter) -> list[dict[str, Any]]:
 
 def tensor_shape(interpreter: Interpreter, index: int) -> tuple[int, ...]:
     """Current shape of tensor ``index`` (no copy of its data, unlike ``get_tensor``)."""
+    if hasattr(interpreter, "tensor_shape"):  # a CompiledRunner (tfquant.tflite.compiled)
+        return interpreter.tensor_shape(index)
     wrapper = interpreter._interpreter  # noqa: SLF001  (cheap shape query)
     return tuple(int(d) for d in wrapper.TensorSize(index, 0))
 
