@@ -43,11 +43,13 @@ bootstrap_venv() {
     "$py" -m venv "$VENV"
   fi
   local stamp="$VENV/.requirements.sha256" want
-  want=$(sha256sum requirements.txt | cut -d' ' -f1)
+  want=$(cat requirements.txt requirements-nodeps.txt | sha256sum | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     log "installing pinned requirements into .venv (first run: a few minutes)"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null
     "$VENV/bin/python" -m pip install --quiet -r requirements.txt
+    # Packages whose declared pins clash with TF 2.21's but whose used parts run beside it.
+    "$VENV/bin/python" -m pip install --quiet --no-deps -r requirements-nodeps.txt
     echo "$want" > "$stamp"
   fi
   # tfquant itself, editable: gives .venv/bin/tfquant (the same CLI as python -m tfquant).

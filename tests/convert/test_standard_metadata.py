@@ -1,7 +1,8 @@
 """Standard TFLite metadata (convert --labels): written with MediaPipe's writers, read back with
 MediaPipe's MetadataDisplayer, beside tfquant's own recipe; shown by inspect.
 
-Skipped when MediaPipe's metadata library is not installed (see BUILD_NOTES.md).
+MediaPipe comes from requirements-nodeps.txt (run_all.sh installs it); without it these tests
+fail at import, on purpose: a skipped round trip would hide that metadata is untested.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from tests.convert.conftest import INPUT_SHAPE, NUM_CLASSES, recipe
 from tfquant.errors import TfquantError
 from tfquant.recipes.inputs import InputContract
 
-pytest.importorskip("cv2")
-pytest.importorskip("mediapipe.tasks.python.metadata.metadata", reason="MediaPipe metadata library not installed")
+import cv2  # noqa: F401  (MediaPipe's package imports it; installed from requirements-nodeps.txt)
+from mediapipe.tasks.python.metadata import metadata as _mediapipe_metadata  # noqa: F401
 
 LABELS = tuple(f"class_{i}" for i in range(NUM_CLASSES))
 
