@@ -28,6 +28,9 @@ SHARD_EXAMPLES = 10_000
 """Examples per shard by default (Fashion-MNIST's test split is one shard; ImageNet's is five)."""
 
 
+_REMOTE: list[Any] = []  # the Ray task of _count_shard, made once per process
+
+
 def _ray_ready() -> bool:
     try:
         import ray
@@ -65,7 +68,9 @@ def evaluate_accuracy_sharded(
     n = len(x)
     shards = max(1, min(int(shards), n))
     bounds = [(n * i // shards, n * (i + 1) // shards) for i in range(shards)]
-    task = ray.remote(num_cpus=1)(_count_shard)
+    if not _REMOTE:
+        _REMOTE.append(ray.remote(num_cpus=1)(_count_shard))
+    task = _REMOTE[0]
     model_ref, x_ref, y_ref = ray.put(data), ray.put(np.ascontiguousarray(x)), ray.put(np.asarray(y))
     parts: list[AccuracyResult] = ray.get([task.remote(model_ref, x_ref, y_ref, lo, hi, options) for lo, hi in bounds])
     n_correct = sum(p.n_correct for p in parts)

@@ -112,16 +112,10 @@ def connect() -> None:
 
 
 def where() -> dict[str, str]:
-    """This process's place: ``{"node_id": <Ray node id or "inline">, "host": <host name>}``."""
-    node = INLINE
-    try:
-        import ray
+    """A Ray worker's place: ``{"node_id": <its Ray node id>, "host": <host name>}``."""
+    import ray
 
-        if ray.is_initialized():
-            node = ray.get_runtime_context().get_node_id()
-    except ImportError:
-        pass
-    return {"node_id": node, "host": socket.gethostname()}
+    return {"node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}
 
 
 def _placed(record: Record, at: dict[str, str]) -> Record:
@@ -138,7 +132,7 @@ def measure_cells(study: Study, todo: Sequence[Any], log: Callable[[str], None])
 
 
 def _inline(study: Study, todo: Sequence[Any], log: Callable[[str], None]) -> Iterator[Record]:
-    here, held = where(), []
+    here, held = {"node_id": INLINE, "host": socket.gethostname()}, []
     for record in study.measure(todo, log):
         if study.needs_idle_node(record):
             held.append(record)
@@ -243,11 +237,15 @@ def _on_ray(study: Study, todo: Sequence[Any], log: Callable[[str], None]) -> It
     queue: collections.deque[tuple[list[Any], bool]] = collections.deque((b, False) for b in batches(study, todo))
     slots = _slots()[: max(1, len(queue))]
 
-    def start(slot: _Slot) -> None:
-        slot.actor = actor_class.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(slot.node_id, soft=False)
-        ).remote(study_ref, str(faults))
-        slot.at, slot.pid = ray.get(slot.actor.place.remote())
+    def start(*todo: _Slot) -> None:
+        """(Re)starts the workers of ``todo`` side by side (each imports TensorFlow once)."""
+        for slot in todo:
+            slot.actor = actor_class.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(slot.node_id, soft=False)
+            ).remote(study_ref, str(faults))
+        places = ray.get([slot.actor.place.remote() for slot in todo])
+        for slot, (at, pid) in zip(todo, places):
+            slot.at, slot.pid = at, pid
 
     def fault_of(slot: _Slot) -> str:
         path = faults / f"{slot.pid}.txt"
@@ -261,14 +259,15 @@ def _on_ray(study: Study, todo: Sequence[Any], log: Callable[[str], None]) -> It
         return cause if isinstance(cause, Exception) else e
 
     try:
-        for slot in slots:
-            start(slot)
+        start(*slots)
         idle = list(slots)
         running: dict[Any, tuple[_Slot, list[Any], bool, set[Any]]] = {}
         held: list[Record] = []
         while queue or running:
             while queue and idle:
                 slot = idle.pop(0)
+                if slot.actor is None:
+                    start(slot)
                 cells, alone = queue.popleft()
                 running[slot.actor.measure.options(num_returns="streaming").remote(cells)] = (slot, cells, alone, set())
             ready, _ = ray.wait(list(running), num_returns=1)
@@ -284,7 +283,8 @@ def _on_ray(study: Study, todo: Sequence[Any], log: Callable[[str], None]) -> It
                 del running[gen]
                 reason = fault_of(slot)
                 missing = [c for c in cells if c.key not in got]
-                if alone:
+                slot.actor = None  # restarted when next needed
+                if alone or len(missing) == 1:
                     log(f"cell {missing[0].key} crashed its worker: {reason}")
                     try:
                         failed = study.failed_record(missing[0], reason)
@@ -295,7 +295,6 @@ def _on_ray(study: Study, todo: Sequence[Any], log: Callable[[str], None]) -> It
                 else:  # which cell did it? each unfinished one runs alone on a fresh worker
                     log(f"a worker died ({reason}); retrying its {len(missing)} unfinished cell(s) one at a time")
                     queue.extendleft((([c], True) for c in reversed(missing)))
-                start(slot)
                 idle.append(slot)
                 continue
             except RayTaskError as e:
@@ -316,7 +315,7 @@ def _on_ray(study: Study, todo: Sequence[Any], log: Callable[[str], None]) -> It
         shutil.rmtree(faults, ignore_errors=True)
 
 
-def _idle_phase(study: Study, held: list[Record], slots: list[_Slot], start: Callable[[_Slot], None],
+def _idle_phase(study: Study, held: list[Record], slots: list[_Slot], start: Callable[..., None],
                 fault_of: Callable[[_Slot], str], log: Callable[[str], None]) -> Iterator[Record]:
     """Finishes ``held`` one at a time per node (the latency phase; nothing else of the run is busy)."""
     import ray
@@ -334,6 +333,8 @@ def _idle_phase(study: Study, held: list[Record], slots: list[_Slot], start: Cal
     while queue or running:
         while queue and free:
             slot = free.pop(0)
+            if slot.actor is None:
+                start(slot)
             record = queue.popleft()
             running[slot.actor.idle.remote(record)] = (slot, record)
         ready, _ = ray.wait(list(running), num_returns=1)
@@ -344,6 +345,6 @@ def _idle_phase(study: Study, held: list[Record], slots: list[_Slot], start: Cal
             reason = fault_of(slot)
             log(f"cell {record.key} crashed its worker: {reason}")
             yield _placed(dataclasses.replace(record, error=reason), slot.at)
-            start(slot)
+            slot.actor = None
         free.append(slot)
 
