@@ -2,95 +2,31 @@
 an experiment script sent to it with ``--ray_address`` runs cells on both nodes, and its records
 equal those of a local run except where and how long (``executed_on``, ``*_seconds``, paths).
 
-The cluster is stopped by terminating the two ``ray start --block`` processes (their process
-groups), not with ``ray stop``, which would stop every Ray instance on a shared machine.
+The cluster (:func:`tfquant.study.ray_nodes.started_cluster`) is stopped by terminating the two
+``ray start --block`` process groups, even on failure -- not with ``ray stop``, which would stop
+every Ray instance on a shared machine.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 pytest.importorskip("ray")
 
+from tfquant.study.ray_nodes import cluster_env, started_cluster  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
-RAY = str(Path(sys.executable).parent / "ray")
 SCRIPT_ARGS = ["experiments/nvidia_calibration.py", "--smoke", "--modes", "int8", "--columns", "converter"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("TFQUANT_RAY_ADDRESS", "RAY_ADDRESS")}
-    # A throw-away cluster on the loopback interface: no usage stats, no token set-up.
-    env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", PYTHONPATH=str(ROOT), **extra)
-    return env
-
-
-def _stop(procs: list[subprocess.Popen[Any]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(p.pid, signal.SIGKILL)  # whatever of the group is still shutting down
-        except ProcessLookupError:
-            pass
-        p.wait()
-
-
-def _nodes_alive(address: str) -> int:
-    out = subprocess.run([RAY, "status", "--address", address], capture_output=True, text=True, env=_env(),
-                         timeout=60).stdout
-    active = out.split("Active:")[-1].split("Pending:")[0] if "Active:" in out else ""
-    return sum(1 for line in active.splitlines() if "node_" in line)
-
-
-@contextlib.contextmanager
-def two_nodes() -> Iterator[str]:
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths live under it
-    common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--block"]
-    procs: list[subprocess.Popen[Any]] = []
-    log = open(Path(temp) / "ray_start.log", "w")
-    try:
-        procs.append(subprocess.Popen(
-            [RAY, "start", "--head", "--port", str(port), "--temp-dir", temp, "--include-dashboard", "false",
-             "--disable-usage-stats", *common],
-            env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-        procs.append(subprocess.Popen(
-            [RAY, "start", "--address", address, *common],
-            env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-        deadline = time.monotonic() + 90
-        while _nodes_alive(address) < 2:
-            assert all(p.poll() is None for p in procs), (Path(temp) / "ray_start.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "the two Ray nodes did not come up in 90 s"
-            time.sleep(1)
-        yield address
-    finally:
-        _stop(procs)
-        log.close()
-        subprocess.run(["rm", "-rf", temp], check=False)
+def _env() -> dict[str, str]:
+    return cluster_env(PYTHONPATH=str(ROOT))
 
 
 def _records(results_dir: Path) -> list[dict[str, Any]]:
@@ -110,7 +46,7 @@ def test_a_run_on_a_two_node_cluster_uses_both_nodes_and_matches_a_local_run(tmp
     local = subprocess.Popen([sys.executable, *SCRIPT_ARGS, "--results_dir", str(local_dir), "--ray_address", "inline"],
                              cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        with two_nodes() as address:
+        with started_cluster(2) as address:
             remote = subprocess.run(
                 [sys.executable, *SCRIPT_ARGS, "--results_dir", str(cluster_dir), "--ray_address", address],
                 cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
