@@ -243,7 +243,12 @@ def _on_ray(study: Study, todo: Sequence[Any], log: Callable[[str], None]) -> It
             slot.actor = actor_class.options(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(slot.node_id, soft=False)
             ).remote(study_ref, str(faults))
-        places = ray.get([slot.actor.place.remote() for slot in todo])
+        try:
+            places = ray.get([slot.actor.place.remote() for slot in todo])
+        except (RayActorError, RayTaskError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise TfquantError(f"the Ray workers could not start ({first}); check that every node has the same "
+                               "Python environment as this one (TensorFlow, tfquant's requirements)") from None
         for slot, (at, pid) in zip(todo, places):
             slot.at, slot.pid = at, pid
 
