@@ -47,7 +47,7 @@ flags.DEFINE_string("results_dir", "results", "Parent folder of run folders.")
 flags.DEFINE_string("data_dir", None, "Folder with the Fashion-MNIST IDX files.")
 flags.DEFINE_integer("num_calibration_examples", 1000, "Calibration set size (train split).")
 flags.DEFINE_integer("calibration_seed", 0, "Seed of the calibration draw.")
-flags.DEFINE_integer("workers", 2, "Models evaluated side by side (one per core).")
+flags.DEFINE_integer("workers", 2, "Unused since cells run on Ray (one worker per CPU, see --ray_address); kept so old commands and run folders still work.")
 flags.DEFINE_integer("limit", None, "Evaluate only the first N test images (smoke runs).")
 flags.DEFINE_bool("smoke", False, "Tiny run for tests: cnn only, 300 test images, 100 calibration images.")
 

@@ -45,7 +45,7 @@ flags.DEFINE_string("run_name", "default", "Results go to <results_dir>/<run_nam
 flags.DEFINE_string("results_dir", "results", "Parent folder of run folders.")
 flags.DEFINE_string("data_dir", None, "Folder with the Fashion-MNIST IDX files.")
 flags.DEFINE_integer("num_calibration_examples", 1000, "Calibration set size (train split).")
-flags.DEFINE_integer("workers", 1, "Processes evaluating the .tflite cells (sim cells run in this one).")
+flags.DEFINE_integer("workers", 1, "Unused since cells run on Ray (one worker per CPU, see --ray_address); kept so old commands and run folders still work.")
 flags.DEFINE_integer("limit", None, "Evaluate only the first N test images.")
 flags.DEFINE_bool("short", False, "The main job's size: cnn, mobilenet_v1, resnet; 2000 test images.")
 flags.DEFINE_bool("smoke", False, "Tiny run for tests: cnn only, 300 test images, 100 calibration images.")

@@ -23,12 +23,12 @@ from tfquant.evaluation.interpreter import (
     load_interpreter,
 )
 from tfquant.evaluation.latency import LatencyResult, measure_latency
-from tfquant.evaluation.pool import AccuracyPool
 from tfquant.evaluation.report import markdown_table, text_table
+from tfquant.evaluation.sharded import Evaluator, evaluate_accuracy_sharded
 
 __all__ = [
-    "AccuracyPool",
     "AccuracyResult",
+    "Evaluator",
     "convert_and_evaluate",
     "LatencyResult",
     "ModelLike",
@@ -38,6 +38,7 @@ __all__ = [
     "count_delegated_nodes",
     "delegated_op_count",
     "evaluate_accuracy",
+    "evaluate_accuracy_sharded",
     "file_size",
     "format_activation_ranges",
     "format_report",

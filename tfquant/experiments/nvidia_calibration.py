@@ -10,9 +10,9 @@ statistics are gathered once (:func:`tfquant.convert.calibrated.calibrate`) and 
 is exported from them, then every .tflite runs over the whole test split in the interpreter.
 
 Models that come out identical (same tensors, scales and data; e.g. at 16 bits entropy
-often picks the max) are evaluated once; the record says which column it shares. Accuracy is
-evaluated in ``workers`` processes side by side (accuracy does not depend on load; no latency
-is measured here). Cells: model x mode x column, plus each model's float; one
+often picks the max) are evaluated once; the record says which column it shares. Each model x mode runs on one Ray
+worker (:meth:`NvidiaCalibration.batch_key`), several side by side (accuracy does not depend on
+load; no latency is measured here). Cells: model x mode x column, plus each model's float; one
 :class:`NvidiaCalibrationRecord` per cell, run and resumed by :func:`tfquant.study.run_study`
 into ``<results_dir>/<run_name>/nvidia_calibration/``.
 """
@@ -166,23 +166,38 @@ class NvidiaCalibration(Study[NvidiaCalibrationCell, NvidiaCalibrationRecord]):
     def markdown(self, records: RecordSet) -> str:
         return results_markdown(records, self.config)
 
+    def batch_key(self, cell: NvidiaCalibrationCell) -> tuple[str, str]:
+        """One worker per model x mode: the statistics are gathered once for all its columns."""
+        return (cell.model, cell.mode)
+
+    def failed_record(self, cell: NvidiaCalibrationCell, error: str) -> NvidiaCalibrationRecord:
+        if cell.mode == FLOAT:
+            recipe, name = Recipe(mode=Mode.FP32), "fp32"
+        else:
+            recipe, name = self.config.recipe(Mode(cell.mode), cell.column), f"{cell.mode}_{cell.column}"
+        return NvidiaCalibrationRecord(
+            experiment=NAME, model=cell.model, mode=cell.mode, column=cell.column,
+            runtime=self.config.runtime.value, threads=self.config.threads, executed_in="tflite",
+            tflite_path=str(self.out / "models" / cell.model / f"{name}.tflite"), recipe=recipe.to_dict(),
+            error=error)
+
     def measure(
         self, todo: Sequence[NvidiaCalibrationCell], log: Callable[[str], None]
     ) -> Iterator[NvidiaCalibrationRecord]:
         from tfquant import convert, data, models
         from tfquant.convert import calibrated as calibrated_mod
-        from tfquant.evaluation import AccuracyPool, computation_fingerprint, file_size
+        from tfquant.evaluation import Evaluator, computation_fingerprint, file_size
 
         config, out = self.config, self.out
         todo_keys = {c.key for c in todo}
         x_test, y_test, info = data.load_numpy(config.dataset, "test", data_dir=config.data_dir, limit=config.limit)
-        log(f"test set: {info.name}/test, {len(x_test)} examples; evaluating with {config.workers} worker(s)")
+        log(f"test set: {info.name}/test, {len(x_test)} examples")
         x_cal = data.calibration_set(
             config.dataset, config.num_calibration_examples, seed=config.calibration_seed,
             data_dir=config.data_dir,
         )
-        pool = AccuracyPool(x_test, y_test, workers=config.workers, runtime=config.runtime,
-                            num_threads=config.threads, batch_size=config.batch_size)
+        pool = Evaluator(x_test, y_test, runtime=config.runtime, num_threads=config.threads,
+                         batch_size=config.batch_size)
         # (future, fingerprint, group): group[0] owns the evaluation, group[1:] are identical models
         pending: list[tuple[Any, str, list[dict[str, Any]]]] = []
         finished: dict[str, tuple[str, Any]] = {}  # fingerprint -> (owner column, accuracy)

@@ -9,10 +9,10 @@ took. Cells: model x variant x runtime, plus each model's Keras reference
 (``keras_fp32`` / ``tensorflow``); one :class:`PtqZooRecord` per cell, run and resumed by
 :func:`tfquant.study.run_study` into ``<results_dir>/<run_name>/ptq_zoo/``.
 
-Per model, accuracy runs first for every variant x runtime, ``workers`` models side by side
-(:class:`~tfquant.evaluation.AccuracyPool`; accuracy does not depend on load), then latency
-is measured one cell at a time with the pool idle, so latencies are taken on an otherwise
-idle machine.
+Each model's cells run on one Ray worker (conversion and accuracy; several models side by
+side: accuracy does not depend on load); latency is measured afterwards, in the runner's
+latency phase, one cell at a time per node with nothing else of the run busy
+(:meth:`PtqZoo.measure_on_idle_node`), so latencies are taken on an otherwise idle machine.
 
 Every number here comes from the TFLite interpreter (``executed_in: tflite``) except the
 Keras reference accuracy, which runs in TensorFlow (``executed_in: keras``).
@@ -20,7 +20,6 @@ Keras reference accuracy, which runs in TensorFlow (``executed_in: keras``).
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import time
 from pathlib import Path
@@ -182,68 +181,54 @@ class PtqZoo(Study[PtqZooCell, PtqZooRecord]):
                     seed=config.calibration_seed, data_dir=config.data_dir))
             return cal_cache[0]
 
-        pool = evaluation.AccuracyPool(
-            x_test, y_test, workers=config.workers, num_threads=config.threads, batch_size=config.batch_size
-        )
-        try:
-            for model_name in _progress.progress(config.models, desc="PTQ zoo", unit="model"):
-                mine = [c for c in todo if c.model == model_name]
-                if not mine:
+        evaluator = evaluation.Evaluator(x_test, y_test, num_threads=config.threads, batch_size=config.batch_size)
+        for model_name in _progress.progress(config.models, desc="PTQ zoo", unit="model"):
+            mine = [c for c in todo if c.model == model_name]
+            if not mine:
+                continue
+            keras_cache: list[Any] = []
+
+            def build_model(name: str = model_name) -> Any:
+                if not keras_cache:
+                    keras_cache.append(models.build(name))
+                return keras_cache[0]
+
+            for cell in mine:
+                if cell.variant == KERAS:
+                    logits = build_model().predict(x_test, batch_size=config.batch_size, verbose=0)
+                    acc = float(np.mean(np.argmax(logits, axis=-1) == y_test))
+                    yield PtqZooRecord(model=model_name, variant=KERAS, runtime=TENSORFLOW,
+                                       threads=cell.threads, accuracy=acc, n_examples=int(len(y_test)),
+                                       executed_in="keras")
+                    log(f"{model_name:>14} keras_fp32       (TF)      top-1 {acc:.4f}")
+            # Convert and measure accuracy here; latency comes later, on an otherwise idle node
+            # (measure_on_idle_node: the runner's latency phase).
+            for variant_name in config.variants:
+                pending = [c for c in mine if c.variant == variant_name]
+                if not pending:
                     continue
-                keras_cache: list[Any] = []
-
-                def build_model(name: str = model_name) -> Any:
-                    if not keras_cache:
-                        keras_cache.append(models.build(name))
-                    return keras_cache[0]
-
-                for cell in mine:
-                    if cell.variant == KERAS:
-                        logits = build_model().predict(x_test, batch_size=config.batch_size, verbose=0)
-                        acc = float(np.mean(np.argmax(logits, axis=-1) == y_test))
-                        yield PtqZooRecord(model=model_name, variant=KERAS, runtime=TENSORFLOW,
-                                           threads=cell.threads, accuracy=acc, n_examples=int(len(y_test)),
-                                           executed_in="keras")
-                        log(f"{model_name:>14} keras_fp32       (TF)      top-1 {acc:.4f}")
-                # 1. convert; 2. accuracy of every cell, side by side in the pool; 3. latency, one
-                # cell at a time once the pool is idle (latency needs an otherwise idle machine).
-                cells: list[tuple[PtqZooCell, Recipe, Path, float | None, Any]] = []
-                for variant_name in config.variants:
-                    pending = [c for c in mine if c.variant == variant_name]
-                    if not pending:
-                        continue
-                    recipe = config.recipe_for(variant_name)
-                    path = self.out / "models" / model_name / f"{variant_name}.tflite"
-                    try:
-                        convert_s = _ensure_tflite(path, recipe, build_model, calibration)
-                    except TfquantError as e:
-                        # A variant the converter or runtime cannot produce (e.g. an op with no
-                        # int16 kernel) is a result too: record why, and go on with the rest.
-                        for cell in pending:
-                            yield self._failed(cell, recipe, e)
-                        log(f"{model_name:>14} {variant_name:<16} not produced: {e}")
-                        continue
+                recipe = config.recipe_for(variant_name)
+                path = self.out / "models" / model_name / f"{variant_name}.tflite"
+                try:
+                    convert_s = _ensure_tflite(path, recipe, build_model, calibration)
+                except TfquantError as e:
+                    # A variant the converter or runtime cannot produce (e.g. an op with no
+                    # int16 kernel) is a result too: record why, and go on with the rest.
                     for cell in pending:
-                        cells.append((cell, recipe, path, convert_s, pool.submit(str(path), runtime=cell.runtime)))
-                concurrent.futures.wait([c[-1] for c in cells])
-                for cell, recipe, path, convert_s, future in cells:
-                    yield self._measured(cell, recipe, path, convert_s, future, x_test, log)
-        finally:
-            pool.close()
+                        yield self._failed(cell, recipe, e)
+                    log(f"{model_name:>14} {variant_name:<16} not produced: {e}")
+                    continue
+                for cell in pending:
+                    yield self._accuracy(cell, recipe, path, convert_s, evaluator, log)
 
-    def _measured(self, cell: PtqZooCell, recipe: Recipe, path: Path, convert_s: float | None,
-                  future: Any, x_test: np.ndarray, log: Callable[[str], None]) -> PtqZooRecord:
-        """The record of a converted cell: pool accuracy, then latency measured alone."""
+    def _accuracy(self, cell: PtqZooCell, recipe: Recipe, path: Path, convert_s: float | None,
+                  evaluator: Any, log: Callable[[str], None]) -> PtqZooRecord:
+        """A converted cell's accuracy, size and delegated ops (latency still to measure)."""
         from tfquant import evaluation
 
         config, runtime = self.config, Runtime.parse(cell.runtime, what="runtime")
-        t0 = time.perf_counter()
         try:
-            acc = future.result()
-            lat = evaluation.measure_latency(
-                str(path), runtime=runtime, num_threads=config.threads,
-                warmup=config.latency_warmup, runs=config.latency_runs, sample=x_test[:1],
-            )
+            acc = evaluator.accuracy(str(path), runtime=runtime)
             delegated, total = evaluation.delegated_op_count(str(path), runtime=runtime, num_threads=config.threads)
         except TfquantError as e:
             log(f"{cell.model:>14} {cell.variant:<16} {cell.runtime:<8} failed: {e}")
@@ -251,18 +236,41 @@ class PtqZoo(Study[PtqZooCell, PtqZooRecord]):
         rec = PtqZooRecord(
             model=cell.model, variant=cell.variant, runtime=cell.runtime, threads=config.threads,
             accuracy=acc.accuracy, n_examples=acc.n_examples, size_bytes=evaluation.file_size(path),
-            latency_ms_median=lat.median_ms, latency_ms_p90=lat.p90_ms, latency_ms_min=lat.min_ms,
-            latency_runs=lat.runs, delegated_ops=delegated, total_ops=total,
-            eval_seconds=round(acc.seconds + time.perf_counter() - t0, 3),
+            delegated_ops=delegated, total_ops=total, eval_seconds=round(acc.seconds, 3),
             convert_seconds=None if convert_s is None else round(convert_s, 3),
             tflite_path=str(path), recipe=recipe.to_dict(), executed_in="tflite",
         )
-        log(
-            f"{cell.model:>14} {cell.variant:<16} {cell.runtime:<8} top-1 {acc.accuracy:.4f}  "
-            f"{rec.size_bytes / 1024:8.1f} KiB  median {lat.median_ms:7.3f} ms  "
-            f"delegated {delegated}/{total} ops"
-        )
+        log(f"{cell.model:>14} {cell.variant:<16} {cell.runtime:<8} top-1 {acc.accuracy:.4f}  "
+            f"{rec.size_bytes / 1024:8.1f} KiB  delegated {delegated}/{total} ops (latency: in the latency phase)")
         return rec
+
+    def needs_idle_node(self, record: PtqZooRecord) -> bool:
+        """Converted, measured cells still need their latency (taken on an otherwise idle node)."""
+        return record.executed_in == "tflite" and not record.failed and record.latency_runs is None
+
+    def measure_on_idle_node(self, record: PtqZooRecord) -> PtqZooRecord:
+        """``record`` with its single-image latency (the runner calls this one cell per node at a time)."""
+        from tfquant import data, evaluation
+
+        config, runtime = self.config, Runtime.parse(record.runtime, what="runtime")
+        t0 = time.perf_counter()
+        try:
+            sample, _, _ = data.load_numpy(config.dataset, "test", data_dir=config.data_dir, limit=1)
+            lat = evaluation.measure_latency(
+                str(record.tflite_path), runtime=runtime, num_threads=config.threads,
+                warmup=config.latency_warmup, runs=config.latency_runs, sample=sample[:1],
+            )
+        except TfquantError as e:
+            return dataclasses.replace(record, error=str(e))
+        return dataclasses.replace(
+            record, latency_ms_median=lat.median_ms, latency_ms_p90=lat.p90_ms, latency_ms_min=lat.min_ms,
+            latency_runs=lat.runs, eval_seconds=round((record.eval_seconds or 0.0) + time.perf_counter() - t0, 3),
+        )
+
+    def failed_record(self, cell: PtqZooCell, error: str) -> PtqZooRecord:
+        recipe = None if cell.variant == KERAS else self.config.recipe_for(cell.variant).to_dict()
+        return PtqZooRecord(model=cell.model, variant=cell.variant, runtime=cell.runtime, threads=cell.threads,
+                            error=error, recipe=recipe, executed_in="keras" if cell.variant == KERAS else "tflite")
 
     def markdown(self, records: RecordSet) -> str:
         return results_markdown(records, self.config)

@@ -26,6 +26,8 @@ class Record:
     Attributes:
       error: Why the cell could not be produced or measured (the one-line message); a failed
         record is kept in the log and its cell is measured again on the next run.
+      executed_on: Where the cell ran: ``{"node_id": <Ray node id, or "inline">, "host": <host name>}``
+        (set by the runner, :mod:`tfquant.study.cluster`).
 
     Class attributes:
       schema_version: Version of the kind's fields; bump it (and override :meth:`_upgrade`)
@@ -38,6 +40,7 @@ class Record:
     always_written: ClassVar[frozenset[str]] = frozenset()
 
     error: str | None = None
+    executed_on: dict[str, str] | None = None
 
     @property
     def key(self) -> tuple[Any, ...]:

@@ -7,10 +7,14 @@ render its records; :func:`run_study` does the rest, the same way for every expe
    into the folder; a folder holding a different config is refused.
 2. The done-set: cells whose key has a finished record in ``results.jsonl`` are skipped; failed
    cells are measured again.
-3. Each record the study yields is appended to ``results.jsonl`` in one write (fsync'd), once per
+3. The cells to do run where :mod:`tfquant.study.cluster` says (Ray actors on a local instance by
+   default, or an existing cluster): batches of cells (:meth:`Study.batch_key`) on workers, then
+   the records that need an idle node (latency) one at a time per node. Each record gets
+   ``executed_on`` (Ray node id, host name); a cell that crashes its worker is a failed record.
+4. Each record the study yields is appended to ``results.jsonl`` in one write (fsync'd), once per
    key: a record for a cell that is already done is dropped, so an interrupted run resumed any
    number of times never duplicates a cell.
-4. ``results.md`` is rewritten atomically from all records of the run.
+5. ``results.md`` is rewritten atomically from all records of the run.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ import concurrent.futures
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Generic, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Generic, Hashable, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar
 
 from tfquant import progress as _progress
 from tfquant.errors import TfquantError
 from tfquant.io_utils import append_jsonl, read_jsonl, write_text_atomic
+from tfquant.study import cluster
 from tfquant.study.provenance import open_run
 from tfquant.study.records import Record, RecordSet
 
@@ -98,6 +103,25 @@ class Study(abc.ABC, Generic[C, R]):
     def markdown(self, records: RecordSet) -> str:
         """results.md from all records of the run."""
 
+    def batch_key(self, cell: C) -> Hashable:
+        """Cells with equal keys are measured together by one worker (default: the model, the
+        key's first part, so a worker builds or loads each model once)."""
+        return cell.key[0]
+
+    def needs_idle_node(self, record: R) -> bool:
+        """Whether ``record`` still needs :meth:`measure_on_idle_node` (e.g. latency); default no."""
+        return False
+
+    def measure_on_idle_node(self, record: R) -> R:
+        """``record`` finished on a node that runs nothing else of this run (latency)."""
+        return record
+
+    def failed_record(self, cell: C, error: str) -> R:
+        """The failed record of ``cell`` (a crashed worker); default: the record kind built from the
+        cell's fields and ``error``; override when the kind needs more."""
+        fields = {f.name: getattr(cell, f.name) for f in dataclasses.fields(cell)}  # type: ignore[arg-type]
+        return self.record_type(**fields, error=error)  # type: ignore[return-value]
+
 
 def load_records(study: Study[Any, R], out_dir: str | os.PathLike[str]) -> RecordSet:
     """The records in ``out_dir/results.jsonl`` (a torn last line is skipped)."""
@@ -121,7 +145,7 @@ def run_study(
     todo = [c for c in study.cells() if c.key not in done]
     todo_keys = {c.key for c in todo}
     if todo:
-        for record in study.measure(todo, log):
+        for record in cluster.measure_cells(study, todo, log):
             if record.key in done:
                 continue  # measured twice (e.g. a cell two batches share): keep the first
             if record.key not in todo_keys:
@@ -131,6 +155,8 @@ def run_study(
                 done.add(record.key)
     records = load_records(study, out)
     write_text_atomic(out / RESULTS_MD, study.markdown(records))
+    failed = sum(1 for r in records if r.failed)
+    log(f"{study.name}: {len(records)} cell(s) recorded, {failed} failed" + (" (see their error fields)" if failed else ""))
     return records
 
 
@@ -142,7 +168,7 @@ def logged(records: Iterable[R], log: Callable[[str], None], line: Callable[[R],
 
 
 class Pending(Generic[R]):
-    """Futures (e.g. :meth:`~tfquant.evaluation.AccuracyPool.submit`) turned into records.
+    """Futures (e.g. :meth:`~tfquant.evaluation.Evaluator.submit`) turned into records.
 
     ``add(future, done=..., failed=...)``: when the future finishes, ``done(result)`` makes its
     record; a :class:`TfquantError` from the future makes ``failed(error)``.

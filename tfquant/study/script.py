@@ -1,4 +1,8 @@
-"""What every experiment script does around its flow: one-line errors, the table, the time."""
+"""What every experiment script does around its flow: one-line errors, the table, the time.
+
+Also the flags every experiment script shares (defined here, so each script that imports this
+module has them): ``--ray_address`` (where the cells run; :mod:`tfquant.study.cluster`).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,17 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from absl import flags
+
 from tfquant import progress
 from tfquant.errors import TfquantError
+from tfquant.study import cluster
+
+flags.DEFINE_string(
+    "ray_address", None,
+    "Where the cells run: empty (default) starts a local Ray instance on all cores; 'auto' or "
+    "HOST:PORT sends the run to an existing Ray cluster; 'inline' runs them in this process. "
+    f"Default from ${cluster.ENV_ADDRESS}.")
 
 
 def report_run(label: str, results_md: str, run: Callable[[], Path]) -> int:
@@ -19,6 +32,8 @@ def report_run(label: str, results_md: str, run: Callable[[], Path]) -> int:
     otherwise prints the run's ``results_md`` table and the wall time, and returns 0.
     """
     start = time.perf_counter()
+    if flags.FLAGS.is_parsed() and "ray_address" in flags.FLAGS and flags.FLAGS.ray_address is not None:
+        cluster.set_address(flags.FLAGS.ray_address)
     try:
         with progress.reporting():  # stderr: bars on a terminal, one line per stage in a log
             out = run()

@@ -76,7 +76,8 @@ class ZooStudySettings:
       dataset, data_dir: The dataset spec and where its files are.
       num_calibration_examples, calibration_seed: The calibration draw (training split).
       threads, batch_size: Interpreter threads and evaluation batch size.
-      workers: Accuracy evaluations side by side (:class:`~tfquant.evaluation.AccuracyPool`).
+      workers: Unused since issue 10 (cells run on Ray, one worker per CPU: :mod:`tfquant.study.cluster`);
+        kept in the config so run folders made before still resume.
       limit: Evaluate only the first N test images (smoke and short runs); None: all.
     """
 

@@ -119,7 +119,7 @@ SIZES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class WhitepaperPtqConfig(Sized, ZooStudySettings):
-    """What the tables run: :class:`ZooStudySettings` (one worker by default) plus the runtime;
+    """What the tables run: :class:`ZooStudySettings` plus the runtime;
     ``of_size(name, **overrides)`` gives a named size (:data:`SIZES`)."""
 
     sizes: ClassVar[Mapping[str, Mapping[str, Any]]] = SIZES

@@ -48,16 +48,15 @@ class WhitepaperPtq(Study[WhitepaperPtqCell, Record]):
 
     def measure(self, todo: Sequence[WhitepaperPtqCell], log: Callable[[str], None]) -> Iterator[Record]:
         from tfquant import data
-        from tfquant.evaluation import AccuracyPool
+        from tfquant.evaluation import Evaluator
 
         config = self.config
         x_test, y_test, info = data.load_numpy(config.dataset, "test", data_dir=config.data_dir, limit=config.limit)
-        log(f"test set: {info.name}/test, {len(x_test)} examples; tflite cells in {config.workers} worker(s), "
-            "sim cells in this process")
+        log(f"test set: {info.name}/test, {len(x_test)} examples")
         x_cal = data.calibration_set(config.dataset, config.num_calibration_examples,
                                      seed=config.calibration_seed, data_dir=config.data_dir)
-        pool = AccuracyPool(x_test, y_test, workers=config.workers, runtime=config.runtime,
-                            num_threads=config.threads, batch_size=config.batch_size)
+        pool = Evaluator(x_test, y_test, runtime=config.runtime, num_threads=config.threads,
+                         batch_size=config.batch_size)
         try:
             yield from logged(self._records(todo, x_test, y_test, x_cal, pool), log, _log_line)
         finally:
