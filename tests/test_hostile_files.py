@@ -84,6 +84,16 @@ def assert_clean_outcome(rc: int, stderr: str, *outputs: Path) -> None:
     assert not leftovers, leftovers  # no temporary of an atomic write
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _own_preflight_cache(tmp_path_factory) -> Iterator[None]:
+    """The pre-flight's on-disk notes of passed models go to a folder of this module's."""
+    from tfquant.tflite import preflight
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(preflight.CACHE_ENV, str(tmp_path_factory.mktemp("preflight_cache")))
+        yield
+
+
 class _Real(dict):
     def __repr__(self) -> str:  # hypothesis prints the arguments of a failing example
         return "<the tiny models and data>"
@@ -179,6 +189,7 @@ def test_a_model_that_crashes_the_interpreter_is_an_error_not_a_dead_process(tmp
 
     monkeypatch.setattr(preflight, "_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
     monkeypatch.setattr(preflight, "_passed", set())
+    monkeypatch.setenv(preflight.CACHE_ENV, str(tmp_path / "cache"))
     path = tmp_path / "m.tflite"
     path.write_bytes(flatbuffer.one_op_model())
     rc, _, stderr = run_cli(["inspect", str(path)])
@@ -187,7 +198,7 @@ def test_a_model_that_crashes_the_interpreter_is_an_error_not_a_dead_process(tmp
     monkeypatch.setattr(preflight, "_CHILD", "import time; time.sleep(30)")
     monkeypatch.setenv(preflight.TIMEOUT_ENV, "1")
     with pytest.raises(TfquantError, match="within 1 s"):
-        preflight.preflight(b"hang", label="m.tflite", resolver="AUTO")
+        preflight.preflight(b"hang", label="m.tflite")
 
 
 RECIPE_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 70, 2 ** 70),

@@ -10,8 +10,9 @@ render its records; :func:`run_study` does the rest, the same way for every expe
 2. The done-set: cells whose key has a finished record in ``results.jsonl`` are skipped; failed
    cells are measured again.
 3. Each record the study yields is appended to ``results.jsonl`` in one write (fsync'd; a
-   torn last line from a power cut is cut off on the next start), once per key: a record for a cell that is already done is dropped, so an interrupted run resumed any
-   number of times never duplicates a cell.
+   torn last line from a power cut is cut off on the next start), once per key: a record for
+   a cell that is already done is dropped, so an interrupted run resumed any number of times
+   never duplicates a cell.
 4. ``results.md`` is rewritten atomically from all records of the run.
 """
 

@@ -175,7 +175,7 @@ def make_interpreter(
     data = read_model(model)
     label = label or describe_model(model)
     if check if check is not None else not isinstance(model, (bytes, bytearray, memoryview)):
-        preflight(data, label=label, resolver=_RESOLVER[runtime].name)
+        preflight(data, label=label)
     delegates = _delegates(runtime, delegate_path)
     try:
         interpreter = Interpreter(

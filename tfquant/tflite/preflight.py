@@ -5,15 +5,16 @@ makes LiteRT raise (the flatbuffer verifier, a kernel's Prepare); but some corru
 the verifier and then make the native interpreter abort, segfault, hang or allocate without
 bound, which would kill or freeze the whole command or experiment. :func:`preflight` loads the
 model, lists its tensors and ops (what ``inspect`` reads), allocates it and runs one
-``invoke()`` on zero inputs in a child process under a time limit and a memory limit; a child
+``invoke()`` on zero inputs (builtin kernels and XNNPACK) in a child process under a time limit
+and a memory limit (the machine's RAM); a child
 killed by a signal, stopped by the timeout or out of memory becomes a :class:`TfquantError`.
 A Python-level error in the child (``ValueError`` from the verifier, ``RuntimeError`` from a
 kernel) is left to the caller, whose own interpreter raises the same error and turns it into
 its usual message.
 
 The child is a self-contained script that imports ``ai_edge_litert`` and numpy only (no
-TensorFlow, no tfquant): about 0.3-0.5 s. Results are cached per process by the model's
-sha256 and runtime, so a model evaluated, timed and counted by one process pays once.
+TensorFlow, no tfquant): about 0.4 s on an idle machine. A model that passed is remembered by
+its sha256 (per process and on disk, see :func:`preflight`), so each model pays once.
 ``TFQUANT_PREFLIGHT_TIMEOUT`` (seconds, default 120) sets the time limit.
 """
 
@@ -33,34 +34,48 @@ TIMEOUT_ENV = "TFQUANT_PREFLIGHT_TIMEOUT"
 DEFAULT_TIMEOUT_S = 120.0
 _CHILD = r"""
 import resource, sys
-limit = int(sys.argv[3])
+limit = int(sys.argv[2])
 if limit > 0:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
-stage = "load"
-try:
-    interpreter = Interpreter(model_path=sys.argv[1], num_threads=1,
-                              experimental_op_resolver_type=getattr(OpResolverType, sys.argv[2]))
-    stage = "read"
-    interpreter.get_tensor_details()
-    interpreter._get_ops_details()
-    stage = "allocate"
-    interpreter.allocate_tensors()
-    stage = "invoke"
-    for d in interpreter.get_input_details():
-        if np.dtype(d["dtype"]).kind in "biuf":
-            interpreter.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-    interpreter.invoke()
-    for d in interpreter.get_output_details():
-        interpreter.get_tensor(d["index"])
-except MemoryError:
-    sys.exit(4)
-except Exception:
-    sys.exit(3)
+raised = False
+for resolver in ("BUILTIN_WITHOUT_DEFAULT_DELEGATES", "AUTO"):  # builtin kernels, then XNNPACK
+    interpreter = None
+    try:
+        interpreter = Interpreter(model_path=sys.argv[1], num_threads=1,
+                                  experimental_op_resolver_type=getattr(OpResolverType, resolver))
+        interpreter.get_tensor_details()
+        interpreter._get_ops_details()
+        interpreter.allocate_tensors()
+        for d in interpreter.get_input_details():
+            if np.dtype(d["dtype"]).kind in "biuf":
+                interpreter.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+        interpreter.invoke()
+        for d in interpreter.get_output_details():
+            interpreter.get_tensor(d["index"])
+    except MemoryError:
+        sys.exit(4)
+    except Exception:
+        raised = True
+    del interpreter
+sys.exit(3 if raised else 0)
 """
 _EXIT_PY_ERROR, _EXIT_NO_MEMORY = 3, 4
-_passed: set[tuple[str, str]] = set()
+_passed: set[str] = set()
+CACHE_ENV = "TFQUANT_CACHE_DIR"
+
+
+def _marker(digest: str) -> Path | None:
+    """The on-disk note that ``digest`` passed with this LiteRT (shared by worker processes)."""
+    try:
+        import importlib.metadata
+
+        version = importlib.metadata.version("ai-edge-litert")
+    except Exception:  # noqa: BLE001  no version, no shared cache
+        return None
+    root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "tfquant")
+    return Path(root) / "preflight" / f"{digest}.litert-{version}"
 
 
 def _timeout() -> float:
@@ -84,21 +99,28 @@ def _memory_limit() -> int:
         return 0
 
 
-def preflight(data: bytes, *, label: str, resolver: str) -> None:
+def preflight(data: bytes, *, label: str) -> None:
     """Runs ``data`` (a .tflite) once in a child process; raises if the interpreter dies there.
+
+    The child loads, allocates and invokes the model with the builtin kernels and with XNNPACK
+    (the runtimes tfquant evaluates on). A model that passed is remembered by its sha256, in
+    this process and in ``$TFQUANT_CACHE_DIR/preflight/`` (default ``~/.cache/tfquant``; one
+    empty file per model and LiteRT version), so worker processes and reruns skip the child.
 
     Args:
       data: the model's bytes.
       label: how the error names the model (its path).
-      resolver: the ``OpResolverType`` name the caller's interpreter uses (``AUTO``: XNNPACK;
-        ``BUILTIN_WITHOUT_DEFAULT_DELEGATES``: builtin kernels), so the same kernels run.
 
     Raises:
       TfquantError: the child was killed by a signal (abort, segfault), ran out of memory, or
         did not finish within the time limit.
     """
-    key = (hashlib.sha256(data).hexdigest(), resolver)
-    if key in _passed:
+    digest = hashlib.sha256(data).hexdigest()
+    if digest in _passed:
+        return
+    marker = _marker(digest)
+    if marker is not None and marker.exists():
+        _passed.add(digest)
         return
     timeout = _timeout()
     fix = "re-export it with 'python -m tfquant convert' (the file is corrupt or not a model tfquant made)"
@@ -107,7 +129,7 @@ def preflight(data: bytes, *, label: str, resolver: str) -> None:
         path.write_bytes(data)
         try:
             proc = subprocess.run(
-                [sys.executable, "-c", _CHILD, str(path), resolver, str(_memory_limit())],
+                [sys.executable, "-c", _CHILD, str(path), str(_memory_limit())],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 timeout=timeout,
             )
@@ -129,4 +151,10 @@ def preflight(data: bytes, *, label: str, resolver: str) -> None:
     if proc.returncode not in (0, _EXIT_PY_ERROR):
         raise TfquantError(f"{label}: the LiteRT interpreter check failed (exit {proc.returncode}); {fix}")
     # 0: it ran; 3: LiteRT raised, and the caller's own interpreter raises the same, with its message.
-    _passed.add(key)
+    _passed.add(digest)
+    if marker is not None:
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        except OSError:
+            pass  # a read-only home: the check simply runs again in the next process
