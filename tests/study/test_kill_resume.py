@@ -153,3 +153,37 @@ def test_without_flock_a_live_pid_keeps_the_folder_and_a_dead_one_does_not(tmp_p
         sleeper.wait()
     with RunLock(tmp_path) as lock:  # the holder is dead now
         assert lock.took_over["pid"] == sleeper.pid
+
+
+def test_a_run_folder_with_broken_files_gives_one_line_or_resumes(tmp_path):
+    """Hostile run-folder files into an experiment script: a corrupt config.json is a one-line
+    error (exit 2); a garbled results line and a torn last line are dropped and their cells
+    measured again; a garbage lock file is taken over."""
+    out = tmp_path / "run"
+    first = _start(out)
+    assert first.wait(timeout=300) == 0
+    jsonl = out / "results.jsonl"
+    lines = jsonl.read_bytes().splitlines(keepends=True)
+    garbled = bytearray(lines[2])
+    garbled[5] ^= 0xFF  # a flipped bit inside record c02
+    jsonl.write_bytes(b"".join(lines[:2]) + bytes(garbled) + b"".join(lines[3:-1]) + lines[-1][:20])
+    (out / LOCK_NAME).write_bytes(b"\x00\xffnot json")
+    config = (out / "config.json").read_bytes()
+    (out / "config.json").write_bytes(config[: len(config) // 2])
+    broken = _start(out)
+    _, stderr = broken.communicate(timeout=300)
+    assert broken.returncode == 2 and stderr.strip().count("\n") == 0 and "config.json" in stderr
+    (out / "config.json").write_bytes(config)
+    rerun = _start(out)
+    _, stderr = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, stderr
+    records, unreadable = [], 0
+    for line in jsonl.read_bytes().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            unreadable += 1
+    assert unreadable == 1  # the garbled line stays (the log is append-only), read as nothing
+    assert sorted(r["cell"] for r in records) == [f"c{i:02d}" for i in range(N_CELLS)]
+    assert jsonl.read_bytes().endswith(b"\n")
+    assert {c for p, c in _measured(out) if p == rerun.pid} == {"c02", f"c{N_CELLS - 1:02d}"}
