@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from tfquant.errors import TfquantError
+from tfquant.errors import TfquantError, error_line, show_traceback
 from tfquant import qtypes
 
 ZOO_PREFIX = "zoo:"
@@ -412,9 +412,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with progress.reporting():  # stderr: bars on a terminal, one line per stage in a log
             return int(args.func(args))
-    except TfquantError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("error: interrupted; finished outputs are complete, nothing half-written was kept", file=sys.stderr)
         return 130
+    except Exception as e:  # TfquantError, a full disk, a file broken in an unforeseen way: one line
+        if show_traceback() and not isinstance(e, TfquantError):
+            raise
+        print(f"error: {error_line(e)}", file=sys.stderr)
+        return 2

@@ -93,3 +93,5 @@ def loads_object(text: str, *, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise TfquantError(f"{what} is not valid JSON ({e}); fix the file") from None
+    except RecursionError:
+        raise TfquantError(f"{what} is nested too deeply to be a {what}; fix the file") from None

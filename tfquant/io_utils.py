@@ -60,21 +60,30 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
 def append_jsonl(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
     """Appends one JSON record as a line, fsync'd, so finished records survive a crash.
 
-    A record is written with a single ``write`` call of one complete line; a reader skips a
-    trailing partial line (see :func:`read_jsonl`).
+    A record is written with one ``write`` of one complete line. A failed write (disk full,
+    I/O error) is rolled back: the file is cut back to its size before the call, so no
+    half-written line stays behind, and the ``OSError`` is raised. A reader skips a trailing
+    partial line left by a power cut (see :func:`read_jsonl`).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, sort_keys=True) + "\n"
-    if target.exists() and target.stat().st_size > 0:
-        with open(target, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":  # a torn line from a crash: start a fresh line
-                line = "\n" + line
-    with open(target, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+    line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
+    fd = os.open(target, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _file_mode())
+    try:
+        size = os.fstat(fd).st_size
+        if size > 0 and os.pread(fd, 1, size - 1) != b"\n":  # a torn line from a crash: new line
+            line = b"\n" + line
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +71,9 @@ def load_npz(
             labels = [f[k] for k in keys if k == "y" or k.startswith("y_")]
     except TfquantError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    except Exception as e:  # noqa: BLE001  an untrusted file: any failure to read it is "cannot read"
+        if isinstance(e, MemoryError):
+            raise TfquantError(f"{where}: an array in the file is too large to load; {_SAVE_HINT}") from None
         raise TfquantError(
             f"{where}: cannot read the file ({_first_line(e)}); {_SAVE_HINT}"
         ) from None

@@ -122,7 +122,8 @@ def inspect_model(model: ModelLike) -> ModelReport:
       TfquantError: missing or corrupt file.
     """
     data = read_model(model)
-    interpreter = make_interpreter(data, runtime=Runtime.BUILTIN, label=describe_model(model))
+    interpreter = make_interpreter(data, runtime=Runtime.BUILTIN, label=describe_model(model),
+                                   check=not isinstance(model, (bytes, bytearray, memoryview)))
     ops = node_names(interpreter)
     constant = constant_tensors(data)
     tensors = tuple(

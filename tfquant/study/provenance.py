@@ -76,7 +76,7 @@ def open_run(out: "str | os.PathLike[str]", fingerprint: dict[str, Any]) -> None
     settings; each invocation appends its :func:`provenance` to the stored list.
 
     Raises:
-      TfquantError: the folder holds a run with a different fingerprint.
+      TfquantError: the folder holds a run with a different fingerprint, or a corrupt config.json.
     """
     import json
 
@@ -88,13 +88,22 @@ def open_run(out: "str | os.PathLike[str]", fingerprint: dict[str, Any]) -> None
     fingerprint = json.loads(json.dumps(fingerprint))  # tuples -> lists, as stored
     runs = [provenance()]
     if config_path.exists():
-        previous = json.loads(config_path.read_text())
+        try:
+            previous = json.loads(config_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            previous = None
+        if not isinstance(previous, dict):
+            raise TfquantError(
+                f"{str(config_path)!r} is corrupt (not the JSON object a run writes), so the run "
+                "cannot be resumed; pass a new --run_name or delete that folder"
+            )
         changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
         if changed:
             raise TfquantError(
                 f"{str(out)!r} holds a run with a different {' and '.join(changed)}, so it "
                 "cannot be resumed; pass a new --run_name or delete that folder"
             )
-        runs = previous.get("provenance", []) + runs
+        old_runs = previous.get("provenance", [])
+        runs = (old_runs if isinstance(old_runs, list) else []) + runs
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(config_path, {**fingerprint, "provenance": runs})

@@ -10,9 +10,13 @@ silently dropping data.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence, TypeVar
 
 from tfquant.errors import TfquantError
+from tfquant.io_utils import append_jsonl
 
 SCHEMA_VERSION_KEY = "schema_version"
 
@@ -150,3 +154,80 @@ class RecordSet:
             if not r.failed and v is not None:
                 out[(group(r), cell(r))] = float(v)
         return out
+
+
+class RecordLog:
+    """A run's ``results.jsonl``: append-only, one complete JSON line per record.
+
+    The one writer (the run holding the folder's :class:`~tfquant.study.lock.RunLock`)
+    :meth:`repair` s the log when it opens it: a torn last line (a power cut in the middle of
+    a write) is cut off, so the file holds only complete records. :meth:`append` writes one
+    record in one fsync'd write and rolls back a failed write (disk full). :meth:`read` gives
+    the :class:`RecordSet`; a line that does not parse (a flipped bit) is skipped and counted
+    in :attr:`skipped`, so its cell is measured again instead of the run stopping.
+    """
+
+    def __init__(self, path: "str | os.PathLike[str]", parse: Callable[[Mapping[str, Any]], Record]) -> None:
+        self.path = Path(path)
+        self._parse = parse
+        self.skipped = 0
+
+    def repair(self) -> int:
+        """Cuts a torn last line off the log; returns the number of bytes removed."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+        if size == 0:
+            return 0
+        with open(self.path, "rb+") as f:
+            data = f.read()
+            if data.endswith(b"\n"):
+                return 0
+            keep = data.rfind(b"\n") + 1
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+        return size - keep
+
+    def lines(self) -> list[dict[str, Any]]:
+        """The log's complete records as JSON objects (unparseable lines skipped and counted)."""
+        self.skipped = 0
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        out = []
+        for raw in data.split(b"\n"):
+            if not raw.strip():
+                continue
+            try:
+                d = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                self.skipped += 1
+                continue
+            if not isinstance(d, dict):
+                self.skipped += 1
+                continue
+            out.append(d)
+        return out
+
+    def read(self) -> RecordSet:
+        """All records of the log, one per cell (see :class:`RecordSet`).
+
+        Raises:
+          TfquantError: a complete line is a record of another kind or version (a renamed field).
+        """
+        return RecordSet([self._parse(d) for d in self.lines()])
+
+    def done_keys(self) -> set[tuple[Any, ...]]:
+        """Keys of the cells with a finished record: what a resumed run skips."""
+        return self.read().done_keys()
+
+    def append(self, record: Record) -> None:
+        """Appends ``record`` as one line, durably (fsync); a failed write leaves nothing.
+
+        Raises:
+          OSError: the write failed (disk full, permissions); the log is as before the call.
+        """
+        append_jsonl(self.path, record.to_json())

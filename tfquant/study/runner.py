@@ -3,6 +3,8 @@
 A study (one experiment) declares its cells, how to measure the ones not done yet, and how to
 render its records; :func:`run_study` does the rest, the same way for every experiment:
 
+0. ``RunLock``: the run holds the folder (``.run.lock``, flock) until it ends; a second run
+   into it is refused, a killed run's lock is free (the kernel drops it).
 1. ``open_run``: ``config.json`` with the study's fingerprint and the provenance of every run
    into the folder; a folder holding a different config is refused.
 2. The done-set: cells whose key has a finished record in ``results.jsonl`` are skipped; failed
@@ -11,9 +13,11 @@ render its records; :func:`run_study` does the rest, the same way for every expe
    default, or an existing cluster): batches of cells (:meth:`Study.batch_key`) on workers, then
    the records that need an idle node (latency) one at a time per node. Each record gets
    ``executed_on`` (Ray node id, host name); a cell that crashes its worker is a failed record.
-4. Each record the study yields is appended to ``results.jsonl`` in one write (fsync'd), once per
-   key: a record for a cell that is already done is dropped, so an interrupted run resumed any
-   number of times never duplicates a cell.
+4. Each record the study yields is appended to ``results.jsonl`` by this process only (one
+   writer per run folder: :class:`~tfquant.study.lock.RunLock`), in one write (fsync'd; a torn
+   last line from a power cut is cut off on the next start), once per key: a record for a cell
+   that is already done is dropped, so an interrupted run resumed any number of times never
+   duplicates a cell.
 5. ``results.md`` is rewritten atomically from all records of the run.
 """
 
@@ -28,10 +32,11 @@ from typing import Any, Callable, ClassVar, Generic, Hashable, Iterable, Iterato
 
 from tfquant import progress as _progress
 from tfquant.errors import TfquantError
-from tfquant.io_utils import append_jsonl, read_jsonl, write_text_atomic
+from tfquant.io_utils import write_text_atomic
 from tfquant.study import cluster
+from tfquant.study.lock import RunLock
 from tfquant.study.provenance import open_run
-from tfquant.study.records import Record, RecordSet
+from tfquant.study.records import Record, RecordLog, RecordSet
 
 RESULTS_JSONL = "results.jsonl"
 RESULTS_MD = "results.md"
@@ -124,8 +129,8 @@ class Study(abc.ABC, Generic[C, R]):
 
 
 def load_records(study: Study[Any, R], out_dir: str | os.PathLike[str]) -> RecordSet:
-    """The records in ``out_dir/results.jsonl`` (a torn last line is skipped)."""
-    return RecordSet([study.parse_record(d) for d in read_jsonl(Path(out_dir) / RESULTS_JSONL)])
+    """The records in ``out_dir/results.jsonl`` (a torn or corrupt line is skipped)."""
+    return RecordLog(Path(out_dir) / RESULTS_JSONL, study.parse_record).read()
 
 
 def run_study(
@@ -139,24 +144,29 @@ def run_study(
     """
     out = Path(out_dir)
     study.out_dir = out
-    open_run(out, dict(study.fingerprint()))
-    results_path = out / RESULTS_JSONL
-    done = load_records(study, out).done_keys()
-    todo = [c for c in study.cells() if c.key not in done]
-    todo_keys = {c.key for c in todo}
-    if todo:
-        for record in cluster.measure_cells(study, todo, log):
-            if record.key in done:
-                continue  # measured twice (e.g. a cell two batches share): keep the first
-            if record.key not in todo_keys:
-                raise AssertionError(f"{study.name} yielded a record for {record.key}, which is not a cell to do")
-            append_jsonl(results_path, record.to_json())
-            if not record.failed:
-                done.add(record.key)
-    records = load_records(study, out)
-    write_text_atomic(out / RESULTS_MD, study.markdown(records))
-    failed = sum(1 for r in records if r.failed)
-    log(f"{study.name}: {len(records)} cell(s) recorded, {failed} failed" + (" (see their error fields)" if failed else ""))
+    with RunLock(out) as lock:  # one writer per run folder; a killed run's lock is free
+        if lock.took_over:
+            log(f"{out}: resuming after an interrupted run (pid {lock.took_over.get('pid')})")
+        open_run(out, dict(study.fingerprint()))
+        results = RecordLog(out / RESULTS_JSONL, study.parse_record)
+        if results.repair():
+            log(f"{out / RESULTS_JSONL}: cut off a torn last line (its cell is measured again)")
+        done = results.done_keys()
+        todo = [c for c in study.cells() if c.key not in done]
+        todo_keys = {c.key for c in todo}
+        if todo:
+            for record in cluster.measure_cells(study, todo, log):
+                if record.key in done:
+                    continue  # measured twice (e.g. a cell two batches share): keep the first
+                if record.key not in todo_keys:
+                    raise AssertionError(f"{study.name} yielded a record for {record.key}, which is not a cell to do")
+                results.append(record)
+                if not record.failed:
+                    done.add(record.key)
+        records = results.read()
+        write_text_atomic(out / RESULTS_MD, study.markdown(records))
+        failed = sum(1 for r in records if r.failed)
+        log(f"{study.name}: {len(records)} cell(s) recorded, {failed} failed" + (" (see their error fields)" if failed else ""))
     return records
 
 

@@ -14,7 +14,7 @@ from typing import Callable
 from absl import flags
 
 from tfquant import progress
-from tfquant.errors import TfquantError
+from tfquant.errors import TfquantError, error_line, show_traceback
 from tfquant.study import cluster
 
 flags.DEFINE_string(
@@ -28,7 +28,9 @@ def report_run(label: str, results_md: str, run: Callable[[], Path]) -> int:
     """Runs ``run`` (build the config from the flags, run the flow, return the run folder).
 
     ``run`` reports progress on stderr (:func:`tfquant.progress.reporting`). On a
-    :class:`TfquantError` prints ``error: <message>`` on one line to stderr and returns 2;
+    :class:`TfquantError` prints ``error: <message>`` on one line to stderr and returns 2 (any
+    other exception too: a full disk, a read-only folder, a file broken in an unforeseen way;
+    see :func:`tfquant.errors.error_line`);
     otherwise prints the run's ``results_md`` table and the wall time, and returns 0.
     """
     start = time.perf_counter()
@@ -37,8 +39,10 @@ def report_run(label: str, results_md: str, run: Callable[[], Path]) -> int:
     try:
         with progress.reporting():  # stderr: bars on a terminal, one line per stage in a log
             out = run()
-    except TfquantError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:  # TfquantError, a full disk, a file broken in an unforeseen way: one line
+        if show_traceback() and not isinstance(e, TfquantError):
+            raise
+        print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     print()
     print((out / results_md).read_text())

@@ -33,6 +33,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType, load_delegat
 
 from tfquant.errors import TfquantError
 from tfquant.qtypes import Runtime
+from tfquant.tflite.preflight import preflight
 
 ModelLike = Union[str, "os.PathLike[str]", bytes]
 """A model: a path to a .tflite file, or the flatbuffer's bytes."""
@@ -137,6 +138,7 @@ def make_interpreter(
     preserve_all_tensors: bool = False,
     allocate: bool = False,
     label: str | None = None,
+    check: bool | None = None,
 ) -> Interpreter:
     """Builds a LiteRT interpreter for ``model`` on ``runtime``.
 
@@ -150,6 +152,10 @@ def make_interpreter(
         (``experimental_preserve_all_tensors``; slower, for layer-by-layer diffs).
       allocate: call ``allocate_tensors()`` (which applies the default delegate, if any).
       label: how errors name the model (default: its path, or ``<N bytes of flatbuffer>``).
+      check: first run the model once in a child process (:func:`~tfquant.tflite.preflight.preflight`),
+        so that a malformed model that crashes or hangs the native interpreter becomes an
+        error instead of killing this process; default: for a model read from a file (bytes
+        in memory come from this process's own converter).
 
     Returns:
       The interpreter (tensors allocated if ``allocate``).
@@ -170,6 +176,8 @@ def make_interpreter(
         )
     data = read_model(model)
     label = label or describe_model(model)
+    if check if check is not None else not isinstance(model, (bytes, bytearray, memoryview)):
+        preflight(data, label=label)
     if runtime.compiled:  # LiteRT's CompiledModel API, wrapped like an interpreter
         from tfquant.tflite.compiled import make_compiled
 
