@@ -357,8 +357,12 @@ def inspect(tflite: str | os.PathLike[str] | bytes, *, as_dict: bool = False) ->
     contract = convert.read_input_contract(tflite)
     recipe = convert.read_recipe(tflite)
     done = convert.read_rewrites(tflite)
+    from tfquant.convert.mixed import format_precision, read_precision
+
+    precision = read_precision(tflite)
     if as_dict:
         out = dataclasses.asdict(report)
+        out["precision"] = precision
         out["ranges"] = ranges
         out["rewrites"] = done
         out["input"] = contract.to_dict() if contract is not None else None
@@ -374,5 +378,7 @@ def inspect(tflite: str | os.PathLike[str] | bytes, *, as_dict: bool = False) ->
                      for k, v in sorted(done.items())) or "none"),
         "recipe: " + (recipe.to_json().strip() if recipe else "(none embedded)"),
     ]
+    if precision is not None:
+        lines.insert(-1, format_precision(precision))
     return "\n".join(lines)
 
