@@ -154,6 +154,21 @@ def list_ops(float_tflite: bytes, layer_names: set[str] | None = None) -> tuple[
     return tuple(ops)
 
 
+def promotion_group(ops: tuple[OpInfo, ...], name: str) -> list[str]:
+    """Layer ``name`` and the layers that read its outputs: what is promoted together.
+
+    A layer's output tensor takes the precision of the ops reading it too: an int8 consumer
+    requantizes an int16 output to int8 with the same range, undoing the promotion. So a
+    layer is promoted with its consumers (their other inputs are requantized to int16).
+    """
+    outputs = {t for op in ops if op.name == name for t in op.outputs}
+    group = [name]
+    for op in ops:
+        if op.name not in group and outputs.intersection(op.inputs):
+            group.append(op.name)
+    return group
+
+
 def _activation_tensors(float_tflite: bytes) -> dict[int, str]:
     model = flatbuffer.read(float_tflite)
     subgraph = model.subgraphs[0]
