@@ -9,7 +9,7 @@ Steps (every candidate is one AEQ export from the *same* statistics, evaluated i
    the whole model in int8 and keep the most accurate;
 3. while ``float − candidate > max_drop``: rank the layers by single-layer sensitivity
    (accuracy drop with only that layer int8), then promote the most sensitive layer
-   not yet promoted, together with the layers reading its output
+   not yet promoted, together with the layers reading its output and producing its inputs
    (:func:`tfquant.convert.mixed.promotion_group`), to **int16x8 activations first** (the
    model stays integer-only); keep it if it helps; otherwise (int16 refused by the kernel
    check, or no gain) try **float** for that group and keep that if it helps;

@@ -154,19 +154,49 @@ def list_ops(float_tflite: bytes, layer_names: set[str] | None = None) -> tuple[
     return tuple(ops)
 
 
-def promotion_group(ops: tuple[OpInfo, ...], name: str) -> list[str]:
-    """Layer ``name`` and the layers that read its outputs: what is promoted together.
+# Ops whose output keeps its input's quantization (range / scale): a tensor's precision is
+# decided where it is produced, so promotion walks up through them to the real producer.
+PASS_THROUGH_OPS = frozenset({
+    "MAX_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE", "STRIDED_SLICE", "SLICE",
+    "GATHER", "PAD", "PADV2", "SPACE_TO_DEPTH", "DEPTH_TO_SPACE", "SPLIT", "PACK", "UNPACK",
+})
 
-    A layer's output tensor takes the precision of the ops reading it too: an int8 consumer
-    requantizes an int16 output to int8 with the same range, undoing the promotion. So a
-    layer is promoted with its consumers (their other inputs are requantized to int16).
+
+def promotion_group(ops: tuple[OpInfo, ...], name: str) -> list[str]:
+    """Layer ``name`` with the layers that must change precision with it, in graph order.
+
+    A tensor's precision is set where it is produced and must hold where it is read: an
+    int8 reader requantizes a promoted output back to int8, and an input produced in int8
+    has lost its resolution before the layer sees it. So a layer is promoted together with
+    (a) the layers reading its outputs and (b) the layers producing its inputs, walking up
+    through :data:`PASS_THROUGH_OPS` (max-pool, reshape, ...) to the op that computed the
+    values.
     """
-    outputs = {t for op in ops if op.name == name for t in op.outputs}
-    group = [name]
+    producer = {t: op for op in ops for t in op.outputs}
+    group = {name}
+    mine = [op for op in ops if op.name == name]
+    outputs = {t for op in mine for t in op.outputs}
     for op in ops:
-        if op.name not in group and outputs.intersection(op.inputs):
-            group.append(op.name)
-    return group
+        if outputs.intersection(op.inputs):
+            group.add(op.name)
+    stack = [t for op in mine for t in op.inputs]
+    seen: set[str] = set()
+    while stack:
+        t = stack.pop()
+        if t in seen or t not in producer:
+            continue
+        seen.add(t)
+        src = producer[t]
+        if src.name == name:
+            continue
+        group.add(src.name)
+        if src.op_type in PASS_THROUGH_OPS:
+            stack.extend(src.inputs)
+    ordered = [name]
+    for op in ops:
+        if op.name in group and op.name not in ordered:
+            ordered.append(op.name)
+    return ordered
 
 
 def _activation_tensors(float_tflite: bytes) -> dict[int, str]:

@@ -19,8 +19,9 @@ For a model calibrated once (:func:`tfquant.convert.mixed.calibrate_mixed`):
   quantized (everything else float); ``promotion_gain`` = accuracy with everything
   quantized but that layer promoted (int8 → int16x8, or int16x8 → float) − accuracy of the
   fully quantized model. A layer is promoted together with the layers reading its output
-  (``promoted_with``; :func:`tfquant.convert.mixed.promotion_group`): an int8 reader would
-  requantize the promoted output to int8 with the same range.
+  and producing its inputs (``promoted_with``; :func:`tfquant.convert.mixed.promotion_group`):
+  an int8 reader would requantize the promoted output to int8 with the same range, and an
+  input produced in int8 has lost its resolution already.
 
 A "layer" is a Keras layer (all the ops the converter made from it) for Keras models, else
 one op named by its output tensor. Each candidate is one AEQ export from the same
