@@ -35,7 +35,7 @@ def test_promotion_group_walks_through_pass_through_ops():
         mixed.OpInfo(index=3, op_type="MAX_POOL_2D", tensor="q", scope="q;", layer="pool3", inputs=("c2",), outputs=("q",)),
     )
     assert mixed.promotion_group(ops, "conv3") == ["conv3", "conv2", "pool2", "pool3"]
-    assert mixed.promotion_group(ops, "conv2") == ["conv2", "pool2"]
+    assert mixed.promotion_group(ops, "conv2") == ["conv2", "pool2", "conv3"]
 
 
 def test_columns():

@@ -168,17 +168,22 @@ def promotion_group(ops: tuple[OpInfo, ...], name: str) -> list[str]:
     A tensor's precision is set where it is produced and must hold where it is read: an
     int8 reader requantizes a promoted output back to int8, and an input produced in int8
     has lost its resolution before the layer sees it. So a layer is promoted together with
-    (a) the layers reading its outputs and (b) the layers producing its inputs, walking up
-    through :data:`PASS_THROUGH_OPS` (max-pool, reshape, ...) to the op that computed the
-    values.
+    (a) the layers reading its outputs and (b) the layers producing its inputs, walking
+    through :data:`PASS_THROUGH_OPS` (max-pool, reshape, ...) down to the ops that use the
+    values and up to the op that computed them.
     """
     producer = {t: op for op in ops for t in op.outputs}
     group = {name}
     mine = [op for op in ops if op.name == name]
-    outputs = {t for op in mine for t in op.outputs}
-    for op in ops:
-        if outputs.intersection(op.inputs):
-            group.add(op.name)
+    frontier = {t for op in mine for t in op.outputs}
+    while frontier:  # readers, down through pass-through ops
+        reached: set[str] = set()
+        for op in ops:
+            if op.name != name and op.name not in group and frontier.intersection(op.inputs):
+                group.add(op.name)
+                if op.op_type in PASS_THROUGH_OPS:
+                    reached.update(op.outputs)
+        frontier = reached
     stack = [t for op in mine for t in op.inputs]
     seen: set[str] = set()
     while stack:
