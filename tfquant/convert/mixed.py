@@ -34,7 +34,7 @@ import numpy as np
 
 from tfquant.calibration import CalibrationStatistics, QuantTarget, Range, collect_statistics, make_calibrator
 from tfquant.convert import representative, rewrites
-from tfquant.convert.metadata import embed_recipe
+from tfquant.convert.metadata import embed_ranges, embed_recipe
 from tfquant.convert.options import run_converter
 from tfquant.convert.source import check_recipe, load_source
 from tfquant.errors import TfquantError
@@ -326,9 +326,28 @@ def export_mixed(calibrated: MixedCalibration, recipe: Recipe, *, cache: dict | 
     if any(p.precision is Precision.INT16X8 for p in plans):
         with stage("mixed model runtime check (child process)"):
             check_runs(tflite, what="the mixed-precision model")
+    tflite = _embed_ranges(tflite, ranges, recipe, calibrated)
     tflite = flatbuffer.embed_bytes(tflite, PRECISION_METADATA_NAME, json.dumps(
         {"backend": "ai-edge-quantizer", "ops": [p.to_dict() for p in plans]}, sort_keys=True).encode())
     return embed_recipe(tflite, recipe), plans
+
+
+def _embed_ranges(tflite: bytes, ranges: dict[str, tuple[float, float]], recipe: Recipe,
+                  calibrated: MixedCalibration) -> bytes:
+    """The chosen ranges of the quantized tensors as ``tfquant_ranges`` (``inspect`` shows them)."""
+    model = flatbuffer.read(tflite)
+    index = {flatbuffer.name(t.name): i for i, t in enumerate(model.subgraphs[0].tensors)
+             if flatbuffer.type_name(t.type) in ("INT8", "INT16")}
+    names = [n for n in ranges if n in index]
+    header = {
+        "calibrator": recipe.calibration_label + (" (per-layer rules may override)" if recipe.layer_rules else ""),
+        "statistics": {"num_examples": calibrated.statistics.num_examples,
+                       "batch_size": calibrated.statistics.batch_size,
+                       "ema_constant": calibrated.statistics.ema_constant},
+        "weights": {}, "fallbacks": {},
+    }
+    return embed_ranges(tflite, header, [index[n] for n in names],
+                        [ranges[n][0] for n in names], [ranges[n][1] for n in names])
 
 
 def convert_mixed(model: Any, recipe: Recipe, *, calibration_data: np.ndarray, custom_objects: Any = None) -> bytes:
