@@ -40,3 +40,17 @@ def test_autoquant_exits_2_when_the_budget_cannot_be_met(broken_npz, tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: the budget of 0 cannot be met")
     assert not list(tmp_path.glob("none*"))
+
+
+def test_autoquant_allow_qat_tries_qat_after_promotion(broken_npz, tmp_path, capsys):
+    _, model_path, data = broken_npz
+    out = tmp_path / "qat.tflite"
+    status = cli.main(_args(model_path, data, out, "--max_drop", "0.0", "--max_promotions", "0",
+                            "--latency_runs", "0", "--allow_qat", "--train_data", data, "--qat_epochs", "1"))
+    err = capsys.readouterr().err
+    assert " qat: top-1 " in err  # the QAT step ran after the calibrators missed
+    if status == 0:
+        assert (tmp_path / "qat.qat.json").is_file() and out.is_file()
+        assert json.loads((tmp_path / "qat.steps.json").read_text())["steps"][-1]["kind"] == "qat"
+    else:
+        assert status == 2 and not list(tmp_path.glob("qat*"))

@@ -13,8 +13,9 @@ Steps (every candidate is one AEQ export from the *same* statistics, evaluated i
    (:func:`tfquant.convert.mixed.promotion_group`), to **int16x8 activations first** (the
    model stays integer-only); keep it if it helps; otherwise (int16 refused by the kernel
    check, or no gain) try **float** for that group and keep that if it helps;
-4. optionally (``allow_qat``) finish with QAT (:func:`tfquant.qat.run_qat`, whole-model int8)
-   when promotion alone misses the budget.
+4. optionally (``allow_qat``) finish with QAT (:func:`tfquant.qat.run_qat`: NVIDIA's
+   fine-tune schedule, whole model int8, from the float model) when the calibrators and
+   promotion miss the budget; the QAT model is kept if it beats the best candidate.
 
 All choices are made on a *validation* slice of the evaluation data (a seeded half); the
 final accuracy is reported on the other half, which no choice saw. The result says whether
@@ -73,6 +74,7 @@ class AutoquantResult:
 
     tflite: bytes | None
     recipe: Recipe | None
+    qat_record: str | None
     met: bool
     max_drop: float
     float_accuracy_val: float
@@ -85,7 +87,7 @@ class AutoquantResult:
     seconds: dict[str, float]
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("tflite", "recipe", "steps")}
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("tflite", "recipe", "steps", "qat_record")}
         d["recipe"] = self.recipe.to_dict() if self.recipe is not None else None
         d["steps"] = [s.to_dict() for s in self.steps]
         return d
@@ -124,7 +126,7 @@ def autoquant(
     seed: int = 0,
     latency_runs: int = 20,
     max_promotions: int | None = None,
-    qat: Callable[[Recipe], bytes] | None = None,
+    qat: Callable[[], tuple[bytes, str]] | None = None,
     log: Callable[[str], None] = lambda line: None,
 ) -> AutoquantResult:
     """Searches the cheapest configuration within ``max_drop`` of float (module docstring).
@@ -138,7 +140,8 @@ def autoquant(
       seed: seed of the validation / report split.
       latency_runs: single-image invokes timed per candidate (XNNPACK); 0 skips.
       max_promotions: at most this many promotion steps (default: every layer).
-      qat: ``allow_qat``: a function recipe -> QAT int8 .tflite, tried when promotion misses.
+      qat: ``allow_qat``: a function returning a QAT int8 .tflite and its QAT record (JSON
+        text), tried when the calibrators and promotion miss the budget.
       log: one line per step (progress).
     """
     if not 0.0 <= max_drop < 1.0:
@@ -178,22 +181,25 @@ def autoquant(
     if best[0].drop > max_drop:
         best = _promote(calibrated, best, candidate, max_drop, max_promotions, xv, yv, float_val, cache, log)
     seconds["promotion"] = time.perf_counter() - t0
+    qat_record = None
     if best[0].drop > max_drop and qat is not None:
         t0 = time.perf_counter()
-        tflite = qat(best[2])
+        tflite, record_text = qat()
         acc = evaluate_accuracy(tflite, xv, yv).accuracy
         step = Step(len(steps) + 1, "qat", "QAT fine-tune, whole model int8", "qat", acc, float_val - acc,
                     len(tflite), None, acc > best[0].accuracy, {}, {}, time.perf_counter() - t0)
         steps.append(step)
         log(f"step {step.step} qat: top-1 {acc:.4f} (drop {step.drop:+.4f})")
         if step.kept:
-            best = (step, tflite, best[2])
+            best = (step, tflite, None)
+            qat_record = record_text
         seconds["qat"] = step.seconds
     met = best[0].drop <= max_drop
     float_rep = evaluate_accuracy(calibrated.float_model, xr, yr).accuracy
     acc_rep = evaluate_accuracy(best[1], xr, yr).accuracy if met else None
     return AutoquantResult(
-        tflite=best[1] if met else None, recipe=best[2] if met else None, met=met, max_drop=max_drop,
+        tflite=best[1] if met else None, recipe=best[2] if met else None, qat_record=qat_record if met else None,
+        met=met, max_drop=max_drop,
         float_accuracy_val=float_val, accuracy_val=best[0].accuracy, float_accuracy_report=float_rep,
         accuracy_report=acc_rep, n_val=len(xv), n_report=len(xr), steps=steps,
         seconds={**seconds, "statistics_pass": calibrated.statistics_seconds,
