@@ -157,7 +157,7 @@ def autoquant(
 
     def candidate(kind: str, what: str, recipe: Recipe) -> tuple[Step, bytes, Recipe]:
         start = time.perf_counter()
-        tflite, plans = mixed.export_mixed(calibrated, recipe, cache=cache)
+        tflite, plans = mixed.export_mixed(calibrated, recipe, cache=cache, metadata=False)
         acc = evaluate_accuracy(tflite, xv, yv).accuracy
         latency = measure_latency(tflite, runs=latency_runs, warmup=2).median_ms if latency_runs > 0 else None
         layers, refused = _layers_by_precision(plans)
@@ -195,6 +195,8 @@ def autoquant(
             qat_record = record_text
         seconds["qat"] = step.seconds
     met = best[0].drop <= max_drop
+    if met and best[2] is not None:  # the chosen candidate again, with its recipe, ranges and plan embedded
+        best = (best[0], mixed.export_mixed(calibrated, best[2], cache=cache)[0], best[2])
     float_rep = evaluate_accuracy(calibrated.float_model, xr, yr).accuracy
     acc_rep = evaluate_accuracy(best[1], xr, yr).accuracy if met else None
     return AutoquantResult(
@@ -213,7 +215,7 @@ def _promote(calibrated, best, candidate, max_drop, max_promotions, xv, yv, floa
     ranking = []
     for name in layer_units(calibrated):
         rules = (LayerRule(precision=Precision.FLOAT), only_rule(name, Precision.INT8))
-        tflite, _ = mixed.export_mixed(calibrated, recipe.replace(layer_rules=rules), cache=cache)
+        tflite, _ = mixed.export_mixed(calibrated, recipe.replace(layer_rules=rules), cache=cache, metadata=False)
         ranking.append((float_val - evaluate_accuracy(tflite, xv, yv).accuracy, name))
     ranking.sort(key=lambda t: -t[0])
     log("sensitivity: " + ", ".join(f"{n} {d:+.3f}" for d, n in ranking[:8]))

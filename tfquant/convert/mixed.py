@@ -308,8 +308,15 @@ def tensor_ranges(calibrated: MixedCalibration, recipe: Recipe, plans: list[OpPl
     return out
 
 
-def export_mixed(calibrated: MixedCalibration, recipe: Recipe, *, cache: dict | None = None) -> tuple[bytes, list[OpPlan]]:
-    """The mixed .tflite of ``recipe`` (rules applied, kernels checked) and its per-op plan."""
+def export_mixed(calibrated: MixedCalibration, recipe: Recipe, *, cache: dict | None = None,
+                 metadata: bool = True) -> tuple[bytes, list[OpPlan]]:
+    """The mixed .tflite of ``recipe`` (rules applied, kernels checked) and its per-op plan.
+
+    ``metadata=False`` leaves out the recipe, ranges and plan (``tfquant_*`` entries): a
+    search candidate that is only evaluated skips three flatbuffer rewrites, which cost
+    several times the AEQ call itself on the ViT (pure-Python flatbuffer packing).
+    ``cache`` (a dict kept across calls) memoizes the calibrators' range searches.
+    """
     check_recipe(recipe)
     if recipe.calibrator is None:
         raise TfquantError("a mixed-precision export needs recipe.calibrator; add calibrator='max' (or another)")
@@ -326,6 +333,8 @@ def export_mixed(calibrated: MixedCalibration, recipe: Recipe, *, cache: dict | 
     if any(p.precision is Precision.INT16X8 for p in plans):
         with stage("mixed model runtime check (child process)"):
             check_runs(tflite, what="the mixed-precision model")
+    if not metadata:
+        return tflite, plans
     tflite = _embed_ranges(tflite, ranges, recipe, calibrated)
     tflite = flatbuffer.embed_bytes(tflite, PRECISION_METADATA_NAME, json.dumps(
         {"backend": "ai-edge-quantizer", "ops": [p.to_dict() for p in plans]}, sort_keys=True).encode())

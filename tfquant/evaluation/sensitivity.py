@@ -200,11 +200,12 @@ def analyze(
     cache: dict = {}
 
     def accuracy(rules: tuple[LayerRule, ...]) -> tuple[float, list[mixed.OpPlan]]:
-        tflite, plans = mixed.export_mixed(calibrated, recipe.replace(layer_rules=rules), cache=cache)
+        tflite, plans = mixed.export_mixed(calibrated, recipe.replace(layer_rules=rules), cache=cache, metadata=False)
         return evaluate_accuracy(tflite, x_eval, y_eval).accuracy, plans
 
     float_acc = evaluate_accuracy(calibrated.float_model, x_eval, y_eval).accuracy
-    full, _ = mixed.export_mixed(calibrated, recipe.replace(layer_rules=(LayerRule(precision=mode_precision),)), cache=cache)
+    full, _ = mixed.export_mixed(calibrated, recipe.replace(layer_rules=(LayerRule(precision=mode_precision),)),
+                                 cache=cache, metadata=False)
     full_acc = evaluate_accuracy(full, x_eval, y_eval).accuracy
     units = layer_units(calibrated, per_channel=recipe.weight_granularity.value == "per_channel")
     outputs = {name: ops[-1].tensor for name, ops in units.items()}

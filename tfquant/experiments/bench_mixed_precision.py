@@ -8,7 +8,9 @@ Per zoo model (resnet and the ViT by default), side by side, wall and CPU second
 * ``calibrate``: the mixed path's one-time cost (:func:`tfquant.convert.mixed.calibrate_mixed`:
   float conversion + statistics pass over every activation tensor);
 * ``candidate``: one more candidate once the statistics exist: one AEQ export
-  (:func:`tfquant.convert.mixed.export_mixed`) for a different rule set, timed over
+  (:func:`tfquant.convert.mixed.export_mixed`, no metadata: a search candidate is only
+  evaluated; int16 candidates include their kernel checks and whole-model test run) for a
+  different rule set, timed over
   ``candidates`` configurations (single layers promoted to int16x8 or float, calibrator
   swaps), with and without the accuracy run on ``eval_examples`` test images;
 * ``sweep``: the whole single-layer sensitivity sweep
@@ -145,7 +147,7 @@ class BenchMixedPrecision(Study[ModelCell, BenchRecord]):
                 exports, cpus, evals = [], [], []
                 for r in configs:
                     with _Clock() as ex:
-                        tfl, _ = mixed.export_mixed(cal, r, cache=cache)
+                        tfl, _ = mixed.export_mixed(cal, r, cache=cache, metadata=False)
                     exports.append(ex.wall)
                     cpus.append(ex.cpu)
                     with _Clock() as ev:

@@ -180,7 +180,7 @@ class NvidiaPartial(Study[PartialCell, PartialRecord]):
             cache: dict = {}
 
             def export(rules: tuple[LayerRule, ...]) -> tuple[bytes, list[Any]]:
-                return mixed.export_mixed(calibrated, base.replace(layer_rules=rules), cache=cache)
+                return mixed.export_mixed(calibrated, base.replace(layer_rules=rules), cache=cache, metadata=False)
 
             float_rank = evaluate_accuracy(calibrated.float_model, x_rank, y_rank).accuracy
             ranking = []
