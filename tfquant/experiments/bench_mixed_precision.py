@@ -203,9 +203,9 @@ def results_markdown(records: RecordSet, config: BenchConfig) -> str:
             "calibrate once": f"{r.calibrate_s:.1f} ({r.calibrate_cpu_s:.1f})",
             "candidate export": f"{r.candidate_export_s:.2f} ({r.candidate_export_cpu_s:.2f})",
             "candidate accuracy": f"{r.candidate_eval_s:.2f}",
-            "export / conversion": f"{r.candidate_export_s / r.conversion_s:.3f}",
+            "export / conversion (CPU)": f"{r.candidate_export_cpu_s / r.conversion_cpu_s:.3f}",
             "sweep": "" if r.sweep_s is None else f"{r.sweep_s:.0f} ({r.sweep_cpu_s:.0f}), {r.sweep_candidates} candidates",
         })
     cols = ["model", "ops / layers", "conversion", "calibrate once", "candidate export", "candidate accuracy",
-            "export / conversion", "sweep"]
+            "export / conversion (CPU)", "sweep"]
     return "\n".join(lines + ["", markdown_table(rows, cols).rstrip("\n")]) + "\n"
