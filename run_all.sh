@@ -8,6 +8,8 @@
 #                                     int8 and int16x8, in LiteRT (nvidia_calibration/)
 #                                  3. short versions of the whitepaper tables and the QGT study:
 #                                     whitepaper_ptq.py --short, whitepaper_qat.py --short, qgt.py --short
+#                                  4. experiments/nvidia_partial.py --short: int8 + k layers float vs
+#                                     int16x8, accuracy / size / latency in LiteRT (nvidia_partial/)
 #   ./run_all.sh --full          the same with the long schedules (full tables, all models,
 #                                full fine-tunes) -> results/full/
 #   ./run_all.sh --tests         the test suite (what .ci/run runs)
@@ -112,4 +114,5 @@ run nvidia_calibration
 run whitepaper_ptq $size
 run whitepaper_qat $qat_size
 run qgt $size
+run nvidia_partial $size
 log "main job ($run_name) finished in $(( $(date +%s) - start )) s"

@@ -358,8 +358,12 @@ def inspect(tflite: str | os.PathLike[str] | bytes, *, as_dict: bool = False) ->
     recipe = convert.read_recipe(tflite)
     done = convert.read_rewrites(tflite)
     standard = _standard_metadata(tflite)
+    from tfquant.convert.mixed import format_precision, read_precision
+
+    precision = read_precision(tflite)
     if as_dict:
         out = dataclasses.asdict(report)
+        out["precision"] = precision
         out["ranges"] = ranges
         out["rewrites"] = done
         out["input"] = contract.to_dict() if contract is not None else None
@@ -377,6 +381,8 @@ def inspect(tflite: str | os.PathLike[str] | bytes, *, as_dict: bool = False) ->
         _describe_standard_metadata(standard),
         "recipe: " + (recipe.to_json().strip() if recipe else "(none embedded)"),
     ]
+    if precision is not None:
+        lines.insert(-1, format_precision(precision))
     return "\n".join(lines)
 
 

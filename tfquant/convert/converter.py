@@ -147,6 +147,11 @@ def convert(
     """
     check_recipe(recipe)
     source = load_source(model, custom_objects=custom_objects)
+    if recipe.layer_rules:  # per-layer precision: AI Edge Quantizer (tfquant/convert/mixed.py)
+        from tfquant.convert import mixed
+
+        loaded = source.keras_model if source.keras_model is not None else model
+        return mixed.convert_mixed(loaded, recipe, calibration_data=calibration_data)
     if recipe.calibrator is not None:
         loaded = source.keras_model if source.keras_model is not None else model
         tflite = calibrated.convert_calibrated(loaded, recipe, calibration_data=calibration_data)

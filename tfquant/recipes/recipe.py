@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from tfquant.dataclass_json import from_json_dict, loads_object, to_json_dict
 from tfquant.errors import TfquantError
 from tfquant.recipes.inputs import InputContract
+from tfquant.recipes.layers import LayerRule, parse_rules
 from tfquant.qtypes import DEFAULT_PERCENTILE, check_percentile
 from tfquant.qtypes import AciqPrior, ActivationScheme, Calibration, Granularity
 from tfquant.qtypes import IODType, Mode, WeightCalibration
@@ -51,6 +52,10 @@ class Recipe:
       input: the input contract (:class:`tfquant.recipes.inputs.InputContract`): how an
         image in [0, 1] becomes the model's input. Calibration applied it; ``evaluate``
         applies it unless told otherwise. ``None``: the model takes [0, 1] images as they are.
+      layer_rules: per-layer precision (:mod:`tfquant.recipes.layers`): ordered rules mapping
+        layers / op types to int8, int16x8 or float and per-tensor calibrators (last match
+        wins; ``mode`` is the precision of unmatched ops). Non-empty rules make a mixed model
+        (:mod:`tfquant.convert.mixed`). Left out of the JSON when empty.
     """
 
     mode: Mode
@@ -66,8 +71,10 @@ class Recipe:
     weight_calibrator: WeightCalibration = WeightCalibration.MAX
     weight_percentile: float | None = None
     input: InputContract | None = None
+    layer_rules: tuple[LayerRule, ...] = ()
 
     def __post_init__(self) -> None:
+        self._check_layer_rules()
         if isinstance(self.input, Mapping):
             object.__setattr__(self, "input", InputContract.from_dict(self.input))
         elif self.input is not None and not isinstance(self.input, InputContract):
@@ -100,6 +107,20 @@ class Recipe:
                 f"{self.num_calibration_examples!r}"
             )
         self._check_calibration()
+
+    def _check_layer_rules(self) -> None:
+        """Per-layer rules (issue 11): parsed, and only on the modes a mixed model has."""
+        self._set("layer_rules", parse_rules(self.layer_rules))
+        if not self.layer_rules:
+            return
+        if Mode.parse(self.mode, what="mode") not in (Mode.INT8, Mode.INT16X8):
+            raise TfquantError(f"layer_rules need mode int8 or int16x8 (the unmatched ops' precision), not {self.mode}")
+        if self.calibrator is None:
+            raise TfquantError("layer_rules need an activation calibrator; add calibrator='max' (or another)")
+        if IODType.parse(self.io_dtype, what="io dtype") is not IODType.FLOAT32:
+            raise TfquantError("a mixed-precision recipe (layer_rules) keeps float32 I/O; use io_dtype float32")
+        if WeightCalibration.parse(self.weight_calibrator, what="weight calibrator") is not WeightCalibration.MAX:
+            raise TfquantError("layer_rules support weight_calibrator max only (per-channel max weights)")
 
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
@@ -173,7 +194,12 @@ class Recipe:
         return str(self.calibrator)
 
     def to_dict(self) -> dict[str, Any]:
-        return to_json_dict(self, version_key="recipe_version", version=RECIPE_VERSION)
+        d = to_json_dict(self, version_key="recipe_version", version=RECIPE_VERSION)
+        if self.layer_rules:
+            d["layer_rules"] = [rule.to_dict() for rule in self.layer_rules]
+        else:
+            d.pop("layer_rules", None)
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"

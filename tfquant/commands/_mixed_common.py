@@ -1,0 +1,43 @@
+"""Flags and data loading shared by the ``sensitivity`` and ``autoquant`` commands."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from tfquant.errors import TfquantError
+
+
+def add_flags(p: argparse.ArgumentParser) -> None:
+    """--model, --calibration_data, --eval_data and their size / input-contract flags."""
+    from tfquant import cli
+
+    cli._add_model_flags(p)  # noqa: SLF001  (the CLI's own flag helpers)
+    p.add_argument("--calibration_data", required=True, help="DATASET for the statistics pass (its train split)")
+    p.add_argument("--eval_data", required=True, help="DATASET whose test split measures accuracy")
+    p.add_argument("--num_calibration_examples", type=cli._positive_int, default=None,  # noqa: SLF001
+                   help="calibration set size (default: 1000, or all examples when the source has fewer)")
+    p.add_argument("--calibration_seed", type=int, default=0)
+    p.add_argument("--limit_eval", type=cli._positive_int, default=None,  # noqa: SLF001
+                   help="only the first N evaluation examples")
+    cli._add_data_flags(p)  # noqa: SLF001
+    cli._add_input_flags(p)  # noqa: SLF001
+
+
+def load_inputs(args: argparse.Namespace) -> dict[str, Any]:
+    """The Keras model, the calibration images and the evaluation arrays the flags name."""
+    from tfquant import api, data
+
+    contract = api.input_contract(preprocess=args.preprocess, input_mean=args.input_mean, input_std=args.input_std)
+    model = api.load_model(args.model, custom_objects=args.custom_objects)
+    image_size = args.image_size
+    hw = api._keras_input_hw(model)  # noqa: SLF001
+    cal_size = image_size or api._decoded_image_size(args.calibration_data, hw)  # noqa: SLF001
+    eval_size = image_size or api._decoded_image_size(args.eval_data, hw)  # noqa: SLF001
+    x_cal = data.calibration_set(args.calibration_data, args.num_calibration_examples, seed=args.calibration_seed,
+                                 data_dir=args.data_dir, image_size=cal_size, normalization=contract)
+    x_eval, y_eval, _ = data.load_numpy(args.eval_data, "test", data_dir=args.data_dir, image_size=eval_size,
+                                        limit=args.limit_eval, normalization=contract)
+    if len(x_eval) < 2:
+        raise TfquantError(f"--eval_data {args.eval_data!r} has {len(x_eval)} test example(s); pass at least 2")
+    return {"model": model, "x_cal": x_cal, "x_eval": x_eval, "y_eval": y_eval, "input": contract}
