@@ -12,7 +12,8 @@ took. Cells: model x variant x runtime, plus each model's Keras reference
 Per model, accuracy runs first for every variant x runtime, ``workers`` models side by side
 (:class:`~tfquant.evaluation.AccuracyPool`; accuracy does not depend on load), then latency
 is measured one cell at a time with the pool idle, so latencies are taken on an otherwise
-idle machine.
+idle machine. When XNNPACK takes none of a model's ops (int16x8), the XNNPACK cell's accuracy
+is the builtin cell's run (the same kernels compute the same logits), measured once.
 
 Every number here comes from the TFLite interpreter (``executed_in: tflite``) except the
 Keras reference accuracy, which runs in TensorFlow (``executed_in: keras``).
@@ -136,6 +137,25 @@ def _ensure_tflite(
     return time.perf_counter() - start
 
 
+def _accuracy_runtime(path: Path, runtime: str, runtimes: set[str], threads: int) -> str:
+    """The runtime whose accuracy run also gives ``runtime``'s accuracy for the model at ``path``.
+
+    XNNPACK that takes none of the model's ops (int16x8: XNNPACK has no int16 kernels) leaves
+    every op to the builtin kernels, the very computation of the ``builtin`` cell, so the
+    accuracy run is shared with that cell when it is in the same batch (same logits, same
+    accuracy; latency and the delegated-op count are still measured per cell).
+    """
+    from tfquant import evaluation
+
+    if runtime != Runtime.XNNPACK.value or Runtime.BUILTIN.value not in runtimes:
+        return runtime
+    try:
+        delegated, _ = evaluation.delegated_op_count(str(path), runtime=Runtime.XNNPACK, num_threads=threads)
+    except TfquantError:
+        return runtime  # the pool reports the failure for this cell
+    return Runtime.BUILTIN.value if delegated == 0 else runtime
+
+
 class PtqZoo(Study[PtqZooCell, PtqZooRecord]):
     """The main job as a study (see the module docstring); ``out`` holds the .tflite files."""
 
@@ -223,8 +243,12 @@ class PtqZoo(Study[PtqZooCell, PtqZooRecord]):
                             yield self._failed(cell, recipe, e)
                         log(f"{model_name:>14} {variant_name:<16} not produced: {e}")
                         continue
+                    futures: dict[str, Any] = {}
                     for cell in pending:
-                        cells.append((cell, recipe, path, convert_s, pool.submit(str(path), runtime=cell.runtime)))
+                        rt = _accuracy_runtime(path, cell.runtime, {c.runtime for c in pending}, config.threads)
+                        if rt not in futures:
+                            futures[rt] = pool.submit(str(path), runtime=rt)
+                        cells.append((cell, recipe, path, convert_s, futures[rt]))
                 concurrent.futures.wait([c[-1] for c in cells])
                 for cell, recipe, path, convert_s, future in cells:
                     yield self._measured(cell, recipe, path, convert_s, future, x_test, log)
