@@ -13,7 +13,9 @@ Per model, accuracy runs first for every variant x runtime, ``workers`` models s
 (:class:`~tfquant.evaluation.AccuracyPool`; accuracy does not depend on load), then latency
 is measured one cell at a time with the pool idle, so latencies are taken on an otherwise
 idle machine. When XNNPACK takes none of a model's ops (int16x8), the XNNPACK cell's accuracy
-is the builtin cell's run (the same kernels compute the same logits), measured once.
+is the builtin cell's run (the same kernels compute the same logits), measured once. Every
+accuracy measured goes to the run's accuracy log (:mod:`tfquant.evaluation.reuse`), where
+nvidia_calibration finds the models the two experiments share.
 
 Every number here comes from the TFLite interpreter (``executed_in: tflite``) except the
 Keras reference accuracy, which runs in TensorFlow (``executed_in: keras``).
@@ -189,6 +191,8 @@ class PtqZoo(Study[PtqZooCell, PtqZooRecord]):
 
     def measure(self, todo: Sequence[PtqZooCell], log: Callable[[str], None]) -> Iterator[PtqZooRecord]:
         from tfquant import data, evaluation, models
+        from tfquant.evaluation import reuse
+        from tfquant.evaluation.reuse import LOG_NAME as ACCURACY_LOG, AccuracyLog
 
         config = self.config
         x_test, y_test, info = data.load_numpy(config.dataset, "test", data_dir=config.data_dir, limit=config.limit)
@@ -205,6 +209,8 @@ class PtqZoo(Study[PtqZooCell, PtqZooRecord]):
         pool = evaluation.AccuracyPool(
             x_test, y_test, workers=config.workers, num_threads=config.threads, batch_size=config.batch_size
         )
+        accuracy_log = AccuracyLog(self.out.parent / ACCURACY_LOG, x_test, y_test, runtime=Runtime.XNNPACK.value,
+                                   threads=config.threads, batch_size=config.batch_size)
         try:
             for model_name in _progress.progress(config.models, desc="PTQ zoo", unit="model"):
                 mine = [c for c in todo if c.model == model_name]
@@ -228,6 +234,7 @@ class PtqZoo(Study[PtqZooCell, PtqZooRecord]):
                 # 1. convert; 2. accuracy of every cell, side by side in the pool; 3. latency, one
                 # cell at a time once the pool is idle (latency needs an otherwise idle machine).
                 cells: list[tuple[PtqZooCell, Recipe, Path, float | None, Any]] = []
+                to_log: list[tuple[str, Any]] = []  # accuracy-log key, its evaluation
                 for variant_name in config.variants:
                     pending = [c for c in mine if c.variant == variant_name]
                     if not pending:
@@ -244,12 +251,24 @@ class PtqZoo(Study[PtqZooCell, PtqZooRecord]):
                         log(f"{model_name:>14} {variant_name:<16} not produced: {e}")
                         continue
                     futures: dict[str, Any] = {}
+                    fingerprint = reuse.fingerprint(path)
                     for cell in pending:
+                        key = accuracy_log.key(fingerprint, cell.runtime)
+                        logged = accuracy_log.get(key)
+                        if logged is not None:  # this run's accuracy log has it (see reuse.py)
+                            future: Any = concurrent.futures.Future()
+                            future.set_result(logged)
+                            cells.append((cell, recipe, path, convert_s, future))
+                            continue
                         rt = _accuracy_runtime(path, cell.runtime, {c.runtime for c in pending}, config.threads)
                         if rt not in futures:
                             futures[rt] = pool.submit(str(path), runtime=rt)
                         cells.append((cell, recipe, path, convert_s, futures[rt]))
+                        to_log.append((key, futures[rt]))
                 concurrent.futures.wait([c[-1] for c in cells])
+                for key, future in to_log:
+                    if future.exception() is None:
+                        accuracy_log.put(key, future.result())
                 for cell, recipe, path, convert_s, future in cells:
                     yield self._measured(cell, recipe, path, convert_s, future, x_test, log)
         finally:
