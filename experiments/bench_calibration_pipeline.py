@@ -156,6 +156,7 @@ def _write(result: dict) -> int:
 
 def statistics_vs_forward(model, x, base: dict) -> dict:
     """Part 1 on one model: median wall and CPU seconds of each side over interleaved repeats."""
+    from tfquant.calibration import collect_statistics
     from tfquant.convert import calibrated
     from tfquant.recipes import Recipe
 
