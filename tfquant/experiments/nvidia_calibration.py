@@ -10,7 +10,10 @@ statistics are gathered once (:func:`tfquant.convert.calibrated.calibrate`) and 
 is exported from them, then every .tflite runs over the whole test split in the interpreter.
 
 Models that come out identical (same tensors, scales and data; e.g. at 16 bits entropy
-often picks the max) are evaluated once; the record says which column it shares. Each model x mode runs on one Ray
+often picks the max) are evaluated once; the record says which column it shares. A model that
+another experiment of the same run has already evaluated on the same data with the same
+settings (the main job's ptq_zoo makes the float and ``converter`` models byte for byte) takes
+its accuracy from the run's accuracy log (:mod:`tfquant.evaluation.reuse`). Each model x mode runs on one Ray
 worker (:meth:`NvidiaCalibration.batch_key`), several side by side (accuracy does not depend on
 load; no latency is measured here). Cells: model x mode x column, plus each model's float; one
 :class:`NvidiaCalibrationRecord` per cell, run and resumed by :func:`tfquant.study.run_study`
@@ -187,6 +190,7 @@ class NvidiaCalibration(Study[NvidiaCalibrationCell, NvidiaCalibrationRecord]):
         from tfquant import convert, data, models
         from tfquant.convert import calibrated as calibrated_mod
         from tfquant.evaluation import Evaluator, computation_fingerprint, file_size
+        from tfquant.evaluation.reuse import LOG_NAME as ACCURACY_LOG, AccuracyLog
 
         config, out = self.config, self.out
         todo_keys = {c.key for c in todo}
@@ -198,6 +202,10 @@ class NvidiaCalibration(Study[NvidiaCalibrationCell, NvidiaCalibrationRecord]):
         )
         pool = Evaluator(x_test, y_test, runtime=config.runtime, num_threads=config.threads,
                          batch_size=config.batch_size)
+        # Models another experiment of the run already measured (ptq_zoo's fp32, int8 per
+        # channel and int16x8 are the float and converter columns here) are not run again.
+        accuracy_log = AccuracyLog(out.parent / ACCURACY_LOG, x_test, y_test, runtime=config.runtime.value,
+                                   threads=config.threads, batch_size=config.batch_size)
         # (future, fingerprint, group): group[0] owns the evaluation, group[1:] are identical models
         pending: list[tuple[Any, str, list[dict[str, Any]]]] = []
         finished: dict[str, tuple[str, Any]] = {}  # fingerprint -> (owner column, accuracy)
@@ -224,6 +232,7 @@ class NvidiaCalibration(Study[NvidiaCalibrationCell, NvidiaCalibrationRecord]):
                     yield from (NvidiaCalibrationRecord(**r, error=str(e)) for r in group)
                     continue
                 finished[fp] = (group[0]["column"], acc)
+                accuracy_log.put(accuracy_log.key(fp), acc)
                 yield from (measured(r, acc) for r in group)
 
         def submit(path: Path, rec: dict[str, Any]) -> Iterator[NvidiaCalibrationRecord]:
@@ -233,6 +242,11 @@ class NvidiaCalibration(Study[NvidiaCalibrationCell, NvidiaCalibrationRecord]):
             if fp in finished:
                 owner, acc = finished[fp]
                 yield measured({**rec, "same_model_as": owner}, acc)
+                return
+            logged = accuracy_log.get(accuracy_log.key(fp))
+            if logged is not None:
+                finished[fp] = (rec["column"], logged)
+                yield measured(rec, logged)
                 return
             for _, other, group in pending:
                 if other == fp:

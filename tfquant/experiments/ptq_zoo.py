@@ -13,6 +13,10 @@ Each model's cells run on one Ray worker (conversion and accuracy; several model
 side: accuracy does not depend on load); latency is measured afterwards, in the runner's
 latency phase, one cell at a time per node with nothing else of the run busy
 (:meth:`PtqZoo.measure_on_idle_node`), so latencies are taken on an otherwise idle machine.
+When XNNPACK takes none of a model's ops (int16x8), the XNNPACK cell's accuracy is the builtin
+cell's run (the same kernels compute the same logits), measured once. Every accuracy measured
+goes to the run's accuracy log (:mod:`tfquant.evaluation.reuse`), where nvidia_calibration
+finds the models the two experiments share.
 
 Every number here comes from the TFLite interpreter (``executed_in: tflite``) except the
 Keras reference accuracy, which runs in TensorFlow (``executed_in: keras``).
@@ -135,6 +139,52 @@ def _ensure_tflite(
     return time.perf_counter() - start
 
 
+def _accuracy_runtime(path: Path, runtime: str, runtimes: set[str], threads: int) -> str:
+    """The runtime whose accuracy run also gives ``runtime``'s accuracy for the model at ``path``.
+
+    XNNPACK that takes none of the model's ops (int16x8: XNNPACK has no int16 kernels) leaves
+    every op to the builtin kernels, the very computation of the ``builtin`` cell, so the
+    accuracy run is shared with that cell when it is in the same batch (same logits, same
+    accuracy; latency and the delegated-op count are still measured per cell).
+    """
+    from tfquant import evaluation
+
+    if runtime != Runtime.XNNPACK.value or Runtime.BUILTIN.value not in runtimes:
+        return runtime
+    try:
+        delegated, _ = evaluation.delegated_op_count(str(path), runtime=Runtime.XNNPACK, num_threads=threads)
+    except TfquantError:
+        return runtime  # the evaluation reports the failure for this cell
+    return Runtime.BUILTIN.value if delegated == 0 else runtime
+
+
+class _SharedAccuracy:
+    """Accuracy of one converted model under each runtime of its cells, each computation run once.
+
+    A runtime's accuracy comes from the run's accuracy log when another experiment (or an
+    earlier run) measured the same model on the same data and settings, else from one
+    evaluation per distinct computation (:func:`_accuracy_runtime`), which is then logged.
+    """
+
+    def __init__(self, path: Path, runtimes: set[str], evaluator: Any, accuracy_log: Any, *, threads: int) -> None:
+        from tfquant.evaluation import reuse
+
+        self.path, self.runtimes, self.evaluator, self.log, self.threads = path, runtimes, evaluator, accuracy_log, threads
+        self.fingerprint = reuse.fingerprint(path)
+        self.runs: dict[str, Any] = {}
+
+    def __call__(self, runtime: str) -> Any:
+        key = self.log.key(self.fingerprint, runtime)
+        logged = self.log.get(key)
+        if logged is not None:  # this run's accuracy log has it (see reuse.py)
+            return logged
+        rt = _accuracy_runtime(self.path, runtime, self.runtimes, self.threads)
+        if rt not in self.runs:
+            self.runs[rt] = self.evaluator.accuracy(str(self.path), runtime=Runtime.parse(rt, what="runtime"))
+        self.log.put(key, self.runs[rt])
+        return self.runs[rt]
+
+
 class PtqZoo(Study[PtqZooCell, PtqZooRecord]):
     """The main job as a study (see the module docstring); ``out`` holds the .tflite files."""
 
@@ -181,7 +231,11 @@ class PtqZoo(Study[PtqZooCell, PtqZooRecord]):
                     seed=config.calibration_seed, data_dir=config.data_dir))
             return cal_cache[0]
 
+        from tfquant.evaluation.reuse import LOG_NAME as ACCURACY_LOG, AccuracyLog
+
         evaluator = evaluation.Evaluator(x_test, y_test, num_threads=config.threads, batch_size=config.batch_size)
+        accuracy_log = AccuracyLog(self.out.parent / ACCURACY_LOG, x_test, y_test, runtime=Runtime.XNNPACK.value,
+                                   threads=config.threads, batch_size=config.batch_size)
         for model_name in _progress.progress(config.models, desc="PTQ zoo", unit="model"):
             mine = [c for c in todo if c.model == model_name]
             if not mine:
@@ -218,17 +272,19 @@ class PtqZoo(Study[PtqZooCell, PtqZooRecord]):
                         yield self._failed(cell, recipe, e)
                     log(f"{model_name:>14} {variant_name:<16} not produced: {e}")
                     continue
+                accuracy_of = _SharedAccuracy(path, {c.runtime for c in pending}, evaluator, accuracy_log,
+                                              threads=config.threads)
                 for cell in pending:
-                    yield self._accuracy(cell, recipe, path, convert_s, evaluator, log)
+                    yield self._accuracy(cell, recipe, path, convert_s, accuracy_of, log)
 
     def _accuracy(self, cell: PtqZooCell, recipe: Recipe, path: Path, convert_s: float | None,
-                  evaluator: Any, log: Callable[[str], None]) -> PtqZooRecord:
+                  accuracy_of: _SharedAccuracy, log: Callable[[str], None]) -> PtqZooRecord:
         """A converted cell's accuracy, size and delegated ops (latency still to measure)."""
         from tfquant import evaluation
 
         config, runtime = self.config, Runtime.parse(cell.runtime, what="runtime")
         try:
-            acc = evaluator.accuracy(str(path), runtime=runtime)
+            acc = accuracy_of(cell.runtime)
             delegated, total = evaluation.delegated_op_count(str(path), runtime=runtime, num_threads=config.threads)
         except TfquantError as e:
             log(f"{cell.model:>14} {cell.variant:<16} {cell.runtime:<8} failed: {e}")

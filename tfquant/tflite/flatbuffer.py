@@ -139,6 +139,42 @@ def tensor_name(tflite: bytes, index: int) -> str:
     return name(schema.Model.GetRootAs(tflite, 0).Subgraphs(0).Tensors(int(index)).Name())
 
 
+VALUE_COPY_OPS = frozenset({"RESHAPE", "SQUEEZE", "EXPAND_DIMS"})
+"""Ops whose output holds their input 0's values, byte for byte in the same (row-major) order."""
+
+
+def value_copies(tflite: bytes, indices: list[int]) -> dict[int, int]:
+    """Tensors of ``indices`` that are byte-for-byte copies of another tensor of ``indices``.
+
+    A tensor made by an op of :data:`VALUE_COPY_OPS` from a tensor of the same type holds the
+    same values in the same flat order, so any statistic of the flattened values (even a
+    floating-point sum, whose result depends on the order) is the same for both.
+
+    Returns:
+      copy index -> source index (a tensor of ``indices`` that is not itself a copy).
+    """
+    model = read(tflite)
+    subgraph = model.subgraphs[0]
+    wanted = {int(i) for i in indices}
+    parent: dict[int, int] = {}
+    for op in subgraph.operators:
+        if op_name(model, op) not in VALUE_COPY_OPS or len(op.outputs) != 1 or len(op.inputs) < 1:
+            continue
+        src, dst = int(op.inputs[0]), int(op.outputs[0])
+        if src >= 0 and subgraph.tensors[src].type == subgraph.tensors[dst].type:
+            parent[dst] = src
+    copies: dict[int, int] = {}
+    for i in sorted(wanted):
+        j = source = i
+        while j in parent:  # up the chain of copies, to its first tensor in ``indices``
+            j = parent[j]
+            if j in wanted:
+                source = j
+        if source != i:
+            copies[i] = source
+    return copies
+
+
 def with_outputs(tflite: bytes, indices: list[int]) -> bytes:
     """A copy of the model whose main subgraph also outputs tensors ``indices``."""
     model = read(tflite)
