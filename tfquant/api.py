@@ -180,6 +180,7 @@ def quantize(
     start = time.perf_counter()
     tflite = convert.convert(keras_model, recipe, calibration_data=calibration)
     seconds = time.perf_counter() - start
+    recipe = convert.read_recipe(tflite) or recipe  # with the per-channel bits, if chosen
     path = convert.save(tflite, out, recipe) if out is not None else None
     return QuantizeResult(tflite=tflite, recipe=recipe, path=path, seconds=seconds)
 

@@ -166,6 +166,31 @@ class LRSchedule(_ParsableEnum):
     CONSTANT = "constant"
 
 
+class WeightBitAllocation(_ParsableEnum):
+    """How int8 models spread ``weight_bits`` over the output channels of each weight.
+
+    uniform: every channel on the ``weight_bits`` grid. aciq: 2^M_c ∝ α_c^(2/3), mean
+    exactly ``weight_bits`` per tensor (Banner et al. 2019; see
+    :mod:`tfquant.algorithms.aciq_allocation`).
+    """
+
+    UNIFORM = "uniform"
+    ACIQ = "aciq"
+
+
+class BiasCorrection(_ParsableEnum):
+    """What weight bias correction restores per output channel after quantization.
+
+    none; mean: the expected output shift is folded into the bias; mean_std: also the
+    weights' spread, through the channel's scale (see
+    :mod:`tfquant.algorithms.bias_correction`).
+    """
+
+    NONE = "none"
+    MEAN = "mean"
+    MEAN_STD = "mean_std"
+
+
 DEFAULT_PERCENTILE = 99.99
 """p of :attr:`Calibration.PERCENTILE` when none is given (calibrators, recipes, the
 simulation, weight bounds)."""

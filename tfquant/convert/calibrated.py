@@ -56,7 +56,7 @@ from tfquant.calibration import (
     make_calibrator,
     weight_amax,
 )
-from tfquant.convert import representative
+from tfquant.convert import low_bit, representative
 from tfquant.convert.metadata import embed_ranges, embed_recipe
 from tfquant.convert.options import HINTS, IO_TF_DTYPE, check_int16x8_runs, run_converter
 from tfquant.convert.source import check_recipe, load_source
@@ -314,9 +314,15 @@ def _export(calibrated: CalibratedModel, recipe: Recipe) -> bytes:
         if recipe.weight_calibrator is not WeightCalibration.MAX
         else {}
     )
-    tflite = _quantize(flatbuffer.write(model), recipe)
+    annotated = flatbuffer.write(model)
+    tflite = _quantize(annotated, recipe)
     if recipe.mode is Mode.INT16X8:
         check_int16x8_runs(tflite)
+    if recipe.is_low_bit:  # sub-8-bit grids, bit allocation, bias correction
+        tflite, channel_bits = low_bit.rewrite(
+            tflite, annotated, calibrated.statistics.tensors, recipe
+        )
+        recipe = recipe.replace(channel_bits=channel_bits)
     label = make_calibrator(
         recipe.calibrator, percentile=recipe.percentile, aciq_prior=recipe.aciq_prior
     ).describe()

@@ -279,3 +279,112 @@ def read_bytes(data: bytes, entry_name: str) -> bytes | None:
             "re-export it with tfquant.convert"
         ) from None
     return None
+
+
+_NUMPY_TYPES = {"INT8": np.int8, "INT32": np.int32, "INT64": np.int64, "FLOAT32": np.float32,
+                "INT16": np.int16, "UINT8": np.uint8}
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightedOp:
+    """One conv / depthwise / fully-connected op of the main subgraph and its operands.
+
+    Attributes:
+      op: Builtin op name (a key of :data:`WEIGHT_CHANNEL_AXIS` but TRANSPOSE_CONV).
+      position: The op's index in the subgraph's operator list.
+      input: Tensor index of its activation input.
+      weight: Tensor index of its weights.
+      bias: Tensor index of its bias, or -1 when it has none.
+      channel_axis: Output-channel axis of the weights.
+    """
+
+    op: str
+    position: int
+    input: int
+    weight: int
+    bias: int
+    channel_axis: int
+
+
+def weighted_ops(model: Any) -> list[WeightedOp]:
+    """CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED ops of ``model`` (a ``ModelT``), in order."""
+    subgraph = model.subgraphs[0]
+    out = []
+    for position, op in enumerate(subgraph.operators or []):
+        kind = op_name(model, op)
+        if kind not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") or len(op.inputs) < 2:
+            continue
+        bias = int(op.inputs[2]) if len(op.inputs) > 2 else -1
+        out.append(WeightedOp(op=kind, position=position, input=int(op.inputs[0]),
+                              weight=int(op.inputs[WEIGHT_INPUT]), bias=bias,
+                              channel_axis=WEIGHT_CHANNEL_AXIS[kind]))
+    return out
+
+
+def producer_inputs(model: Any, index: int) -> tuple[str, list[int]] | None:
+    """``(op name, input tensor indices)`` of the op that outputs tensor ``index``, or None."""
+    for op in model.subgraphs[0].operators or []:
+        if index in [int(i) for i in op.outputs]:
+            return op_name(model, op), [int(i) for i in op.inputs]
+    return None
+
+
+def tensor_info(model: Any, index: int) -> tuple[str, str, tuple[int, ...]]:
+    """``(name, type name, shape)`` of main-subgraph tensor ``index`` of ``model``."""
+    t = model.subgraphs[0].tensors[index]
+    return name(t.name), type_name(t.type), tuple(int(d) for d in t.shape)
+
+
+def tensor_quantization(model: Any, index: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(scales, zero points, quantized dimension)`` of tensor ``index`` (empty if float)."""
+    q = model.subgraphs[0].tensors[index].quantization
+    if q is None or q.scale is None:
+        return np.zeros(0), np.zeros(0, np.int64), 0
+    zp = np.zeros(len(q.scale), np.int64) if q.zeroPoint is None else np.asarray(q.zeroPoint, np.int64)
+    return np.asarray(q.scale, np.float64), zp, int(q.quantizedDimension)
+
+
+def tensor_data(model: Any, index: int) -> np.ndarray:
+    """The constant data of tensor ``index`` as a numpy array of its type and shape.
+
+    Raises:
+      TfquantError: the tensor holds no data or has a type this reader does not know.
+    """
+    t = model.subgraphs[0].tensors[index]
+    kind = type_name(t.type)
+    buffer = model.buffers[t.buffer]
+    if kind not in _NUMPY_TYPES or buffer.data is None or len(buffer.data) == 0:
+        raise TfquantError(
+            f"tensor {name(t.name)!r} ({kind}) holds no constant data tfquant can read; "
+            "re-export the model with tfquant.convert"
+        )
+    raw = np.asarray(buffer.data, dtype=np.uint8).tobytes()
+    return np.frombuffer(raw, dtype=_NUMPY_TYPES[kind]).reshape(tuple(int(d) for d in t.shape)).copy()
+
+
+def set_tensor_data(
+    model: Any, index: int, data: np.ndarray, *, scales: np.ndarray, quantized_dimension: int
+) -> None:
+    """Replaces the data and the (symmetric, z = 0) scales of constant tensor ``index``.
+
+    ``data`` must have the tensor's shape and numpy type. A buffer shared with another tensor
+    (the converter deduplicates equal constants) is not touched: the tensor gets a new one.
+    """
+    subgraph = model.subgraphs[0]
+    t = subgraph.tensors[index]
+    want = _NUMPY_TYPES[type_name(t.type)]
+    array = np.ascontiguousarray(data)
+    if array.dtype != want or tuple(array.shape) != tuple(int(d) for d in t.shape):
+        raise ValueError(f"data {array.dtype}{array.shape} does not fit tensor {index}")  # internal
+    payload = np.frombuffer(array.tobytes(), dtype=np.uint8)
+    shared = sum(1 for other in subgraph.tensors if other.buffer == t.buffer) > 1
+    if shared:
+        buffer = schema.BufferT()
+        model.buffers.append(buffer)
+        t.buffer = len(model.buffers) - 1
+    model.buffers[t.buffer].data = payload
+    q = t.quantization if t.quantization is not None else schema.QuantizationParametersT()
+    q.scale = np.asarray(scales, np.float32).reshape(-1)
+    q.zeroPoint = np.zeros(q.scale.size, np.int64)
+    q.quantizedDimension = int(quantized_dimension)
+    t.quantization = q
