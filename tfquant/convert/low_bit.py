@@ -19,7 +19,8 @@ DEPTHWISE_CONV_2D and FULLY_CONNECTED op whose weights the converter made int8:
    bias, with E[x] the per-channel mean of the op's input over the calibration set (from
    the statistics pass that chose the activation ranges, so no second pass);
 5. the int32 bias is re-expressed in its new scale s_in·Δ_c (TFLite requires bias scale =
-   input scale × weight scale).
+   input scale × weight scale). An op without a bias (the converter turns a Dense layer's
+   bias into a separate ADD) gets a new int32 bias holding the correction alone.
 
 The layout of E[x_k] per weight follows the op: CONV_2D weights (O, H, W, I) read input
 channel i at every (h, w); DEPTHWISE_CONV_2D (1, H, W, I·m) channel c reads input channel
@@ -156,7 +157,7 @@ def rewrite(
         if not per_channel:
             scale = scale[:1]
         delta = np.zeros(channels)
-        if method is not BiasCorrection.NONE and op.bias >= 0:
+        if method is not BiasCorrection.NONE:
             stats = _input_statistics(model, op.input, statistics)
             if stats is None:
                 raise TfquantError(
@@ -174,6 +175,8 @@ def rewrite(
         )
         if op.bias >= 0:
             _rewrite_bias(model, op, scale, delta)
+        elif method is not BiasCorrection.NONE:  # e.g. a Dense whose bias became an ADD
+            _add_bias(model, op, wname, scale, delta)
         bits_by_tensor[wname] = tuple(int(b) for b in bits)
     return flatbuffer.write(model), bits_by_tensor
 
@@ -190,3 +193,13 @@ def _rewrite_bias(model: Any, op: flatbuffer.WeightedOp, weight_scale: np.ndarra
     new_scales = float(in_scales[0]) * np.asarray(weight_scale, np.float64)
     q = np.clip(np.round(b / new_scales), _INT32.min, _INT32.max).astype(np.int32)
     flatbuffer.set_tensor_data(model, op.bias, q, scales=new_scales, quantized_dimension=0)
+
+
+def _add_bias(model: Any, op: flatbuffer.WeightedOp, wname: str, weight_scale: np.ndarray,
+              delta: np.ndarray) -> None:
+    """A new int32 bias holding only the correction, for an op that had none."""
+    in_scales, _, _ = flatbuffer.tensor_quantization(model, op.input)
+    scales = float(in_scales[0]) * np.broadcast_to(np.asarray(weight_scale, np.float64), delta.shape)
+    q = np.clip(np.round(delta / scales), _INT32.min, _INT32.max).astype(np.int32)
+    flatbuffer.add_bias(model, op.position, q, scales=scales if np.size(weight_scale) > 1 else scales[:1],
+                        tensor_name=f"{wname}/tfquant_bias_correction")

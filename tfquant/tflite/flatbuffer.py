@@ -388,3 +388,28 @@ def set_tensor_data(
     q.zeroPoint = np.zeros(q.scale.size, np.int64)
     q.quantizedDimension = int(quantized_dimension)
     t.quantization = q
+
+
+def add_bias(model: Any, position: int, data: np.ndarray, *, scales: np.ndarray, tensor_name: str) -> int:
+    """Gives operator ``position`` (a conv / fully-connected op without a bias) an int32
+    bias tensor holding ``data`` at ``scales``; returns the new tensor's index."""
+    subgraph = model.subgraphs[0]
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(np.ascontiguousarray(data, np.int32).tobytes(), dtype=np.uint8)
+    model.buffers.append(buffer)
+    t = schema.TensorT()
+    t.shape = np.array([int(np.size(data))], np.int32)
+    t.type = schema.TensorType.INT32
+    t.buffer = len(model.buffers) - 1
+    t.name = tensor_name
+    q = schema.QuantizationParametersT()
+    q.scale = np.asarray(scales, np.float32).reshape(-1)
+    q.zeroPoint = np.zeros(q.scale.size, np.int64)
+    q.quantizedDimension = 0
+    t.quantization = q
+    subgraph.tensors.append(t)
+    index = len(subgraph.tensors) - 1
+    op = subgraph.operators[position]
+    inputs = [int(i) for i in op.inputs][:2]
+    op.inputs = np.array(inputs + [index], np.int32)
+    return index
