@@ -50,6 +50,7 @@ import tensorflow as tf
 
 from tfquant.calibration import (
     CalibrationStatistics,
+    Calibrator,
     QuantTarget,
     Range,
     collect_statistics,
@@ -168,11 +169,14 @@ def calibrate(
     )
 
 
-def activation_ranges(calibrated: CalibratedModel, recipe: Recipe) -> dict[str, Range]:
-    """The range the recipe's calibrator chooses for each annotated tensor."""
-    calibrator = make_calibrator(
-        recipe.calibrator, percentile=recipe.percentile, aciq_prior=recipe.aciq_prior
-    )
+def activation_ranges(
+    calibrated: CalibratedModel, recipe: Recipe, *, calibrator: Calibrator | None = None
+) -> dict[str, Range]:
+    """The range the recipe's calibrator (or ``calibrator``) chooses for each annotated tensor."""
+    if calibrator is None:
+        calibrator = make_calibrator(
+            recipe.calibrator, percentile=recipe.percentile, aciq_prior=recipe.aciq_prior
+        )
     target = QuantTarget(
         bits=16 if recipe.mode is Mode.INT16X8 else 8,
         symmetric=recipe.activation_scheme is ActivationScheme.SYMMETRIC,
@@ -265,12 +269,15 @@ def _quantize(annotated: bytes, recipe: Recipe) -> bytes:
     )
 
 
-def export(calibrated: CalibratedModel, recipe: Recipe) -> bytes:
+def export(calibrated: CalibratedModel, recipe: Recipe, *, calibrator: Calibrator | None = None) -> bytes:
     """Quantizes the calibrated model with the ranges ``recipe.calibrator`` chooses.
 
     Args:
       calibrated: from :func:`calibrate` (same mode and calibration set as ``recipe``).
       recipe: mode int8 or int16x8 with ``calibrator`` set.
+      calibrator: a calibrator object that chooses the ranges instead of the recipe's (a
+        study baseline outside the registry, e.g. fixed 2σ clipping); the ranges metadata
+        names it.
 
     Returns:
       The .tflite flatbuffer, with the recipe (``tfquant_recipe``) and the ranges
@@ -297,12 +304,12 @@ def export(calibrated: CalibratedModel, recipe: Recipe) -> bytes:
             "calibrate again with this recipe"
         )
     with stage(f"quantize ({recipe.mode}, {recipe.calibrator} ranges)"):
-        return _export(calibrated, recipe)
+        return _export(calibrated, recipe, calibrator)
 
 
-def _export(calibrated: CalibratedModel, recipe: Recipe) -> bytes:
+def _export(calibrated: CalibratedModel, recipe: Recipe, calibrator: Calibrator | None = None) -> bytes:
     """:func:`export` after its checks: ranges, weight clipping, quantizer, metadata."""
-    ranges = activation_ranges(calibrated, recipe)
+    ranges = activation_ranges(calibrated, recipe, calibrator=calibrator)
     model = flatbuffer.read(calibrated.float_model)
     tensors = model.subgraphs[0].tensors
     for index, name in calibrated.tensors.items():
@@ -323,9 +330,9 @@ def _export(calibrated: CalibratedModel, recipe: Recipe) -> bytes:
             tflite, annotated, calibrated.statistics.tensors, recipe
         )
         recipe = recipe.replace(channel_bits=channel_bits)
-    label = make_calibrator(
+    label = (calibrator or make_calibrator(
         recipe.calibrator, percentile=recipe.percentile, aciq_prior=recipe.aciq_prior
-    ).describe()
+    )).describe()
     twins = _quantized_tensors(tflite, list(ranges))
     order = [name for name in ranges if name in twins]
     header = {
