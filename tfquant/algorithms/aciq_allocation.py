@@ -36,26 +36,12 @@ import numpy as np
 
 from tfquant.errors import TfquantError
 
-MIN_BITS = 2
-"""Fewest bits of a channel: 3 levels {-Δ, 0, Δ} (1 bit leaves only 0 on a narrow grid)."""
-MAX_BITS = 8
-"""Most bits of a channel: the int8 storage."""
+from tfquant.qtypes import MAX_WEIGHT_BITS as MAX_BITS
+from tfquant.qtypes import MIN_WEIGHT_BITS as MIN_BITS
+from tfquant.qtypes import check_weight_bits
 
-
-def check_weight_bits(bits: object, *, what: str = "weight_bits") -> int:
-    """Returns ``bits`` as an int if it is an integer in [2, 8].
-
-    Raises:
-      TfquantError: otherwise, naming the value and the allowed range.
-    """
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not (
-        MIN_BITS <= int(bits) <= MAX_BITS
-    ):
-        raise TfquantError(
-            f"{what} must be an integer in [{MIN_BITS}, {MAX_BITS}] (weights are stored in "
-            f"int8 on a b-bit grid), got {bits!r}"
-        )
-    return int(bits)
+__all__ = ["MAX_BITS", "MIN_BITS", "allocate_bits", "allocation_cost", "check_weight_bits",
+           "relaxed_bits", "uniform_bits"]
 
 
 def relaxed_bits(alpha: np.ndarray, mean_bits: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from tfquant.recipes.inputs import InputContract
 from tfquant.qtypes import DEFAULT_PERCENTILE, check_percentile
 from tfquant.qtypes import AciqPrior, ActivationScheme, Calibration, Granularity
 from tfquant.qtypes import IODType, Mode, WeightCalibration
-from tfquant.qtypes import BiasCorrection, WeightBitAllocation
+from tfquant.qtypes import BiasCorrection, WeightBitAllocation, check_weight_bits
 
 RECIPE_VERSION = 1
 
@@ -178,8 +178,6 @@ class Recipe:
             )
 
     def _check_low_bit(self) -> None:
-        from tfquant.algorithms.aciq_allocation import check_weight_bits
-
         self._set("weight_bits", check_weight_bits(self.weight_bits))
         self._set("weight_bit_allocation", WeightBitAllocation.parse(
             self.weight_bit_allocation, what="weight bit allocation"))
