@@ -413,3 +413,28 @@ def add_bias(model: Any, position: int, data: np.ndarray, *, scales: np.ndarray,
     inputs = [int(i) for i in op.inputs][:2]
     op.inputs = np.array(inputs + [index], np.int32)
     return index
+
+
+def replicate_per_tensor_scales(tflite: bytes, op: str = "DEPTHWISE_CONV_2D") -> tuple[bytes, int]:
+    """Stores the one scale of each per-tensor int8 weight of ``op`` once per output channel.
+
+    The weights stay per-tensor quantized (the same integers, every channel's scale equal to
+    the tensor's), only the scale array is repeated along the output-channel axis. Why: in
+    ai-edge-litert 2.3.0 the hybrid (dynamic-range) DEPTHWISE_CONV_2D kernel reads one scale
+    per output channel even when the tensor has one: the converter writes that scale on
+    quantized_dimension 0, which passes the kernel's check "scales == dims[quantized_dimension]"
+    (a depthwise filter is (1, H, W, C)), and the kernel then reads C scales, past the end of
+    the array, and outputs garbage (BUILD_NOTES.md, "Dynamic-range per-tensor collapse"; reproduced in
+    ``tests/convert/test_dynamic_depthwise.py``). Returns ``(model, tensors changed)``.
+    """
+    model = read(tflite)
+    changed = 0
+    for w in weighted_ops(model):
+        _, kind, shape = tensor_info(model, w.weight)
+        scales, _, _ = tensor_quantization(model, w.weight)
+        if w.op != op or kind != "INT8" or scales.size != 1 or shape[w.channel_axis] == 1:
+            continue
+        set_tensor_data(model, w.weight, tensor_data(model, w.weight),
+                        scales=np.full(shape[w.channel_axis], scales[0]), quantized_dimension=w.channel_axis)
+        changed += 1
+    return (write(model), changed) if changed else (tflite, 0)
