@@ -22,7 +22,6 @@ from tfquant import _quiet  # noqa: E402
 
 _quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneDNN start-up lines
 
-from tfquant import models  # noqa: E402
 from tfquant.errors import TfquantError  # noqa: E402
 from tfquant.experiments.aciq import CNN_ZOO, CONFIGS, NAME, ROWS, AciqConfig, run_aciq  # noqa: E402
 from tfquant.study import RESULTS_MD  # noqa: E402
@@ -54,8 +53,8 @@ def _run() -> Path:
         limit=200 if FLAGS.smoke else 1000 if FLAGS.short else FLAGS.limit,
     )
     for name in config.models:
-        if name not in models.ZOO:
-            raise TfquantError(f"unknown zoo model {name!r}; choose from: {', '.join(CNN_ZOO)}")
+        if name not in CNN_ZOO:
+            raise TfquantError(f"unknown CNN zoo model {name!r}; choose from: {', '.join(CNN_ZOO)}")
     out = Path(FLAGS.results_dir) / FLAGS.run_name / NAME
     run_aciq(config, out)
     return out
