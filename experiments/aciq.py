@@ -31,7 +31,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("models", list(CNN_ZOO), "CNN zoo models (table columns).")
 flags.DEFINE_list("configs", list(CONFIGS), f"From: {', '.join(CONFIGS)}.")
 flags.DEFINE_list("rows", list(ROWS), f"From: {', '.join(ROWS)}.")
-flags.DEFINE_enum("bias_correction", "mean_std", ["mean", "mean_std"], "What the bias-correction rows restore.")
+flags.DEFINE_enum("bias_correction", "mean_std", ["mean", "mean_std", "sequential"],
+                  "What the bias-correction rows restore (sequential: W4A8 only).")
 flags.DEFINE_string("run_name", "default", "Results go to <results_dir>/<run_name>/aciq/.")
 flags.DEFINE_string("results_dir", "results", "Parent folder of run folders.")
 flags.DEFINE_string("data_dir", None, "Folder with the Fashion-MNIST IDX files.")

@@ -182,13 +182,16 @@ class BiasCorrection(_ParsableEnum):
     """What weight bias correction restores per output channel after quantization.
 
     none; mean: the expected output shift is folded into the bias; mean_std: also the
-    weights' spread, through the channel's scale (see
+    weights' spread, through the channel's scale; sequential: mean, with each layer's input
+    expectation taken from the model whose upstream layers are already quantized and
+    corrected (one calibration pass per layer; see
     :mod:`tfquant.algorithms.bias_correction`).
     """
 
     NONE = "none"
     MEAN = "mean"
     MEAN_STD = "mean_std"
+    SEQUENTIAL = "sequential"
 
 
 DEFAULT_PERCENTILE = 99.99

@@ -102,3 +102,14 @@ def test_unknown_method_and_bad_expectation_raise() -> None:
         correct(w, q, scale, np.ones((4, 1)), "median")
     with pytest.raises(TfquantError, match="NaN"):
         correct(w, q, scale, np.full((4, 1), np.nan), "mean")
+
+
+def test_sequential_form_uses_the_quantized_models_expected_input() -> None:
+    rng = np.random.default_rng(3)
+    w = rng.normal(0, 1, (12, 4))
+    q, scale = quantize_channels(w, np.abs(w).max(axis=0), np.full(4, 3))
+    e_float, e_quant = np.full((12, 1), 0.5), np.full((12, 1), 0.7)
+    _, delta = correct(w, q, scale, e_float, "sequential", expected_quantized_input=e_quant)
+    np.testing.assert_allclose(delta, (w * 0.5).sum(axis=0) - (q * scale * 0.7).sum(axis=0))
+    _, same = correct(w, q, scale, e_float, "sequential")  # no quantized expectation: mean's formula
+    np.testing.assert_allclose(same, ((w - q * scale) * 0.5).sum(axis=0))

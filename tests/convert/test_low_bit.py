@@ -59,6 +59,7 @@ def _assert_levels_match_bits(tflite: bytes, channel_bits: dict[str, tuple[int, 
         dict(weight_bits=4, weight_bit_allocation="aciq"),
         dict(weight_bits=3, weight_bit_allocation="aciq", bias_correction="mean_std"),
         dict(weight_bits=4, weight_granularity="per_tensor", bias_correction="mean"),
+        dict(weight_bits=3, bias_correction="sequential"),
     ],
 )
 def test_channel_levels_match_the_recorded_bits(converted: Callable[[Recipe], bytes], fields: dict) -> None:
@@ -94,12 +95,13 @@ def test_low_bit_models_run_and_bias_correction_brings_outputs_closer(
     int8 = np.abs(run_tflite(converted(recipe(**LOW_BIT)), x) - reference).mean()
     errors = {
         bc: np.abs(run_tflite(converted(recipe(**LOW_BIT, weight_bits=3, bias_correction=bc)), x) - reference)
-        for bc in ("none", "mean")
+        for bc in ("none", "mean", "sequential")
     }
     assert int8 < errors["none"].mean()  # 3-bit weights cost more than 8-bit ones
     mean_shift = {bc: np.abs(e.mean(axis=0)) for bc, e in errors.items()}
     assert np.all(np.isfinite(errors["mean"]))
     assert mean_shift["mean"].mean() < mean_shift["none"].mean()
+    assert mean_shift["sequential"].mean() < mean_shift["none"].mean()
 
 
 def test_a_recipe_with_channel_bits_reproduces_the_model(

@@ -72,6 +72,8 @@ def correct(
     scale: np.ndarray,
     expected_input: np.ndarray,
     method: BiasCorrection | str,
+    *,
+    expected_quantized_input: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Bias correction of one quantized weight matrix (see the module docstring).
 
@@ -81,7 +83,12 @@ def correct(
       scale: Δ_c (C,).
       expected_input: E[x_k] for each weight, broadcastable to (K, C) (e.g. (K, 1) for a
         convolution, whose channels all read the same inputs).
-      method: none, mean or mean_std.
+      method: none, mean, mean_std or sequential (mean's formula; the caller passes
+        ``expected_quantized_input``).
+      expected_quantized_input: E[x_k] of the layer's input in the model whose upstream
+        layers are already quantized and corrected; then the bias restores the float
+        model's expected output, Σ_k W_k,c·E[x_k] - Σ_k W'_k,c·E[x'_k] (sequential
+        correction). ``None``: the same as ``expected_input``.
 
     Returns:
       ``(scale', bias_delta)``: the channel scales (ξ_c·Δ_c for mean_std, else Δ_c) and the
@@ -98,5 +105,7 @@ def correct(
     expected = np.broadcast_to(np.asarray(expected_input, np.float64), w.shape)
     if not np.all(np.isfinite(expected)):
         raise TfquantError("the expected input has NaN/Inf values; check the calibration data")
-    delta = np.sum((w - qf * scale) * expected, axis=0)
-    return scale, delta
+    if expected_quantized_input is None:
+        return scale, np.sum((w - qf * scale) * expected, axis=0)
+    expected_q = np.broadcast_to(np.asarray(expected_quantized_input, np.float64), w.shape)
+    return scale, np.sum(w * expected - qf * scale * expected_q, axis=0)

@@ -85,6 +85,7 @@ class CalibratedModel:
       num_calibration_examples, calibration_seed, calibration_data: the calibration set, as
         recipes record it.
       convert_seconds: time of the calibrate-only conversion.
+      inputs: the calibration inputs (for sequential bias correction's per-layer passes).
     """
 
     float_model: bytes
@@ -95,6 +96,7 @@ class CalibratedModel:
     calibration_seed: int
     calibration_data: str | None
     convert_seconds: float
+    inputs: np.ndarray | None = None
 
 
 def _annotated_tensors(model: Any) -> dict[int, str]:
@@ -166,6 +168,7 @@ def calibrate(
         calibration_seed=recipe.calibration_seed,
         calibration_data=recipe.calibration_data,
         convert_seconds=convert_seconds,
+        inputs=x,
     )
 
 
@@ -327,7 +330,7 @@ def _export(calibrated: CalibratedModel, recipe: Recipe, calibrator: Calibrator 
         check_int16x8_runs(tflite)
     if recipe.is_low_bit:  # sub-8-bit grids, bit allocation, bias correction
         tflite, channel_bits = low_bit.rewrite(
-            tflite, annotated, calibrated.statistics.tensors, recipe
+            tflite, annotated, calibrated.statistics.tensors, recipe, inputs=calibrated.inputs
         )
         recipe = recipe.replace(channel_bits=channel_bits)
     label = (calibrator or make_calibrator(

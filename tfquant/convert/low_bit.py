@@ -17,7 +17,10 @@ DEPTHWISE_CONV_2D and FULLY_CONNECTED op whose weights the converter made int8:
 4. bias correction (:func:`tfquant.algorithms.bias_correction.correct`): mean_std scales
    Δ_c by the spread ratio ξ_c; mean and mean_std add Σ_k (W_k,c - W'_k,c)·E[x_k] to the
    bias, with E[x] the per-channel mean of the op's input over the calibration set (from
-   the statistics pass that chose the activation ranges, so no second pass);
+   the statistics pass that chose the activation ranges, so no second pass); sequential
+   adds Σ_k W_k,c·E[x_k] - Σ_k W'_k,c·E[x'_k], with E[x'] measured in the float model whose
+   earlier layers already hold their quantized, corrected weights (one pass per layer, in
+   op order), so each bias also absorbs the shift its quantized inputs bring;
 5. the int32 bias is re-expressed in its new scale s_in·Δ_c (TFLite requires bias scale =
    input scale × weight scale). An op without a bias (the converter turns a Dense layer's
    bias into a separate ADD) gets a new int32 bias holding the correction alone.
@@ -95,6 +98,8 @@ def rewrite(
     float_model: bytes,
     statistics: Mapping[str, TensorStatistics],
     recipe: Recipe,
+    *,
+    inputs: np.ndarray | None = None,
 ) -> tuple[bytes, dict[str, tuple[int, ...]]]:
     """Puts the weights of ``tflite`` on the recipe's per-channel grids (module docstring).
 
@@ -104,6 +109,9 @@ def rewrite(
       statistics: the calibration statistics by tensor name (for bias correction).
       recipe: ``weight_bits``, ``weight_bit_allocation``, ``bias_correction`` and, when
         set, ``channel_bits`` to reproduce.
+      inputs: the calibration inputs; bias correction ``sequential`` runs the float model,
+        with the layers done so far replaced by their quantized, corrected weights, over
+        them once per layer to get E[x'] of the next layer's input.
 
     Returns:
       ``(model bytes, weight tensor name -> bit width of each output channel)``.
@@ -120,6 +128,13 @@ def rewrite(
         if kind == "FLOAT32":
             floats.setdefault(tname, i)
     method = recipe.bias_correction
+    sequential = method is BiasCorrection.SEQUENTIAL
+    if sequential and inputs is None:
+        raise TfquantError(
+            "bias correction sequential needs the calibration inputs; calibrate with "
+            "tfquant.convert.calibrated.calibrate (it keeps them)"
+        )
+    float_ops = {flatbuffer.tensor_info(source, f.weight)[0]: f for f in flatbuffer.weighted_ops(source)}
     recorded = recipe.channel_bits or {}
     bits_by_tensor: dict[str, tuple[int, ...]] = {}
     done: set[int] = set()
@@ -164,10 +179,25 @@ def rewrite(
                     f"no calibration statistics for the input of {wname!r}, so its bias cannot "
                     "be corrected; use --bias_correction none"
                 )
-            use = method if per_channel else BiasCorrection.MEAN  # one scale: no per-channel spread
+            use = method if per_channel and method is BiasCorrection.MEAN_STD else BiasCorrection.MEAN
+            fop = float_ops.get(wname) if sequential else None
+            expected_q = None
+            if fop is not None:
+                from tfquant.calibration import collect_statistics
+
+                name_in = flatbuffer.tensor_info(source, fop.input)[0]
+                seen = collect_statistics(flatbuffer.write(source), inputs, {fop.input: name_in})
+                expected_q = expected_input(op, wshape, seen.tensors[name_in])
             scale_c, delta = correct(
-                w2, q, np.broadcast_to(scale, (channels,)), expected_input(op, wshape, stats), use
+                w2, q, np.broadcast_to(scale, (channels,)), expected_input(op, wshape, stats), use,
+                expected_quantized_input=expected_q,
             )
+            if fop is not None:  # the work model now holds this layer as quantized
+                w_new = _from_matrix(q * np.broadcast_to(scale_c, (channels,)), moved, op.channel_axis)
+                flatbuffer.set_float_data(source, fop.weight, w_new)
+                if fop.bias >= 0 and flatbuffer.tensor_info(source, fop.bias)[1] == "FLOAT32":
+                    b = flatbuffer.tensor_data(source, fop.bias).astype(np.float64)
+                    flatbuffer.set_float_data(source, fop.bias, b + delta)
             scale = scale_c if per_channel else scale
         flatbuffer.set_tensor_data(
             model, op.weight, _from_matrix(q, moved, op.channel_axis).astype(np.int8),

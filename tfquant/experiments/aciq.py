@@ -75,6 +75,8 @@ class AciqConfig(ZooStudySettings):
         if bad:
             raise TfquantError(f"unknown config/row {bad}; configs: {', '.join(CONFIGS)}; rows: {', '.join(ROWS)}")
         object.__setattr__(self, "bias_correction", BiasCorrection.parse(self.bias_correction, what="bias correction"))
+        if self.bias_correction is BiasCorrection.SEQUENTIAL and any(executed_in(c) == "sim" for c in self.configs):
+            raise TfquantError("bias correction sequential runs in the interpreter only; use --configs W4A8")
         super().__post_init__()
 
     def recipe(self, row: str, weight_bits: int) -> Recipe:

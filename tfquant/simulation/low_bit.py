@@ -27,6 +27,7 @@ from tfquant.algorithms.bias_correction import correct, quantize_channels
 from tfquant.calibration.keras_outputs import keras_batches
 from tfquant.calibration.observe import statistics_pass
 from tfquant.calibration.statistics import TensorStatistics
+from tfquant.errors import TfquantError
 from tfquant.models.kernels import KernelKind, layer_kernel
 from tfquant.qtypes import BiasCorrection, WeightBitAllocation
 from tfquant.simulation.weights import quantized_kernel_index
@@ -76,6 +77,11 @@ def kernel_edit(
     """
     allocation = WeightBitAllocation.parse(allocation, what="weight bit allocation")
     method = BiasCorrection.parse(bias_correction, what="bias correction")
+    if method is BiasCorrection.SEQUENTIAL:
+        raise TfquantError(
+            "bias correction sequential runs in the int8 path only (tfquant.convert.low_bit); "
+            "simulate mean or mean_std"
+        )
     layers = [layer for layer in folded.layers if quantized_kernel_index(layer) is not None]
     means = _input_means(folded, layers, x) if method is not BiasCorrection.NONE else {}
     bits_by_layer: dict[str, tuple[int, ...]] = {}

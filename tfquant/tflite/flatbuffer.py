@@ -438,3 +438,16 @@ def replicate_per_tensor_scales(tflite: bytes, op: str = "DEPTHWISE_CONV_2D") ->
                         scales=np.full(shape[w.channel_axis], scales[0]), quantized_dimension=w.channel_axis)
         changed += 1
     return (write(model), changed) if changed else (tflite, 0)
+
+
+def set_float_data(model: Any, index: int, data: np.ndarray) -> None:
+    """Replaces the data of FLOAT32 constant tensor ``index`` (a new buffer if it was shared)."""
+    subgraph = model.subgraphs[0]
+    t = subgraph.tensors[index]
+    array = np.ascontiguousarray(data, np.float32)
+    if type_name(t.type) != "FLOAT32" or tuple(array.shape) != tuple(int(d) for d in t.shape):
+        raise ValueError(f"data {array.shape} does not fit float tensor {index}")  # internal
+    if sum(1 for other in subgraph.tensors if other.buffer == t.buffer) > 1:
+        model.buffers.append(schema.BufferT())
+        t.buffer = len(model.buffers) - 1
+    model.buffers[t.buffer].data = np.frombuffer(array.tobytes(), dtype=np.uint8)
