@@ -10,6 +10,7 @@
 #                                     whitepaper_ptq.py --short, whitepaper_qat.py --short, qgt.py --short
 #                                  4. experiments/nvidia_partial.py --short: int8 + k layers float vs
 #                                     int16x8, accuracy / size / latency in LiteRT (nvidia_partial/)
+#                                  5. aciq.py --short: ACIQ clipping / bit allocation / bias correction (cnn)
 #   ./run_all.sh --full          the same with the long schedules (full tables, all models,
 #                                full fine-tunes) -> results/full/
 #   ./run_all.sh --tests         the test suite (what .ci/run runs)
@@ -115,4 +116,5 @@ run whitepaper_ptq $size
 run whitepaper_qat $qat_size
 run qgt $size
 run nvidia_partial $size
+run aciq $size
 log "main job ($run_name) finished in $(( $(date +%s) - start )) s"

@@ -16,6 +16,7 @@ Nothing here imports TensorFlow until a function runs.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -180,6 +181,7 @@ def quantize(
     start = time.perf_counter()
     tflite = convert.convert(keras_model, recipe, calibration_data=calibration)
     seconds = time.perf_counter() - start
+    recipe = convert.read_recipe(tflite) or recipe  # with the per-channel bits, if chosen
     path = convert.save(tflite, out, recipe) if out is not None else None
     return QuantizeResult(tflite=tflite, recipe=recipe, path=path, seconds=seconds)
 
@@ -379,7 +381,8 @@ def inspect(tflite: str | os.PathLike[str] | bytes, *, as_dict: bool = False) ->
         + ("; ".join(f"{k} x{len(v)} ({', '.join(v[:4])}{', ...' if len(v) > 4 else ''})"
                      for k, v in sorted(done.items())) or "none"),
         _describe_standard_metadata(standard),
-        "recipe: " + (recipe.to_json().strip() if recipe else "(none embedded)"),
+        "weight bits per channel: " + _format_channel_bits(recipe),
+        "recipe: " + (_recipe_text(recipe) if recipe else "(none embedded)"),
     ]
     if precision is not None:
         lines.insert(-1, format_precision(precision))
@@ -420,4 +423,25 @@ def _describe_standard_metadata(standard: dict[str, Any] | None) -> str:
         parts.append(f"labels.txt: {len(labels)} labels ({', '.join(labels[:3])}{', ...' if len(labels) > 3 else ''})")
     parts.append(f"min parser version {standard.get('min_parser_version')}")
     return "standard TFLite metadata: " + "; ".join(parts)
+
+
+def _format_channel_bits(recipe: Recipe | None) -> str:
+    """One line per weight tensor: mean, range and every channel's bit width."""
+    if recipe is None or not recipe.channel_bits:
+        return "8 (int8 grid)" if recipe is not None and recipe.mode.value == "int8" else "n/a"
+    rows = [
+        f"\n  {name}: mean {sum(bits) / len(bits):.2f} ({min(bits)}..{max(bits)}), "
+        f"{len(bits)} channels: {' '.join(str(b) for b in bits)}"
+        for name, bits in recipe.channel_bits.items()
+    ]
+    return f"{recipe.weight_bit_allocation} allocation, bias correction {recipe.bias_correction}" + "".join(rows)
+
+
+def _recipe_text(recipe: Recipe) -> str:
+    """The recipe's JSON, with ``channel_bits`` summarised (it is listed above in full)."""
+    if not recipe.channel_bits:
+        return recipe.to_json().strip()
+    d = recipe.to_dict()
+    d["channel_bits"] = f"{len(recipe.channel_bits)} tensors (listed above)"
+    return json.dumps(d, indent=2, sort_keys=True)
 

@@ -150,6 +150,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
             activation_scheme=args.activation_scheme,
             weight_calibrator=args.weight_calibrator,
             weight_percentile=args.weight_percentile,
+            weight_bits=args.weight_bits,
+            weight_bit_allocation=args.weight_bit_allocation,
+            bias_correction=args.bias_correction,
         )
     if not str(args.out).endswith(".tflite"):
         raise TfquantError(f"--out must end in .tflite, got {args.out!r}")
@@ -190,6 +193,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
     )
     if recipe.input is not None and not recipe.input.is_identity:
         line += f", input {recipe.input.describe()}"
+    if recipe.channel_bits:
+        bits = [b for v in recipe.channel_bits.values() for b in v]
+        line += (
+            f", weights {sum(bits) / len(bits):.2f} bits per channel on average "
+            f"({min(bits)}..{max(bits)}, {recipe.weight_bit_allocation}), bias correction "
+            f"{recipe.bias_correction}"
+        )
     print(line + f") in {result.seconds:.1f} s")
     return 0
 
@@ -324,6 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight bounds per channel (needs --calibrator when not max)")
     c.add_argument("--weight_percentile", type=float, default=None,
                    help="for --weight_calibrator percentile (default 99.99)")
+    c.add_argument("--weight_bits", type=int, default=8,
+                   help="int8: mean weight bit width 2..8; each output channel is stored in int8 on its "
+                        "own b-bit grid (needs --calibrator)")
+    c.add_argument("--weight_bit_allocation", choices=_values(qtypes.WeightBitAllocation), default="uniform",
+                   help="uniform: every channel at --weight_bits; aciq: 2^b_c ~ alpha_c^(2/3), mean exactly "
+                        "--weight_bits per tensor (Banner et al. 2019)")
+    c.add_argument("--bias_correction", choices=_values(qtypes.BiasCorrection), default="none",
+                   help="mean: fold each channel's expected output shift into its bias; mean_std: also "
+                        "restore the weights' spread through the channel scale")
     c.add_argument("--recipe", default=None, help="a .recipe.json to use instead of the flags above")
     c.add_argument("--labels", default=None, metavar="labels.txt",
                    help="write standard TFLite metadata for an image classifier (normalisation from the "

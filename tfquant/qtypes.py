@@ -195,6 +195,34 @@ class LRSchedule(_ParsableEnum):
     CONSTANT = "constant"
 
 
+class WeightBitAllocation(_ParsableEnum):
+    """How int8 models spread ``weight_bits`` over the output channels of each weight.
+
+    uniform: every channel on the ``weight_bits`` grid. aciq: 2^M_c ∝ α_c^(2/3), mean
+    exactly ``weight_bits`` per tensor (Banner et al. 2019; see
+    :mod:`tfquant.algorithms.aciq_allocation`).
+    """
+
+    UNIFORM = "uniform"
+    ACIQ = "aciq"
+
+
+class BiasCorrection(_ParsableEnum):
+    """What weight bias correction restores per output channel after quantization.
+
+    none; mean: the expected output shift is folded into the bias; mean_std: also the
+    weights' spread, through the channel's scale; sequential: mean, with each layer's input
+    expectation taken from the model whose upstream layers are already quantized and
+    corrected (one calibration pass per layer; see
+    :mod:`tfquant.algorithms.bias_correction`).
+    """
+
+    NONE = "none"
+    MEAN = "mean"
+    MEAN_STD = "mean_std"
+    SEQUENTIAL = "sequential"
+
+
 DEFAULT_PERCENTILE = 99.99
 """p of :attr:`Calibration.PERCENTILE` when none is given (calibrators, recipes, the
 simulation, weight bounds)."""
@@ -213,3 +241,28 @@ def check_percentile(percentile: object, *, what: str = "percentile") -> float:
     if not (0.0 < p <= 100.0) or math.isnan(p):
         raise TfquantError(f"{what} must be in (0, 100], got {percentile!r}; e.g. 99.99")
     return p
+
+
+MIN_WEIGHT_BITS = 2
+"""Fewest bits of a weight channel stored in int8: 3 levels {-Δ, 0, Δ} on the narrow
+symmetric grid (1 bit would leave only 0)."""
+MAX_WEIGHT_BITS = 8
+"""Most bits of a weight channel: the int8 storage."""
+
+
+def check_weight_bits(bits: object, *, what: str = "weight_bits") -> int:
+    """Returns ``bits`` as an int if it is an integer in [2, 8].
+
+    Raises:
+      TfquantError: otherwise, naming the value and the allowed range.
+    """
+    import numbers
+
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or not (
+        MIN_WEIGHT_BITS <= int(bits) <= MAX_WEIGHT_BITS
+    ):
+        raise TfquantError(
+            f"{what} must be an integer in [{MIN_WEIGHT_BITS}, {MAX_WEIGHT_BITS}] (weights are "
+            f"stored in int8 on a b-bit grid), got {bits!r}"
+        )
+    return int(bits)

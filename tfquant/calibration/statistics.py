@@ -43,6 +43,8 @@ class TensorStatistics:
       mean: mean of the values seen.
       m2: Σ(x - mean)² over the values seen.
       sum_abs_dev: Σ|x - mean of its batch|.
+      channel_sum: Σx per channel of the last axis (float64), None before the first batch;
+        :attr:`channel_mean` is the expected input that bias correction folds into biases.
     """
 
     name: str
@@ -55,6 +57,7 @@ class TensorStatistics:
     mean: float = 0.0
     m2: float = 0.0
     sum_abs_dev: float = 0.0
+    channel_sum: np.ndarray | None = None
 
     @classmethod
     def empty(cls, name: str, *, num_bins: int = NUM_BINS) -> "TensorStatistics":
@@ -71,16 +74,30 @@ class TensorStatistics:
         return self.sum_abs_dev / self.count if self.count else 0.0
 
     @property
+    def channel_mean(self) -> np.ndarray | None:
+        """E[x] per channel of the last axis, or None before the first batch."""
+        if self.channel_sum is None or self.count == 0:
+            return None
+        return self.channel_sum / (self.count / self.channel_sum.size)
+
+    @property
     def non_negative(self) -> bool:
         """True when every value seen was >= 0 (e.g. the output of a fused ReLU)."""
         return self.min >= 0.0
 
     def update(self, x: np.ndarray, *, ema_constant: float = DEFAULT_EMA_CONSTANT) -> None:
         """Adds one batch of values (any shape; float32 is used as is, without a copy)."""
-        v = np.asarray(x, dtype=np.float32).reshape(-1)
+        a = np.asarray(x, dtype=np.float32)
+        v = a.reshape(-1)
         n = v.size
         if n == 0:
             return
+        columns = a.reshape(-1, a.shape[-1]) if a.ndim else v.reshape(-1, 1)
+        channel_sum = columns.sum(axis=0, dtype=np.float64)
+        if self.channel_sum is None or self.channel_sum.shape != channel_sum.shape:
+            self.channel_sum = channel_sum if self.count == 0 else None
+        else:
+            self.channel_sum = self.channel_sum + channel_sum
         lo, hi = float(v.min()), float(v.max())
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise TfquantError(

@@ -50,6 +50,13 @@ def save(tflite: bytes, out_path: str | os.PathLike[str], recipe: Recipe) -> Pat
             f"{str(target.with_suffix(TFLITE_SUFFIX))!r}"
         )
     embedded = read_recipe(data)
+    if (
+        embedded is not None
+        and recipe.channel_bits is None
+        and embedded.channel_bits is not None
+        and embedded == recipe.replace(channel_bits=embedded.channel_bits)
+    ):
+        recipe = embedded  # the same recipe with the per-channel bits the conversion chose
     if embedded is not None and embedded != recipe:
         raise TfquantError(
             "the recipe passed to save() differs from the one embedded in the model "

@@ -50,13 +50,14 @@ import tensorflow as tf
 
 from tfquant.calibration import (
     CalibrationStatistics,
+    Calibrator,
     QuantTarget,
     Range,
     collect_statistics,
     make_calibrator,
     weight_amax,
 )
-from tfquant.convert import representative
+from tfquant.convert import low_bit, representative
 from tfquant.convert.metadata import embed_ranges, embed_recipe
 from tfquant.convert.options import HINTS, IO_TF_DTYPE, check_int16x8_runs, run_converter
 from tfquant.convert.source import check_recipe, load_source
@@ -84,6 +85,7 @@ class CalibratedModel:
       num_calibration_examples, calibration_seed, calibration_data: the calibration set, as
         recipes record it.
       convert_seconds: time of the calibrate-only conversion.
+      inputs: the calibration inputs (for sequential bias correction's per-layer passes).
     """
 
     float_model: bytes
@@ -94,6 +96,7 @@ class CalibratedModel:
     calibration_seed: int
     calibration_data: str | None
     convert_seconds: float
+    inputs: np.ndarray | None = None
 
 
 def _annotated_tensors(model: Any) -> dict[int, str]:
@@ -165,14 +168,18 @@ def calibrate(
         calibration_seed=recipe.calibration_seed,
         calibration_data=recipe.calibration_data,
         convert_seconds=convert_seconds,
+        inputs=x,
     )
 
 
-def activation_ranges(calibrated: CalibratedModel, recipe: Recipe) -> dict[str, Range]:
-    """The range the recipe's calibrator chooses for each annotated tensor."""
-    calibrator = make_calibrator(
-        recipe.calibrator, percentile=recipe.percentile, aciq_prior=recipe.aciq_prior
-    )
+def activation_ranges(
+    calibrated: CalibratedModel, recipe: Recipe, *, calibrator: Calibrator | None = None
+) -> dict[str, Range]:
+    """The range the recipe's calibrator (or ``calibrator``) chooses for each annotated tensor."""
+    if calibrator is None:
+        calibrator = make_calibrator(
+            recipe.calibrator, percentile=recipe.percentile, aciq_prior=recipe.aciq_prior
+        )
     target = QuantTarget(
         bits=16 if recipe.mode is Mode.INT16X8 else 8,
         symmetric=recipe.activation_scheme is ActivationScheme.SYMMETRIC,
@@ -265,12 +272,15 @@ def _quantize(annotated: bytes, recipe: Recipe) -> bytes:
     )
 
 
-def export(calibrated: CalibratedModel, recipe: Recipe) -> bytes:
+def export(calibrated: CalibratedModel, recipe: Recipe, *, calibrator: Calibrator | None = None) -> bytes:
     """Quantizes the calibrated model with the ranges ``recipe.calibrator`` chooses.
 
     Args:
       calibrated: from :func:`calibrate` (same mode and calibration set as ``recipe``).
       recipe: mode int8 or int16x8 with ``calibrator`` set.
+      calibrator: a calibrator object that chooses the ranges instead of the recipe's (a
+        study baseline outside the registry, e.g. fixed 2σ clipping); the ranges metadata
+        names it.
 
     Returns:
       The .tflite flatbuffer, with the recipe (``tfquant_recipe``) and the ranges
@@ -297,12 +307,12 @@ def export(calibrated: CalibratedModel, recipe: Recipe) -> bytes:
             "calibrate again with this recipe"
         )
     with stage(f"quantize ({recipe.mode}, {recipe.calibrator} ranges)"):
-        return _export(calibrated, recipe)
+        return _export(calibrated, recipe, calibrator)
 
 
-def _export(calibrated: CalibratedModel, recipe: Recipe) -> bytes:
+def _export(calibrated: CalibratedModel, recipe: Recipe, calibrator: Calibrator | None = None) -> bytes:
     """:func:`export` after its checks: ranges, weight clipping, quantizer, metadata."""
-    ranges = activation_ranges(calibrated, recipe)
+    ranges = activation_ranges(calibrated, recipe, calibrator=calibrator)
     model = flatbuffer.read(calibrated.float_model)
     tensors = model.subgraphs[0].tensors
     for index, name in calibrated.tensors.items():
@@ -314,12 +324,18 @@ def _export(calibrated: CalibratedModel, recipe: Recipe) -> bytes:
         if recipe.weight_calibrator is not WeightCalibration.MAX
         else {}
     )
-    tflite = _quantize(flatbuffer.write(model), recipe)
+    annotated = flatbuffer.write(model)
+    tflite = _quantize(annotated, recipe)
     if recipe.mode is Mode.INT16X8:
         check_int16x8_runs(tflite)
-    label = make_calibrator(
+    if recipe.is_low_bit:  # sub-8-bit grids, bit allocation, bias correction
+        tflite, channel_bits = low_bit.rewrite(
+            tflite, annotated, calibrated.statistics.tensors, recipe, inputs=calibrated.inputs
+        )
+        recipe = recipe.replace(channel_bits=channel_bits)
+    label = (calibrator or make_calibrator(
         recipe.calibrator, percentile=recipe.percentile, aciq_prior=recipe.aciq_prior
-    ).describe()
+    )).describe()
     twins = _quantized_tensors(tflite, list(ranges))
     order = [name for name in ranges if name in twins]
     header = {

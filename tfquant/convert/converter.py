@@ -33,6 +33,18 @@ FULLY_CONNECTED (convs stay per-channel), so it is not needed. Inspect granulari
 channel for the hybrid (dynamic) conv kernel and for int8 FULLY_CONNECTED under the default
 XNNPACK delegate.
 
+Dynamic per-tensor depthwise weights: the hybrid DEPTHWISE_CONV_2D kernel of ai-edge-litert
+2.3.0 indexes the weight scales by output channel even when the tensor has a single scale:
+the converter writes it on quantized_dimension 0, which passes the kernel's size check
+(``scales == dims[quantized_dimension]``, and a depthwise filter is (1, H, W, C)), and the
+kernel then reads C scales, past the end of the array, so a dynamic-range model with per-tensor depthwise weights
+outputs garbage (one DepthwiseConv2D 3x3x128: relative error ~1e32; zoo MobileNets at
+chance). ``convert()`` therefore stores such a tensor's one scale once per channel
+(:func:`tfquant.tflite.flatbuffer.replicate_per_tensor_scales`): the same integers and the
+same scale for every channel, so the quantization is still per-tensor, and the model runs
+the per-channel hybrid path correctly. The conv and fully-connected hybrid kernels handle
+one scale (LiteRT expands it at allocation) and are left as written.
+
 int16x8 is strict, whatever the recipe: no ``TFLITE_BUILTINS`` float fallback, so a model
 labelled int16x8 is int16 end to end (a recipe cannot record which ops fell back, and a
 float island would make the int16x8 numbers meaningless). An op the converter cannot
@@ -106,8 +118,9 @@ from tfquant.convert.metadata import embed_recipe, embed_rewrites
 from tfquant.convert.options import check_int16x8_runs, run_converter
 from tfquant.convert.source import Source, check_recipe, load_source
 from tfquant.progress import stage
-from tfquant.qtypes import Mode
+from tfquant.qtypes import Granularity, Mode
 from tfquant.recipes import Recipe
+from tfquant.tflite import flatbuffer
 
 __all__ = ["check_int16x8_runs", "convert", "run_converter"]
 
@@ -168,6 +181,10 @@ def convert(
         )
     with stage(f"convert ({recipe.mode})"):
         tflite = run_converter(source, recipe, dataset)
+    if recipe.mode is Mode.DYNAMIC and recipe.weight_granularity is Granularity.PER_TENSOR:
+        # LiteRT's hybrid depthwise kernel reads one weight scale per channel; give it that
+        # many copies of the per-tensor scale (same numbers; see the module docstring).
+        tflite, _ = flatbuffer.replicate_per_tensor_scales(tflite, "DEPTHWISE_CONV_2D")
     if recipe.mode is Mode.INT16X8:
         with stage("int16x8 runtime check"):
             check_int16x8_runs(tflite)

@@ -18,6 +18,7 @@ from tfquant.recipes.layers import LayerRule, parse_rules
 from tfquant.qtypes import DEFAULT_PERCENTILE, check_percentile
 from tfquant.qtypes import AciqPrior, ActivationScheme, Calibration, Granularity
 from tfquant.qtypes import IODType, Mode, WeightCalibration
+from tfquant.qtypes import BiasCorrection, WeightBitAllocation, check_weight_bits
 
 RECIPE_VERSION = 1
 
@@ -56,6 +57,17 @@ class Recipe:
         layers / op types to int8, int16x8 or float and per-tensor calibrators (last match
         wins; ``mode`` is the precision of unmatched ops). Non-empty rules make a mixed model
         (:mod:`tfquant.convert.mixed`). Left out of the JSON when empty.
+      weight_bits: int8 only: the mean bit width M of the conv / depthwise / dense weights,
+        2..8. Below 8 each output channel is stored in int8 on its own b-bit grid with its
+        own scale (:mod:`tfquant.convert.low_bit`). Needs a ``calibrator``.
+      weight_bit_allocation: uniform (every channel at ``weight_bits``) or aciq
+        (2^b_c ∝ α_c^(2/3), mean exactly ``weight_bits`` per tensor; per-channel weights).
+      bias_correction: none, mean (the expected output shift of each channel folded into
+        its bias, from the calibration statistics) or mean_std (also the weights' spread,
+        through the channel scale).
+      channel_bits: written by the conversion: weight tensor name -> the bit width of each
+        of its output channels (what the model holds). A recipe that has it reproduces that
+        allocation instead of computing one.
     """
 
     mode: Mode
@@ -72,6 +84,10 @@ class Recipe:
     weight_percentile: float | None = None
     input: InputContract | None = None
     layer_rules: tuple[LayerRule, ...] = ()
+    weight_bits: int = 8
+    weight_bit_allocation: WeightBitAllocation = WeightBitAllocation.UNIFORM
+    bias_correction: BiasCorrection = BiasCorrection.NONE
+    channel_bits: dict[str, tuple[int, ...]] | None = None
 
     def __post_init__(self) -> None:
         self._check_layer_rules()
@@ -107,6 +123,7 @@ class Recipe:
                 f"{self.num_calibration_examples!r}"
             )
         self._check_calibration()
+        self._check_low_bit()
 
     def _check_layer_rules(self) -> None:
         """Per-layer rules (issue 11): parsed, and only on the modes a mixed model has."""
@@ -121,6 +138,9 @@ class Recipe:
             raise TfquantError("a mixed-precision recipe (layer_rules) keeps float32 I/O; use io_dtype float32")
         if WeightCalibration.parse(self.weight_calibrator, what="weight calibrator") is not WeightCalibration.MAX:
             raise TfquantError("layer_rules support weight_calibrator max only (per-channel max weights)")
+        if self.weight_bits != 8 or self.bias_correction not in (BiasCorrection.NONE, "none"):
+            raise TfquantError("layer_rules (a mixed model) keep 8-bit weights without bias correction; "
+                               "drop weight_bits / bias_correction, or the layer_rules")
 
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
@@ -180,6 +200,55 @@ class Recipe:
             raise TfquantError(
                 f"aciq_prior applies to calibrator aciq, not {self.calibrator}; drop it"
             )
+
+    def _check_low_bit(self) -> None:
+        self._set("weight_bits", check_weight_bits(self.weight_bits))
+        self._set("weight_bit_allocation", WeightBitAllocation.parse(
+            self.weight_bit_allocation, what="weight bit allocation"))
+        self._set("bias_correction", BiasCorrection.parse(self.bias_correction, what="bias correction"))
+        if self.channel_bits is not None:
+            if not isinstance(self.channel_bits, Mapping):
+                raise TfquantError(
+                    "channel_bits must map weight tensor names to per-channel bit widths, got "
+                    f"{type(self.channel_bits).__name__}"
+                )
+            self._set("channel_bits", {
+                str(k): tuple(check_weight_bits(b, what=f"channel_bits[{k!r}]") for b in v)
+                for k, v in self.channel_bits.items()
+            })
+        if not self.is_low_bit:
+            return
+        if self.mode is not Mode.INT8:
+            raise TfquantError(
+                f"weight_bits, weight_bit_allocation and bias_correction apply to mode int8, "
+                f"not {self.mode}; use --mode int8"
+            )
+        if self.calibrator is None:
+            raise TfquantError(
+                "weight_bits below 8, bit allocation and bias correction need an activation "
+                "calibrator (they rewrite the calibrated model); add --calibrator max to keep "
+                "the converter's ranges"
+            )
+        if self.weight_granularity is Granularity.PER_TENSOR and (
+            self.weight_bit_allocation is WeightBitAllocation.ACIQ
+            or self.bias_correction is BiasCorrection.MEAN_STD
+        ):
+            raise TfquantError(
+                "weight_bit_allocation aciq and bias_correction mean_std give every output "
+                "channel its own scale, which needs per-channel weights; use "
+                "--weight_granularity per_channel"
+            )
+
+    @property
+    def is_low_bit(self) -> bool:
+        """True when the weights are rewritten after conversion (sub-8-bit grids, an
+        allocation or bias correction; :mod:`tfquant.convert.low_bit`)."""
+        return (
+            self.weight_bits != 8
+            or self.weight_bit_allocation is not WeightBitAllocation.UNIFORM
+            or self.bias_correction is not BiasCorrection.NONE
+            or self.channel_bits is not None
+        )
 
     @property
     def calibration_label(self) -> str:

@@ -170,15 +170,23 @@ class TensorRange:
 
 
 def calibrate(
-    model: keras.Model, points: dict[int, Point], spec: SimSpec, x: np.ndarray
+    model: keras.Model, points: dict[int, Point], spec: SimSpec, x: np.ndarray,
+    *, calibrator: Any | None = None,
 ) -> dict[int, TensorRange]:
     """Ranges of every OWN tensor of ``model`` over calibration inputs ``x``, as ``spec`` says.
+
+    With ``calibrator`` (a :class:`tfquant.calibration.base.Calibrator`, per-tensor
+    activations only) each tensor's :class:`~tfquant.calibration.statistics.TensorStatistics`
+    are gathered instead and the calibrator chooses the range for ``spec.activation_bits``
+    (e.g. ACIQ's clipping at 4 bits), as the converter-side calibrators do.
 
     Returns:
       ``id(KerasTensor) -> TensorRange``.
     """
     per_channel = spec.activation_granularity is Granularity.PER_CHANNEL
     tensors = [t for t in _all_tensors(model) if points[id(t)].kind is Kind.OWN]
+    if calibrator is not None:
+        return _calibrator_ranges(model, tensors, spec, x, calibrator)
     extremes = [MinMax(per_channel=per_channel) for _ in tensors]
     observers: list[Any] = list(extremes)
     percentile = spec.activation_calibration is Calibration.PERCENTILE
@@ -199,6 +207,28 @@ def calibrate(
             ).reshape(np.shape(hi))
             lo, hi = np.maximum(lo, -amax), np.minimum(hi, amax)
         ranges[id(t)] = TensorRange(np.asarray(lo, np.float64), np.asarray(hi, np.float64))
+    return ranges
+
+
+def _calibrator_ranges(
+    model: keras.Model, tensors: list[Any], spec: SimSpec, x: np.ndarray, calibrator: Any
+) -> dict[int, TensorRange]:
+    from tfquant.calibration.base import QuantTarget, Range
+    from tfquant.calibration.statistics import TensorStatistics
+
+    if spec.activation_granularity is Granularity.PER_CHANNEL:
+        raise TfquantError("an activation calibrator chooses per-tensor ranges; use per_tensor activations")
+    stats = [TensorStatistics.empty(getattr(t, "name", str(i))) for i, t in enumerate(tensors)]
+    batches = keras_batches(model, tensors, x, batch_size=CALIBRATION_BATCH_SIZE, compiled=True)
+    statistics_pass(batches, [s.update for s in stats])
+    target = QuantTarget(bits=int(spec.activation_bits or 8),
+                         symmetric=spec.activation_scheme is ActivationScheme.SYMMETRIC)
+    ranges = {}
+    for t, st in zip(tensors, stats):
+        r = calibrator.compute_range(st, target)
+        if not r.hi - r.lo > 0.0:
+            r = Range(float(st.min), float(st.max))
+        ranges[id(t)] = TensorRange(np.asarray(r.lo, np.float64), np.asarray(r.hi, np.float64))
     return ranges
 
 

@@ -10,7 +10,7 @@ every tensor TFLite would quantize.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 
@@ -54,8 +54,13 @@ def float_weight_layers(model: keras.Model) -> tuple[str, ...]:
     )
 
 
+KernelEdit = Callable[[keras.layers.Layer, list], list]
+"""``(layer of the folded model, its weights) -> weights``: replaces step 2 for that layer."""
+
+
 def simulate(
-    model: keras.Model, spec: SimSpec, *, calibration_data: np.ndarray | None = None
+    model: keras.Model, spec: SimSpec, *, calibration_data: np.ndarray | None = None,
+    activation_calibrator: Any | None = None, kernel_edit: KernelEdit | None = None,
 ) -> keras.Model:
     """A fake-quantized clone of a float Keras model, as ``spec`` says.
 
@@ -76,6 +81,13 @@ def simulate(
       calibration_data: Float inputs (N, *input_shape), preprocessed as in training;
         required when ``spec.activation_bits`` is set, unused otherwise.
 
+      activation_calibrator: A :class:`tfquant.calibration.base.Calibrator` that chooses
+        each activation range from its statistics (e.g. ACIQ) instead of
+        ``spec.activation_calibration``.
+      kernel_edit: Quantizes the weights of every layer with a quantized kernel instead of
+        step 2 (e.g. per-channel bit widths and bias correction,
+        :mod:`tfquant.simulation.low_bit`); it sees the layer of the folded model.
+
     Returns:
       A new functional ``keras.Model`` (float32 computation, fake-quantized values). Its
       FakeQuant layers pass straight-through gradients inside their ranges.
@@ -92,13 +104,15 @@ def simulate(
     if spec.quantizes_activations:
         x = activations.check_inputs(calibration_data, folded)
         points = activations.quantization_points(folded)
-        ranges = activations.calibrate(folded, points, spec, x)
+        ranges = activations.calibrate(folded, points, spec, x, calibrator=activation_calibrator)
     params = {k: activations.activation_params(r, spec) for k, r in ranges.items()}
 
     def replace(layer: keras.layers.Layer) -> Any:
         new_layer, w = graph.copy_layer(layer)
         found = weights.quantized_kernel_index(layer)
-        if found is not None:
+        if found is not None and kernel_edit is not None:
+            w = kernel_edit(layer, w)
+        elif found is not None:
             index, channel_axes = found
             w[index] = weights.fake_quantize_kernel(w[index], spec, channel_axes)
         return new_layer, w

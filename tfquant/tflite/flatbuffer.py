@@ -315,3 +315,175 @@ def read_bytes(data: bytes, entry_name: str) -> bytes | None:
             "re-export it with tfquant.convert"
         ) from None
     return None
+
+
+_NUMPY_TYPES = {"INT8": np.int8, "INT32": np.int32, "INT64": np.int64, "FLOAT32": np.float32,
+                "INT16": np.int16, "UINT8": np.uint8}
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightedOp:
+    """One conv / depthwise / fully-connected op of the main subgraph and its operands.
+
+    Attributes:
+      op: Builtin op name (a key of :data:`WEIGHT_CHANNEL_AXIS` but TRANSPOSE_CONV).
+      position: The op's index in the subgraph's operator list.
+      input: Tensor index of its activation input.
+      weight: Tensor index of its weights.
+      bias: Tensor index of its bias, or -1 when it has none.
+      channel_axis: Output-channel axis of the weights.
+    """
+
+    op: str
+    position: int
+    input: int
+    weight: int
+    bias: int
+    channel_axis: int
+
+
+def weighted_ops(model: Any) -> list[WeightedOp]:
+    """CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED ops of ``model`` (a ``ModelT``), in order."""
+    subgraph = model.subgraphs[0]
+    out = []
+    for position, op in enumerate(subgraph.operators or []):
+        kind = op_name(model, op)
+        if kind not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") or len(op.inputs) < 2:
+            continue
+        bias = int(op.inputs[2]) if len(op.inputs) > 2 else -1
+        out.append(WeightedOp(op=kind, position=position, input=int(op.inputs[0]),
+                              weight=int(op.inputs[WEIGHT_INPUT]), bias=bias,
+                              channel_axis=WEIGHT_CHANNEL_AXIS[kind]))
+    return out
+
+
+def producer_inputs(model: Any, index: int) -> tuple[str, list[int]] | None:
+    """``(op name, input tensor indices)`` of the op that outputs tensor ``index``, or None."""
+    for op in model.subgraphs[0].operators or []:
+        if index in [int(i) for i in op.outputs]:
+            return op_name(model, op), [int(i) for i in op.inputs]
+    return None
+
+
+def tensor_info(model: Any, index: int) -> tuple[str, str, tuple[int, ...]]:
+    """``(name, type name, shape)`` of main-subgraph tensor ``index`` of ``model``."""
+    t = model.subgraphs[0].tensors[index]
+    return name(t.name), type_name(t.type), tuple(int(d) for d in t.shape)
+
+
+def tensor_quantization(model: Any, index: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(scales, zero points, quantized dimension)`` of tensor ``index`` (empty if float)."""
+    q = model.subgraphs[0].tensors[index].quantization
+    if q is None or q.scale is None:
+        return np.zeros(0), np.zeros(0, np.int64), 0
+    zp = np.zeros(len(q.scale), np.int64) if q.zeroPoint is None else np.asarray(q.zeroPoint, np.int64)
+    return np.asarray(q.scale, np.float64), zp, int(q.quantizedDimension)
+
+
+def tensor_data(model: Any, index: int) -> np.ndarray:
+    """The constant data of tensor ``index`` as a numpy array of its type and shape.
+
+    Raises:
+      TfquantError: the tensor holds no data or has a type this reader does not know.
+    """
+    t = model.subgraphs[0].tensors[index]
+    kind = type_name(t.type)
+    buffer = model.buffers[t.buffer]
+    if kind not in _NUMPY_TYPES or buffer.data is None or len(buffer.data) == 0:
+        raise TfquantError(
+            f"tensor {name(t.name)!r} ({kind}) holds no constant data tfquant can read; "
+            "re-export the model with tfquant.convert"
+        )
+    raw = np.asarray(buffer.data, dtype=np.uint8).tobytes()
+    return np.frombuffer(raw, dtype=_NUMPY_TYPES[kind]).reshape(tuple(int(d) for d in t.shape)).copy()
+
+
+def set_tensor_data(
+    model: Any, index: int, data: np.ndarray, *, scales: np.ndarray, quantized_dimension: int
+) -> None:
+    """Replaces the data and the (symmetric, z = 0) scales of constant tensor ``index``.
+
+    ``data`` must have the tensor's shape and numpy type. A buffer shared with another tensor
+    (the converter deduplicates equal constants) is not touched: the tensor gets a new one.
+    """
+    subgraph = model.subgraphs[0]
+    t = subgraph.tensors[index]
+    want = _NUMPY_TYPES[type_name(t.type)]
+    array = np.ascontiguousarray(data)
+    if array.dtype != want or tuple(array.shape) != tuple(int(d) for d in t.shape):
+        raise ValueError(f"data {array.dtype}{array.shape} does not fit tensor {index}")  # internal
+    payload = np.frombuffer(array.tobytes(), dtype=np.uint8)
+    shared = sum(1 for other in subgraph.tensors if other.buffer == t.buffer) > 1
+    if shared:
+        buffer = schema.BufferT()
+        model.buffers.append(buffer)
+        t.buffer = len(model.buffers) - 1
+    model.buffers[t.buffer].data = payload
+    q = t.quantization if t.quantization is not None else schema.QuantizationParametersT()
+    q.scale = np.asarray(scales, np.float32).reshape(-1)
+    q.zeroPoint = np.zeros(q.scale.size, np.int64)
+    q.quantizedDimension = int(quantized_dimension)
+    t.quantization = q
+
+
+def add_bias(model: Any, position: int, data: np.ndarray, *, scales: np.ndarray, tensor_name: str) -> int:
+    """Gives operator ``position`` (a conv / fully-connected op without a bias) an int32
+    bias tensor holding ``data`` at ``scales``; returns the new tensor's index."""
+    subgraph = model.subgraphs[0]
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(np.ascontiguousarray(data, np.int32).tobytes(), dtype=np.uint8)
+    model.buffers.append(buffer)
+    t = schema.TensorT()
+    t.shape = np.array([int(np.size(data))], np.int32)
+    t.type = schema.TensorType.INT32
+    t.buffer = len(model.buffers) - 1
+    t.name = tensor_name
+    q = schema.QuantizationParametersT()
+    q.scale = np.asarray(scales, np.float32).reshape(-1)
+    q.zeroPoint = np.zeros(q.scale.size, np.int64)
+    q.quantizedDimension = 0
+    t.quantization = q
+    subgraph.tensors.append(t)
+    index = len(subgraph.tensors) - 1
+    op = subgraph.operators[position]
+    inputs = [int(i) for i in op.inputs][:2]
+    op.inputs = np.array(inputs + [index], np.int32)
+    return index
+
+
+def replicate_per_tensor_scales(tflite: bytes, op: str = "DEPTHWISE_CONV_2D") -> tuple[bytes, int]:
+    """Stores the one scale of each per-tensor int8 weight of ``op`` once per output channel.
+
+    The weights stay per-tensor quantized (the same integers, every channel's scale equal to
+    the tensor's), only the scale array is repeated along the output-channel axis. Why: in
+    ai-edge-litert 2.3.0 the hybrid (dynamic-range) DEPTHWISE_CONV_2D kernel reads one scale
+    per output channel even when the tensor has one: the converter writes that scale on
+    quantized_dimension 0, which passes the kernel's check "scales == dims[quantized_dimension]"
+    (a depthwise filter is (1, H, W, C)), and the kernel then reads C scales, past the end of
+    the array, and outputs garbage (BUILD_NOTES.md, "Dynamic-range per-tensor collapse"; reproduced in
+    ``tests/convert/test_dynamic_depthwise.py``). Returns ``(model, tensors changed)``.
+    """
+    model = read(tflite)
+    changed = 0
+    for w in weighted_ops(model):
+        _, kind, shape = tensor_info(model, w.weight)
+        scales, _, _ = tensor_quantization(model, w.weight)
+        if w.op != op or kind != "INT8" or scales.size != 1 or shape[w.channel_axis] == 1:
+            continue
+        set_tensor_data(model, w.weight, tensor_data(model, w.weight),
+                        scales=np.full(shape[w.channel_axis], scales[0]), quantized_dimension=w.channel_axis)
+        changed += 1
+    return (write(model), changed) if changed else (tflite, 0)
+
+
+def set_float_data(model: Any, index: int, data: np.ndarray) -> None:
+    """Replaces the data of FLOAT32 constant tensor ``index`` (a new buffer if it was shared)."""
+    subgraph = model.subgraphs[0]
+    t = subgraph.tensors[index]
+    array = np.ascontiguousarray(data, np.float32)
+    if type_name(t.type) != "FLOAT32" or tuple(array.shape) != tuple(int(d) for d in t.shape):
+        raise ValueError(f"data {array.shape} does not fit float tensor {index}")  # internal
+    if sum(1 for other in subgraph.tensors if other.buffer == t.buffer) > 1:
+        model.buffers.append(schema.BufferT())
+        t.buffer = len(model.buffers) - 1
+    model.buffers[t.buffer].data = np.frombuffer(array.tobytes(), dtype=np.uint8)
