@@ -8,6 +8,8 @@
 #                                     int8 and int16x8, in LiteRT (nvidia_calibration/)
 #                                  3. short versions of the whitepaper tables and the QGT study:
 #                                     whitepaper_ptq.py --short, whitepaper_qat.py --short, qgt.py --short
+#                                  4. short QBitOpt study (per-layer weight bits under a 3-bit budget,
+#                                     LiteRT): qbitopt.py --short (qbitopt/)
 #   ./run_all.sh --full          the same with the long schedules (full tables, all models,
 #                                full fine-tunes) -> results/full/
 #   ./run_all.sh --tests         the test suite (what .ci/run runs)
@@ -110,4 +112,5 @@ run nvidia_calibration
 run whitepaper_ptq $size
 run whitepaper_qat $qat_size
 run qgt $size
+run qbitopt $size
 log "main job ($run_name) finished in $(( $(date +%s) - start )) s"
