@@ -11,13 +11,13 @@ from tfquant.algorithms.bit_budget import (
 from tfquant.errors import TfquantError
 
 
-def _brute(params, costs, budget, choices):
+def _brute(params, costs, budget, choices, exact=True):
     names = list(params)
     total_n = sum(params.values())
     best = None
     for combo in itertools.product(choices, repeat=len(names)):
         total = sum(params[n] * b for n, b in zip(names, combo))
-        if total != budget * total_n:
+        if total > budget * total_n or (exact and total != budget * total_n):
             continue
         cost = sum(costs[n][b] for n, b in zip(names, combo))
         if best is None or cost < best - 1e-12:
@@ -39,6 +39,9 @@ def test_matches_brute_force_and_meets_budget(seed):
     assert alloc.total_bits == budget * sum(params.values())  # exactly the budget
     assert alloc.mean_bits == budget
     assert math.isclose(alloc.cost, _brute(params, costs, budget, choices), rel_tol=1e-9)
+    loose = solve_allocation(params, costs, budget, choices, exact=False)
+    assert loose.total_bits <= alloc.total_bits and loose.cost <= alloc.cost + 1e-12
+    assert math.isclose(loose.cost, _brute(params, costs, budget, choices, exact=False), rel_tol=1e-9)
 
 
 def test_sensitive_layer_gets_more_bits():

@@ -88,6 +88,8 @@ def solve_allocation(
     costs: Mapping[str, Mapping[int, float]],
     budget: float,
     choices: Sequence[int] = BIT_CHOICES,
+    *,
+    exact: bool = True,
 ) -> Allocation:
     """The allocation minimising Σ_l costs[l][b_l] with Σ_l n_l b_l = budget · Σ_l n_l.
 
@@ -102,6 +104,9 @@ def solve_allocation(
       costs: Layer name -> {bits: cost}, every b in ``choices``.
       budget: Average bits B in [min(choices), max(choices)].
       choices: Allowed bit widths.
+      exact: True (the issue's contract): the total equals the target. False: any total
+        <= the target (methods.md's form); can be cheaper when few, very unequal layers make
+        the exact total rigid.
 
     Raises:
       TfquantError: an empty or inconsistent problem, a budget out of range.
@@ -143,7 +148,7 @@ def solve_allocation(
     if reachable.size == 0:
         raise TfquantError(
             f"no allocation with bits in {list(choices)} has an average <= {budget}; raise the budget")
-    t = int(reachable[-1])
+    t = int(reachable[-1]) if exact else int(reachable[np.argmin(dp[reachable])])
     bits: dict[str, int] = {}
     for i in range(len(names) - 1, -1, -1):
         b = int(choice[i, t])
