@@ -15,7 +15,7 @@ Every record carries the per-layer bits, the achieved mean (``budget_met``: Σ n
 B·Σ n_l exactly), the levels each kernel of the .tflite uses per channel (<= 2^b_l - 1), the
 exact packed bytes (every kernel at b_l bits, densely packed, plus one float32 scale per
 output channel, all other weights float32; of the BN-folded model) and the .tflite's bytes
-(int8 storage). ``float`` is the Keras float model (``sim``: TensorFlow, nothing quantized).
+(the converter packs kernels of <= 4 bits as INT4 and stores wider ones as int8). ``float`` is the Keras float model (``sim``: TensorFlow, nothing quantized).
 """
 
 from __future__ import annotations
@@ -282,10 +282,10 @@ def results_markdown(records: Sequence[Mapping[str, Any]], config: QbitoptConfig
             cells = [accuracy_text(_get(records, m, b, meth), notes, f"{m} B={b:g} {meth}") for meth in config.methods]
             lines.append(f"| {m} | {b:g} | {accuracy_text(fl, notes, f'{m} float')} | " + " | ".join(cells) + " |")
     lines += ["", "## Allocation and size", "",
-              "Bits per layer (in layer order), the achieved mean, whether Σ n_l b_l = B Σ n_l exactly, the most "
+              "Bits per layer, the achieved mean, whether Σ n_l b_l = B Σ n_l exactly, the most "
               "int8 levels any channel of each kernel uses in the .tflite (must be <= 2^b - 1), exact packed bytes "
               "(kernels at their b bits + float32 scales + other weights float32, BN folded) vs float32, and the "
-              ".tflite's bytes (int8 storage).", "",
+              ".tflite's bytes (the converter stores kernels of <= 4 bits as packed INT4, wider ones as int8).", "",
               "| model | budget | method | bits per layer | mean bits | budget met | levels <= 2^b-1 | packed bytes | float32 bytes | .tflite bytes |",
               "|:---|---:|:---|:---|---:|:---|:---|---:|---:|---:|"]
     for m in config.models:
@@ -294,7 +294,7 @@ def results_markdown(records: Sequence[Mapping[str, Any]], config: QbitoptConfig
                 r = _get(records, m, b, meth)
                 if r is None or r.get("error"):
                     continue
-                bits = " ".join(str(v) for v in r["layer_bits"].values())
+                bits = ", ".join(f"{n} {v}" for n, v in r["layer_bits"].items())
                 lines.append(f"| {m} | {b:g} | {meth} | {bits} | {r['mean_weight_bits']:.4f} | "
                              f"{'yes' if r['budget_met'] else 'NO'} | {'yes' if r['levels_within_bits'] else 'NO'} | "
                              f"{r['packed_bytes']} | {r['float32_bytes']} | {r['tflite_bytes']} |")
