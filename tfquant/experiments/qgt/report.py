@@ -134,13 +134,15 @@ def results_markdown(records: Sequence[Mapping[str, Any]], config: qg.QgtStudyCo
                 rows.append({
                     "layer": r["layer"], "params": r["params"], "r0": _r(r["residual"]),
                     "l0": f"{r['loss_pt']:+.2f}", "k0": r["rank"],
+                    "o0": _ratio(r, "output_error"), "o0r": _ratio(r, "output_error_random"),
                     "r1": _r(a["residual"]) if a else None, "l1": f"{a['loss_pt']:+.2f}" if a else None,
                     "k1": a["rank"] if a else None,
                     "o1": _ratio(a, "output_error"), "o1r": _ratio(a, "output_error_random"),
                 })
             lines += [f"### {m}, {b}-bit weights", "", markdown_table(
-                rows, ["layer", "params", "r0", "l0", "k0", "r1", "l1", "k1", "o1", "o1r"],
+                rows, ["layer", "params", "r0", "l0", "k0", "o0", "o0r", "r1", "l1", "k1", "o1", "o1r"],
                 headers={"r0": "R trained", "l0": "alone pt trained", "k0": "# trained",
+                         "o0": "out err trained", "o0r": "random-sign err trained",
                          "r1": "R QGT", "l1": "alone pt QGT", "k1": "# QGT",
                          "o1": "out err QGT", "o1r": "random-sign err QGT"},
             ).rstrip("\n"), "", bottleneck_summary(before, after if after_rows else None), ""]
