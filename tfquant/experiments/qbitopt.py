@@ -304,7 +304,7 @@ def results_markdown(records: Sequence[Mapping[str, Any]], config: QbitoptConfig
         if fl is None or q is None or q.get("error") or fl.get("error"):
             lines.append(f"- {m}: not measured.")
             continue
-        gap = 100.0 * (fl["accuracy"] - q["accuracy"])
+        gap = round(100.0 * (fl["accuracy"] - q["accuracy"]), 6)  # 2.00 pt is within 2, not 2.0000000000000018
         verdict = "met" if gap <= GOAL_POINTS else "MISSED"
         lines.append(f"- {m}: float {fl['accuracy']:.4f}, QBitOpt B=3 {q['accuracy']:.4f} ({gap:+.2f} pt below "
                      f"float): {verdict}.")
