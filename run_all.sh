@@ -11,6 +11,8 @@
 #                                  4. experiments/nvidia_partial.py --short: int8 + k layers float vs
 #                                     int16x8, accuracy / size / latency in LiteRT (nvidia_partial/)
 #                                  5. aciq.py --short: ACIQ clipping / bit allocation / bias correction (cnn)
+#                                  6. short QBitOpt study (per-layer weight bits under a 3-bit budget,
+#                                     LiteRT): qbitopt.py --short (qbitopt/)
 #   ./run_all.sh --full          the same with the long schedules (full tables, all models,
 #                                full fine-tunes) -> results/full/
 #   ./run_all.sh --tests         the test suite (what .ci/run runs)
@@ -117,4 +119,5 @@ run whitepaper_qat $qat_size
 run qgt $size
 run nvidia_partial $size
 run aciq $size
+run qbitopt $size
 log "main job ($run_name) finished in $(( $(date +%s) - start )) s"

@@ -235,6 +235,7 @@ def cmd_qat(args: argparse.Namespace) -> int:
         x_eval=x_test, y_eval=y_test, log_dir=args.log_dir, checkpoint_dir=args.checkpoint_dir,
         original=DEFAULT_CONFIGS.get(zoo_name) if zoo_name else None,
         model_path=None if zoo_name else args.model,
+        bit_budget=args.bit_budget, bit_allocation=args.bit_allocation,
     )
     record = outcome.record.replace(
         model=args.model, train_data=args.train_data, eval_data=args.eval_data,
@@ -246,8 +247,10 @@ def cmd_qat(args: argparse.Namespace) -> int:
     write_bytes_atomic(out, tflite)
     write_text_atomic(out.with_suffix(".qat.json"), text)
     line = (
-        f"wrote {out} ({len(tflite):,} bytes, int8, {args.weight_bits}-bit weights on the int8 grid, "
-        f"{args.weight_granularity}) and {out.with_suffix('.qat.json').name}"
+        f"wrote {out} ({len(tflite):,} bytes, int8, "
+        + (f"{args.weight_bits}-bit" if args.bit_budget is None else
+           f"per-layer ({record.bit_allocation}, mean {record.mean_weight_bits:g} bits)")
+        + f" weights on the int8 grid, {args.weight_granularity}) and {out.with_suffix('.qat.json').name}"
     )
     if outcome.float_accuracy is not None and outcome.qat_accuracy is not None:
         line += (
@@ -360,6 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--weight_bits", type=int, choices=[8, 4, 2], default=8,
                    help="sub-8-bit weights are stored as int8 values on the b-bit grid")
     q.add_argument("--weight_granularity", choices=_values(qtypes.Granularity), default="per_channel")
+    q.add_argument("--bit_budget", type=float, default=None,
+                   help="mixed precision: average weight bits over all kernels (parameter-weighted, met "
+                        "exactly), each layer on its own b-bit grid, b in 2..8 (replaces --weight_bits)")
+    q.add_argument("--bit_allocation", choices=["qbitopt", "oneshot", "fixed"], default="qbitopt",
+                   help="with --bit_budget: qbitopt (re-allocated during QAT from gradient sensitivities, "
+                        "frozen for the last 20%%), oneshot (once, from the float model), fixed (uniform)")
     q.add_argument("--finetune_schedule", "--finetune_recipe", dest="finetune_schedule",
                    choices=list(FINETUNE_SCHEDULES), default="auto",
                    help="auto (default): nvidia + batch-norm re-estimation after fine-tuning, LR 10%% of the "

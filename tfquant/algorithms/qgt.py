@@ -388,17 +388,63 @@ def bottleneck_report(
     return sorted(rows, key=lambda r: (-r.degradation, r.name))
 
 
-def bottleneck_fields(model: keras.Model, bits: int, eval_fn: Callable[[keras.Model], float]) -> dict[str, Any]:
+def rounding_output_error(
+    model: keras.Model, bits: int, x: np.ndarray, *, per_channel: bool = True, seed: int = 0
+) -> dict[str, tuple[float, float]]:
+    """Per layer: what rounding its kernel does to its output, coherent vs random.
+
+    With E = W - Q_b(W) and the layer's linear part y = op(x_l, W) (no bias, no activation;
+    x_l = the layer's input on ``x`` in the float model): ``coherent`` = ||op(x_l, E)|| /
+    ||op(x_l, W)||, and ``random`` = the same with each element of E given a random sign
+    (S ∘ E, same per-weight magnitudes). R = mean(E²)/Δ² only sees |E|; a network trained to
+    an equilibrium of task loss + λR keeps E proportional to minus its task gradient, so
+    ``coherent`` >> ``random``: a tiny R can still cost a lot (issue 9; BUILD_NOTES).
+
+    Returns:
+      ``{layer: (coherent, random)}`` for every top-level layer with a kernel.
+    """
+    check_bits(bits)
+    rng = np.random.default_rng(seed)
+    out: dict[str, tuple[float, float]] = {}
+    for layer in _kernel_layers(model, None):
+        kernel, axes = kernel_of(layer)
+        config = layer.get_config()
+        config.update(use_bias=False, activation="linear", name=f"{layer.name}_linear")
+        for key in [k for k in config if k.endswith("regularizer") or k.endswith("constraint")]:
+            config[key] = None
+        linear = layer.__class__.from_config(config)
+        x_l = keras.Model(model.inputs, layer.input)(x, training=False)
+        linear.build(x_l.shape)
+        target, _ = kernel_of(linear)
+        w = kernel.numpy()
+        e = w - fake_quantize_kernel(w, bits, per_channel=per_channel, channel_axes=axes)
+        signs = rng.choice(np.array([-1.0, 1.0], np.float32), size=e.shape)
+
+        def norm(value: np.ndarray) -> float:
+            target.assign(value)
+            return float(tf.norm(linear(x_l)))
+
+        base = norm(w)
+        out[layer.name] = (norm(e) / base, norm(e * signs) / base) if base > 0 else (0.0, 0.0)
+    return out
+
+
+def bottleneck_fields(model: keras.Model, bits: int, eval_fn: Callable[[keras.Model], float],
+                      x: np.ndarray | None = None) -> dict[str, Any]:
     """:func:`bottleneck_report` as record fields: ``layers`` in layer order, each with its
-    ``rank`` (1 = the bottleneck), ``residual``, ``accuracy``, ``loss_pt`` and ``params``;
+    ``rank`` (1 = the bottleneck), ``residual``, ``accuracy``, ``loss_pt`` and ``params``
+    (with ``x``: also ``output_error`` / ``output_error_random``, :func:`rounding_output_error`);
     ``residual_sum``; and the float ``baseline_accuracy`` the losses are against."""
+    errors = rounding_output_error(model, bits, x) if x is not None else {}
     report = bottleneck_report(model, bits, eval_fn)
     rank = {row.name: i + 1 for i, row in enumerate(report)}
     by_name = {row.name: row for row in report}
     rows = [
         {"layer": name, "params": by_name[name].params, "residual": by_name[name].residual,
          "accuracy": by_name[name].metric, "loss_pt": 100.0 * by_name[name].degradation,
-         "rank": rank[name]}
+         "rank": rank[name],
+         **({"output_error": errors[name][0], "output_error_random": errors[name][1]}
+            if name in errors else {})}
         for name in layer_residuals(model, bits)
     ]
     return {"baseline_accuracy": report[0].metric + report[0].degradation,

@@ -123,6 +123,7 @@ def finetune(
     validation_data: tuple[np.ndarray, np.ndarray] | None = None,
     verbose: bool = True,
     from_logits: bool | None = None,
+    callbacks: "tuple[keras.callbacks.Callback, ...] | list[keras.callbacks.Callback]" = (),
 ) -> FinetuneResult:
     """Fine-tunes a QAT classifier (logits or softmax out, integer labels) in place.
 
@@ -146,6 +147,7 @@ def finetune(
       validation_data: Optional ``(x, y)`` evaluated after each epoch.
       verbose: Print one line per epoch.
       from_logits: The model outputs logits (True) or probabilities (False); None: detect.
+      callbacks: More Keras callbacks for the run (e.g. the QBitOpt re-allocation).
 
     Returns:
       A :class:`FinetuneResult`.
@@ -206,7 +208,7 @@ def finetune(
         epochs=epochs, batch_size=schedule.batch_size, seed=seed, deterministic=True,
         optimizer=_optimizer(schedule, total_steps),
         loss=training.sparse_cross_entropy(from_logits=from_logits),
-        progress=progress, callbacks=[freeze] if freeze is not None else [],
+        progress=progress, callbacks=([freeze] if freeze is not None else []) + list(callbacks),
         validation_data=val, log_dir=log_dir,
         checkpoints=(os.path.join(checkpoint_dir, "epoch_{epoch:03d}")
                      if checkpoint_dir is not None else None),

@@ -34,7 +34,7 @@ import dataclasses
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 
@@ -160,6 +160,7 @@ def train_qat(
     log_dir: "str | os.PathLike[str] | None" = None,
     checkpoint_dir: "str | os.PathLike[str] | None" = None,
     verbose: bool = True,
+    prepare: "Callable[[keras.Model, bool], list[keras.callbacks.Callback]] | None" = None,
 ) -> TrainedQat:
     """Quantize, check, fine-tune and (optionally) re-estimate BN: the training half of QAT.
 
@@ -175,6 +176,9 @@ def train_qat(
        data);
     5. ``reestimate``: BN statistics re-estimated on a seeded random subset of (up to 1024)
        training examples in the QAT graph.
+
+    ``prepare(qat_model, from_logits)``, when given, runs after step 3 and returns extra
+    fine-tuning callbacks (per-layer bit widths: :mod:`tfquant.qat.bit_allocation`).
 
     Raises:
       TfquantError: a BN fold the schedule's ``bn_correction`` contradicts, the errors of
@@ -203,9 +207,11 @@ def train_qat(
     if start_data is not None:
         start = keras_accuracy(qat_model, start_data[0], start_data[1], batch_size=start_data[2])
     probabilities = outputs.outputs_probabilities(model, np.asarray(x_calibration, np.float32))
+    extra = prepare(qat_model, not probabilities) if prepare is not None else []
     result = finetune(
         qat_model, schedule, x_train, y_train, epochs=epochs, seed=seed, log_dir=log_dir,
         checkpoint_dir=checkpoint_dir, verbose=verbose, from_logits=not probabilities,
+        callbacks=extra,
     )
     n_bn = 0
     if reestimate:  # a seeded random subset: training data sorted by class must not bias it
@@ -303,6 +309,8 @@ def run_qat(
     original: Any = None,
     model_path: "str | os.PathLike[str] | None" = None,
     verbose: bool = True,
+    bit_budget: float | None = None,
+    bit_allocation: str = "qbitopt",
 ) -> QatOutcome:
     """Quantization-aware fine-tuning of a float classifier, int8 export, and a check against float.
 
@@ -335,6 +343,9 @@ def run_qat(
         ``learning_rate`` nor ``original`` does
         (:func:`~tfquant.qat.original.saved_learning_rate`); else 1e-3.
       verbose: Print progress lines.
+      bit_budget: Average weight bits over all kernels (parameter-weighted, met exactly);
+        each layer gets its own b in {2..8} by ``bit_allocation`` (``fixed``, ``oneshot``,
+        ``qbitopt``; :mod:`tfquant.qat.bit_allocation`), ``weight_bits`` is ignored.
 
     Returns:
       A :class:`QatOutcome`.
@@ -347,6 +358,12 @@ def run_qat(
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise TfquantError(f"epochs must be a positive integer, got {epochs!r}; e.g. 2")
     orig = original_training(learning_rate, original, model_path, batch_size)
+    plan = None
+    if bit_budget is not None:
+        from tfquant.qat.bit_allocation import BitAllocationPlan
+
+        plan = BitAllocationPlan(bit_budget, bit_allocation, seed=seed)
+        weight_bits = plan.annotation_bits
     schedule, reestimate = make_schedule(finetune_schedule, orig, weight_bits=weight_bits)
     x_train = np.asarray(x_train)
     y_train = np.asarray(y_train)
@@ -377,6 +394,8 @@ def run_qat(
         model, x_fit, y_fit, x_calibration, schedule=schedule, epochs=epochs,
         spec=QatSpec(weight_bits=weight_bits, weight_granularity=weight_granularity), seed=seed,
         reestimate=reestimate, log_dir=log_dir, checkpoint_dir=checkpoint_dir, verbose=verbose,
+        prepare=(plan.prepare(model, x_fit, y_fit, epochs * -(-len(x_fit) // schedule.batch_size))
+                 if plan is not None else None),
     )
     qat_model = trained.qat_model
     tflite = export_tflite(qat_model)
@@ -427,6 +446,11 @@ def run_qat(
         warnings=tuple(warnings),
         fidelity=json_ready(fidelity) if fidelity is not None else None,
     )
+    if plan is not None:
+        record = record.replace(**plan.record_fields(qat_model))
+        if verbose:
+            print(f"[qat] per-layer weight bits ({plan.name}, mean {record.mean_weight_bits:.4f} for a "
+                  f"budget of {bit_budget:g}): {record.layer_bits}", flush=True)
     return QatOutcome(
         tflite=tflite, record=record, qat_model=qat_model, finetune=trained.finetune,
         fidelity=fidelity, float_accuracy=float_acc, qat_accuracy=qat_acc,

@@ -15,7 +15,9 @@ from typing import Any, Mapping
 from tfquant.dataclass_json import from_json_dict
 
 QAT_RECORD_VERSION = 1
-_OPTIONAL_KEYS = frozenset({"fidelity"})  # left out of the JSON when None (as they always were)
+_OPTIONAL_KEYS = frozenset({
+    "fidelity", "bit_budget", "bit_allocation", "layer_bits", "layer_params", "mean_weight_bits",
+    "allocation_history"})  # left out of the JSON when None (as they always were)
 
 
 def json_ready(value: Any) -> Any:
@@ -54,6 +56,12 @@ class QatRecord:
       warnings: One-line warnings of the run.
       fidelity: The :class:`~tfquant.evaluation.fidelity.FidelityReport` dict (None: no
         comparison).
+      bit_budget: ``--bit_budget``: the average weight bits Σ n_l b_l / Σ n_l asked for (None:
+        one ``weight_bits`` for every layer); ``weight_bits`` is then the widest layer's.
+      bit_allocation: ``fixed``, ``oneshot`` or ``qbitopt`` (:mod:`tfquant.qat.bit_allocation`).
+      layer_bits, layer_params: Layer name -> its kernel's final bits / parameter count.
+      mean_weight_bits: The achieved parameter-weighted mean (equals ``bit_budget``).
+      allocation_history: QBitOpt's solves (step, bits, mean_bits, changed).
     """
 
     model: str | None = None
@@ -84,6 +92,12 @@ class QatRecord:
     accuracy_data: str | None = None
     warnings: tuple[str, ...] = ()
     fidelity: Mapping[str, Any] | None = None
+    bit_budget: float | None = None
+    bit_allocation: str | None = None
+    layer_bits: Mapping[str, int] | None = None
+    layer_params: Mapping[str, int] | None = None
+    mean_weight_bits: float | None = None
+    allocation_history: tuple[Mapping[str, Any], ...] | None = None
 
     def replace(self, **changes: Any) -> "QatRecord":
         """A copy with ``changes`` applied."""

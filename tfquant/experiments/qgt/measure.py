@@ -28,6 +28,9 @@ from tfquant.study.data import load_study_data
 from tfquant.study.settings import zoo_fingerprint
 
 
+OUTPUT_ERROR_EXAMPLES = 512
+
+
 def _log_line(rec: qg.QgtRecord) -> str:
     tag = f"{rec.model:>13} {'w' + str(rec.bits) if rec.bits else '':>3} {rec.cell:<17}"
     if rec.failed:
@@ -104,6 +107,7 @@ class QgtStudy(Study[qg.BitsCell, qg.QgtRecord]):
         evaluate.clear()
         folded = fold_batch_norms(models.build(model_name))
         plan = qg.schedule(config, model_name, len(train[0]))
+        probe = train[0][:OUTPUT_ERROR_EXAMPLES]  # training images for rounding_output_error
         folder = self.models_dir / model_name
 
         def sim_accuracy(model: keras.Model, spec: SimSpec, calibration_data: np.ndarray | None = None) -> float:
@@ -126,7 +130,7 @@ class QgtStudy(Study[qg.BitsCell, qg.QgtRecord]):
                                 accuracy=sim_accuracy(folded, spec), spec=spec.to_dict())
             if (model_name, bits, qg.BOTTLENECK_FLOAT) in keys:
                 yield qg.QgtRecord(**cell, cell=qg.BOTTLENECK_FLOAT, executed_in=EXECUTED_IN_SIM, of="trained",
-                                **bottleneck_fields(folded, bits, evaluate))
+                                **bottleneck_fields(folded, bits, evaluate, probe))
             tuned: dict[str, keras.Model] = {}
             for method in qg.METHODS:
                 needs = [c for c in config.cells() if (model_name, bits, c) in keys
@@ -146,7 +150,7 @@ class QgtStudy(Study[qg.BitsCell, qg.QgtRecord]):
             qgt_model = tuned[qg.QGT]
             if (model_name, bits, qg.BOTTLENECK_QGT) in keys:
                 yield qg.QgtRecord(**cell, cell=qg.BOTTLENECK_QGT, executed_in=EXECUTED_IN_SIM, of="qgt",
-                                **bottleneck_fields(qgt_model, bits, evaluate))
+                                **bottleneck_fields(qgt_model, bits, evaluate, probe))
             if not config.export_tflite:
                 continue
             hard = hard_quantize(qgt_model, bits)

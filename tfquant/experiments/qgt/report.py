@@ -39,6 +39,11 @@ def _acc_text(r: Mapping[str, Any] | None, notes: Footnotes) -> str:
     return accuracy_text(r, notes, f"{r['model']} / w{r.get('bits')} / {r['cell']}" if r else "")
 
 
+def _ratio(row: Mapping[str, Any] | None, key: str) -> str | None:
+    """A relative output error as text, or None when the record predates the field."""
+    return f"{row[key]:.3f}" if row and row.get(key) is not None else None
+
+
 def results_markdown(records: Sequence[Mapping[str, Any]], config: qg.QgtStudyConfig) -> str:
     """The accuracy/size table, the bottleneck tables, what ran where and the findings."""
     from tfquant.evaluation import markdown_table
@@ -110,7 +115,13 @@ def results_markdown(records: Sequence[Mapping[str, Any]], config: qg.QgtStudyCo
               "points lost when only that layer's kernel is quantized to b bits, against the "
               "same model in float (sim, `bottleneck_report`); `#` ranks the layers by that "
               "loss (1 = the bottleneck). `trained` = the BN-folded zoo model, `QGT` = after "
-              "QGT fine-tuning (its float accuracy is the `QGT float` column above).", ""]
+              "QGT fine-tuning (its float accuracy is the `QGT float` column above). `out err` = "
+              "||op(x, W - Q_b(W))|| / ||op(x, W)||, the relative change of the layer's output "
+              "(no bias, no activation) when its kernel is rounded, on 512 training images; "
+              "`random-sign err` = the same with the rounding errors' signs randomised (same "
+              "per-weight sizes, hence the same R). `out err` far above `random-sign err` means "
+              "the residual is aligned with what the layer computes: R is small, the output "
+              "change is not (`tfquant.algorithms.qgt.rounding_output_error`).", ""]
     for m in config.models:
         for b in config.bits:
             before, after = by.get((m, b, qg.BOTTLENECK_FLOAT)), by.get((m, b, qg.BOTTLENECK_QGT))
@@ -123,13 +134,17 @@ def results_markdown(records: Sequence[Mapping[str, Any]], config: qg.QgtStudyCo
                 rows.append({
                     "layer": r["layer"], "params": r["params"], "r0": _r(r["residual"]),
                     "l0": f"{r['loss_pt']:+.2f}", "k0": r["rank"],
+                    "o0": _ratio(r, "output_error"), "o0r": _ratio(r, "output_error_random"),
                     "r1": _r(a["residual"]) if a else None, "l1": f"{a['loss_pt']:+.2f}" if a else None,
                     "k1": a["rank"] if a else None,
+                    "o1": _ratio(a, "output_error"), "o1r": _ratio(a, "output_error_random"),
                 })
             lines += [f"### {m}, {b}-bit weights", "", markdown_table(
-                rows, ["layer", "params", "r0", "l0", "k0", "r1", "l1", "k1"],
+                rows, ["layer", "params", "r0", "l0", "k0", "o0", "o0r", "r1", "l1", "k1", "o1", "o1r"],
                 headers={"r0": "R trained", "l0": "alone pt trained", "k0": "# trained",
-                         "r1": "R QGT", "l1": "alone pt QGT", "k1": "# QGT"},
+                         "o0": "out err trained", "o0r": "random-sign err trained",
+                         "r1": "R QGT", "l1": "alone pt QGT", "k1": "# QGT",
+                         "o1": "out err QGT", "o1r": "random-sign err QGT"},
             ).rstrip("\n"), "", bottleneck_summary(before, after if after_rows else None), ""]
     if config.export_tflite:
         lines += ["## The QGT model as an int8 .tflite", "",
