@@ -154,6 +154,7 @@ def test_markdown_tables_and_inline_markup_become_html() -> None:
     assert "<strong>b</strong>" in html and "<code>c&lt;d&gt;</code>" in html and "<em>e</em>" in html
     assert "<th>m</th><th>acc</th>" in html and '<td style="text-align:right">0.9</td>' in html
     assert "<ul><li>one</li><li>two</li></ul>" in html
+    assert to_html("| a |\n|:---|\n| **0.91 =`max`** |").count("<strong>0.91 =<code>max</code></strong>") == 1
 
 
 def test_report_of_a_missing_or_empty_folder_is_a_one_line_error(tmp_path: Path, capsys: Any) -> None:

@@ -21,18 +21,18 @@ _HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
 
 
 def inline(text: str) -> str:
-    """Escapes ``text`` and renders its inline markup (code spans are not parsed further)."""
-    parts = re.split(r"(`[^`]+`)", text)
-    out = []
-    for part in parts:
-        if part.startswith("`") and part.endswith("`") and len(part) > 1:
-            out.append(f"<code>{html.escape(part[1:-1])}</code>")
-            continue
-        s = html.escape(part, quote=False)
-        for pattern, repl in _INLINE:
-            s = pattern.sub(repl, s)
-        out.append(s)
-    return "".join(out)
+    """Escapes ``text`` and renders its inline markup; code spans are set aside first (their
+    content is not parsed) and put back after, so ``**0.91 =`max`**`` is bold around code."""
+    codes: list[str] = []
+
+    def keep(m: re.Match[str]) -> str:
+        codes.append(f"<code>{html.escape(m.group(1))}</code>")
+        return f"\x00{len(codes) - 1}\x00"
+
+    s = html.escape(re.sub(r"`([^`]+)`", keep, text), quote=False)
+    for pattern, repl in _INLINE:
+        s = pattern.sub(repl, s)
+    return re.sub("\x00(\\d+)\x00", lambda m: codes[int(m.group(1))], s)
 
 
 def _cells(line: str) -> list[str]:

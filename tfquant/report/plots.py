@@ -98,7 +98,7 @@ def calibrator_plot(title: str, accuracy: Mapping[str, Mapping[str, float]], flo
     accuracy minus the model's float accuracy, in points."""
     models = list(accuracy)
     columns = list(dict.fromkeys(c for m in models for c in accuracy[m]))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(columns) * max(1, len(models)) / 2), 4.2))
+    fig, ax = plt.subplots(figsize=(min(11.0, max(6.0, 0.9 * len(columns) + 2)), 4.2))
     width = 0.8 / max(1, len(models))
     for i, m in enumerate(models):
         base = float_accuracy.get(m)
