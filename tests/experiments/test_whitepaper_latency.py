@@ -69,3 +69,19 @@ def test_smoke_run_records_and_table(tmp_path) -> None:
     table = (tmp_path / "results.md").read_text()
     assert "random weights" in table and "executed_in: tflite" in table
     assert "Which of the paper's speed-ups hold on this CPU" in table and "4x smaller" in table
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"models": ("vgg",)}, "unknown or no models"),
+    ({"modes": ("int4",)}, "unknown or no modes"),
+    ({"runtimes": ("delegate",)}, "xnnpack and/or builtin"),
+    ({"input_size": 50}, "inception_v3 needs input_size >= 75"),
+    ({"input_size": 16, "models": ("mobilenet",)}, "input_size must be >= 32"),
+    ({"rounds": 0}, "rounds must be a positive integer"),
+    ({"max_seconds": 0}, "max_seconds must be > 0"),
+])
+def test_config_rejects_bad_settings(kw, message) -> None:
+    from tfquant.experiments.whitepaper_latency import WhitepaperLatencyConfig
+
+    with pytest.raises(TfquantError, match=message):
+        WhitepaperLatencyConfig(**kw)

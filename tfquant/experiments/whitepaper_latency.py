@@ -105,10 +105,11 @@ class WhitepaperLatencyConfig(Sized):
             positive_int(t, "threads")
         for name in ("rounds", "runs_per_round", "warmup", "num_calibration_examples"):
             positive_int(getattr(self, name), name)
+        positive_int(self.input_size, "input_size", none_means="each model's ImageNet size")
         if self.input_size is not None and self.input_size < 75 and "inception_v3" in self.models:
-            raise TfquantError(f"inception_v3 needs input_size >= 75, got {self.input_size}")
-        if self.input_size is not None:
-            positive_int(self.input_size, "input_size")
+            raise TfquantError(f"inception_v3 needs input_size >= 75, got {self.input_size}; pass a larger one")
+        if self.input_size is not None and self.input_size < 32:
+            raise TfquantError(f"input_size must be >= 32 (the MobileNets' minimum), got {self.input_size}")
         if not self.max_seconds > 0:
             raise TfquantError(f"max_seconds must be > 0, got {self.max_seconds!r}")
 
