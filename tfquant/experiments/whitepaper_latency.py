@@ -323,7 +323,10 @@ def results_markdown(records: RecordSet, config: WhitepaperLatencyConfig) -> str
         f"{', '.join(cpu['simd']) or 'none of the listed'}.")
     notes = Footnotes()
     combos = [(r.value, t) for r in config.runtimes for t in config.threads]
+    unmeasured = [m for m in config.models if not any(r.key[0] == m for r in records)]
     for model in config.models:
+        if model in unmeasured:
+            continue
         columns = ["mode", "size MiB", *[f"{r} {t}T" for r, t in combos], "deleg."]
         rows = []
         for mode in config.modes:
@@ -342,6 +345,8 @@ def results_markdown(records: RecordSet, config: WhitepaperLatencyConfig) -> str
                     row["deleg."] = f"{rec.delegated_ops}/{rec.total_ops}"
             rows.append(row)
         lines += ["", f"## {model}", "", markdown_table(rows, columns).rstrip("\n")]
+    if unmeasured:
+        lines += ["", f"Not measured yet (an interrupted run resumes where it stopped): {', '.join(unmeasured)}."]
     lines += paper_check(records, config, cpu)
     return "\n".join(lines + notes.lines()) + "\n"
 
