@@ -13,9 +13,15 @@
 #                                  5. aciq.py --short: ACIQ clipping / bit allocation / bias correction (cnn)
 #                                  6. short QBitOpt study (per-layer weight bits under a 3-bit budget,
 #                                     LiteRT): qbitopt.py --short (qbitopt/)
+#                                  7. whitepaper_latency.py --short: the whitepaper's latency table on this
+#                                     CPU (keras.applications MobileNet, fp32 / int8 / int16x8, XNNPACK and
+#                                     builtin, 1 and 2 threads, speed-ups timed side by side)
+#                                  8. python -m tfquant report: results/<run>/report.html (every table,
+#                                     Pareto plots also in results/<run>/pareto/, environment, recipes)
 #   ./run_all.sh --full          the same with the long schedules (full tables, all models,
 #                                full fine-tunes) -> results/full/
-#   ./run_all.sh --tests         the test suite (what .ci/run runs)
+#   ./run_all.sh --tests         the test suite (what .ci/run runs); installs Debian's chromium
+#                                (the report test renders report.html in it) when run as root
 #   ./run_all.sh EXPERIMENT ARGS one script of experiments/ with ARGS, e.g.
 #                                  ./run_all.sh ptq_zoo --models cnn,vit
 #
@@ -86,8 +92,21 @@ bootstrap_venv
 bootstrap_data
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
+bootstrap_chromium() {
+  # The report test (tests/report) opens report.html in headless Chromium.
+  command -v chromium >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing Chromium (Debian package chromium) for the report test"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  else
+    log "warning: chromium not found; the report test will fail: run 'sudo apt-get install chromium'"
+  fi
+}
+
 if [ "${1:-}" = "--tests" ]; then
   shift
+  bootstrap_chromium
   exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests "$@"
 fi
 # The short experiments' flag, and the QAT tables' (its long schedules have their own flag).
@@ -120,4 +139,6 @@ run qgt $size
 run nvidia_partial $size
 run aciq $size
 run qbitopt $size
+run whitepaper_latency $size
+"$VENV/bin/python" -m tfquant report "results/$run_name"
 log "main job ($run_name) finished in $(( $(date +%s) - start )) s"

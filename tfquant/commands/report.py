@@ -1,0 +1,23 @@
+"""``python -m tfquant report RUN_DIR``: writes RUN_DIR/report.html (see :mod:`tfquant.report`)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Adds the ``report`` subcommand."""
+    p = sub.add_parser(
+        "report",
+        help="one self-contained HTML report of a run folder: tables, Pareto plots, environment, recipes",
+    )
+    p.add_argument("run_dir", help="a run folder, e.g. results/default")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from tfquant.report import PARETO_DIR, build_report
+
+    out = build_report(args.run_dir)
+    print(f"report: {out} (Pareto plots in {out.parent / PARETO_DIR}/)")
+    return 0
