@@ -33,7 +33,8 @@ def _model():
 
 def _fields(s) -> tuple:
     return (s.name, s.min, s.max, s.ema_min, s.ema_max, s.count, s.mean, s.m2, s.sum_abs_dev,
-            s.histogram.upper, s.histogram.counts.tolist())
+            s.histogram.upper, s.histogram.counts.tolist(),
+            None if s.channel_sum is None else s.channel_sum.tolist())
 
 
 def test_copied_statistics_equal_the_gathered_ones(monkeypatch) -> None:
@@ -52,3 +53,19 @@ def test_copied_statistics_equal_the_gathered_ones(monkeypatch) -> None:
         assert _fields(new.tensors[name]) == _fields(old.tensors[name]), name
     for dst, src in copies.items():
         assert new.tensors[cal.tensors[dst]].histogram is not new.tensors[cal.tensors[src]].histogram
+
+
+def test_a_reshape_that_changes_the_last_dimension_is_not_a_copy() -> None:
+    """Per-channel sums (bias correction's expected input) follow the last axis: a Flatten or a
+    Reshape to another last dimension regroups the values, so its statistics must be its own."""
+    x = np.random.default_rng(1).standard_normal((N, 6, 4)).astype(np.float32)
+    cal = calibrated.calibrate(
+        _model(), Recipe(mode="int8", calibrator="max", num_calibration_examples=N), calibration_data=x,
+        batch_size=32,
+    )
+    stats = collect.collect_statistics(cal.float_model, x, cal.tensors, batch_size=32)
+    widths = {s.channel_sum.size for s in stats.tensors.values() if s.channel_sum is not None}
+    assert {8, 12, 5, 20} <= widths, widths  # Dense(8), Reshape(4, 12), Dense(5), Flatten -> 20
+    for dst, src in value_copies(cal.float_model, sorted(cal.tensors)).items():
+        a, b = stats.tensors[cal.tensors[dst]], stats.tensors[cal.tensors[src]]
+        assert a.channel_sum.size == b.channel_sum.size

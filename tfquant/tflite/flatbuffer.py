@@ -148,7 +148,10 @@ def value_copies(tflite: bytes, indices: list[int]) -> dict[int, int]:
 
     A tensor made by an op of :data:`VALUE_COPY_OPS` from a tensor of the same type holds the
     same values in the same flat order, so any statistic of the flattened values (even a
-    floating-point sum, whose result depends on the order) is the same for both.
+    floating-point sum, whose result depends on the order) is the same for both. Statistics
+    per channel of the last axis (``TensorStatistics.channel_sum``, bias correction's expected
+    input) are the same only when the last dimension is too (channel = flat index mod C), so a
+    copy must also keep the last dimension (a Flatten's RESHAPE does not).
 
     Returns:
       copy index -> source index (a tensor of ``indices`` that is not itself a copy).
@@ -161,7 +164,8 @@ def value_copies(tflite: bytes, indices: list[int]) -> dict[int, int]:
         if op_name(model, op) not in VALUE_COPY_OPS or len(op.outputs) != 1 or len(op.inputs) < 1:
             continue
         src, dst = int(op.inputs[0]), int(op.outputs[0])
-        if src >= 0 and subgraph.tensors[src].type == subgraph.tensors[dst].type:
+        a, b = subgraph.tensors[src] if src >= 0 else None, subgraph.tensors[dst]
+        if a is not None and a.type == b.type and _last_dim(a) is not None and _last_dim(a) == _last_dim(b):
             parent[dst] = src
     copies: dict[int, int] = {}
     for i in sorted(wanted):
@@ -173,6 +177,12 @@ def value_copies(tflite: bytes, indices: list[int]) -> dict[int, int]:
         if source != i:
             copies[i] = source
     return copies
+
+
+def _last_dim(tensor: Any) -> int | None:
+    """The tensor's last dimension (None when its shape is unknown or a scalar's)."""
+    shape = getattr(tensor, "shape", None)
+    return int(shape[-1]) if shape is not None and len(shape) > 0 else None
 
 
 def with_outputs(tflite: bytes, indices: list[int]) -> bytes:
