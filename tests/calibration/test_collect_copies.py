@@ -52,35 +52,3 @@ def test_copied_statistics_equal_the_gathered_ones(monkeypatch) -> None:
         assert _fields(new.tensors[name]) == _fields(old.tensors[name]), name
     for dst, src in copies.items():
         assert new.tensors[cal.tensors[dst]].histogram is not new.tensors[cal.tensors[src]].histogram
-
-
-def test_pipelined_pass_equals_a_sequential_pass() -> None:
-    """Two interpreters in turn and a worker thread (batch k's statistics overlap batch k + 1's
-    forward pass) give bit for bit the statistics of one interpreter run batch after batch."""
-    from tfquant.calibration.observe import statistics_pass
-    from tfquant.calibration.statistics import TensorStatistics
-    from tfquant.qtypes import Runtime
-    from tfquant.tflite.flatbuffer import with_outputs
-    from tfquant.tflite.interpreter import make_interpreter
-
-    x = np.random.default_rng(1).standard_normal((N, 6, 4)).astype(np.float32)
-    x[40:] *= 3.0  # later batches exceed the first ones' range: the histograms grow
-    cal = calibrated.calibrate(
-        _model(), Recipe(mode="int8", calibrator="max", num_calibration_examples=N), calibration_data=x,
-        batch_size=16,
-    )
-    new = collect.collect_statistics(cal.float_model, x, cal.tensors, batch_size=16)  # 5 batches
-
-    gathered = sorted(i for i in cal.tensors if i not in value_copies(cal.float_model, sorted(cal.tensors)))
-    interpreter = make_interpreter(with_outputs(cal.float_model, gathered), runtime=Runtime.BUILTIN)
-    stats = [TensorStatistics.empty(cal.tensors[i]) for i in gathered]
-    sizes: dict[int, int] = {}
-
-    def batches():
-        for begin in range(0, N, 16):
-            collect._run_batch(interpreter, x[begin:begin + 16], sizes)
-            yield [interpreter.tensor(i)() for i in gathered]
-
-    assert statistics_pass(batches(), [s.update for s in stats]) == 5
-    for s in stats:
-        assert _fields(new.tensors[s.name]) == _fields(s), s.name

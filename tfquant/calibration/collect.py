@@ -16,9 +16,7 @@ pass would give (45 of the zoo ViT's 232 tensors). Outputs are never overwritten
 in-place kernel or reused by the memory planner, so each batch's values are read as zero-copy views right after ``invoke()`` and folded into
 :class:`~tfquant.calibration.statistics.TensorStatistics` by the statistics pass
 (:func:`tfquant.calibration.observe.statistics_pass`, which the simulation and QAT's range
-initialisation run over Keras models); nothing of size N is kept. Two interpreters take the
-batches in turn, so a worker thread folds batch k in while batch k + 1 runs
-(:func:`_pipelined_pass`; same updates in the same order, so the same bits). (The
+initialisation run over Keras models); nothing of size N is kept. (The
 alternative, ``experimental_preserve_all_tensors``, keeps every tensor alive and made the
 pass ~30% slower on the zoo ResNet.)
 """
@@ -29,8 +27,7 @@ import copy
 import dataclasses
 import functools
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -65,66 +62,29 @@ class CalibrationStatistics:
     seconds: float
 
 
-def _run_batch(interpreter: Any, batch: np.ndarray, sizes: dict[int, int]) -> None:
-    """Runs ``interpreter`` on ``batch`` (resized first when the batch size changes)."""
+def _batches(
+    interpreter: Any, data: np.ndarray, batch_size: int, indices: list[int]
+) -> Iterator[list[np.ndarray]]:
+    """Per batch of ``data``: zero-copy views of tensors ``indices`` after ``invoke()``."""
     input_index = interpreter.get_input_details()[0]["index"]
-    if sizes.get(id(interpreter)) != len(batch):
-        sizes[id(interpreter)] = len(batch)
-        try:
-            interpreter.resize_tensor_input(input_index, list(batch.shape), strict=False)
-            interpreter.allocate_tensors()
-        except (RuntimeError, ValueError) as e:
-            raise TfquantError(
-                f"cannot run the float model on calibration inputs of shape "
-                f"{batch.shape} ({' '.join(str(e).split())[:160]}); pass data "
-                "shaped like the model input"
-            ) from None
-    interpreter.set_tensor(input_index, batch)
-    interpreter.invoke()
-
-
-def _observe(observers: list[Callable[[np.ndarray], None]], arrays: list[np.ndarray]) -> None:
-    """One batch into the observers (:func:`statistics_pass`); empties ``arrays`` after, so no
-    view of an interpreter's outputs outlives the call."""
-    try:
-        statistics_pass([arrays], observers)
-    finally:
-        arrays.clear()
-
-
-def _pipelined_pass(
-    first: Any, make: Callable[[], Any], data: np.ndarray, batch_size: int, indices: list[int],
-    observers: list[Callable[[np.ndarray], None]],
-) -> None:
-    """The statistics pass with batch k's statistics overlapping the forward pass of batch k + 1.
-
-    Two interpreters of the same model take the batches in turn: while a worker thread folds
-    the outputs of batch k (zero-copy views of interpreter k mod 2) into the observers, this
-    thread runs batch k + 1 on the other interpreter (LiteRT's ``invoke`` and numpy's
-    reductions release the GIL, so on two cores they run at once). Batch k + 1 goes to the
-    worker only after batch k is folded in, and interpreter k mod 2 runs again only after
-    that, so every observer sees the same batches in the same order as in a sequential pass:
-    the statistics are bit for bit the same.
-    """
-    starts = list(range(0, len(data), batch_size))
-    interpreters = [first]
-    if len(starts) > 1:
-        interpreters.append(make())
-    sizes: dict[int, int] = {}
-    pending: Future[None] | None = None
-    # On an error the executor's exit waits for the worker's batch before the interpreters go.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="statistics") as worker:
-        for k, begin in enumerate(progress(starts, desc=f"statistics pass ({len(data)} examples)",
-                                           unit="batch")):
-            interpreter = interpreters[k % len(interpreters)]
-            _run_batch(interpreter, data[begin : begin + batch_size], sizes)
-            arrays = [interpreter.tensor(index)() for index in indices]
-            if pending is not None:
-                pending.result()  # batch k - 1 folded in (and its views dropped)
-            pending = worker.submit(_observe, observers, arrays)
-            del arrays
-        if pending is not None:
-            pending.result()
+    size = -1
+    starts = range(0, len(data), batch_size)
+    for begin in progress(starts, desc=f"statistics pass ({len(data)} examples)", unit="batch"):
+        batch = data[begin : begin + batch_size]
+        if len(batch) != size:
+            size = len(batch)
+            try:
+                interpreter.resize_tensor_input(input_index, [size, *data.shape[1:]], strict=False)
+                interpreter.allocate_tensors()
+            except (RuntimeError, ValueError) as e:
+                raise TfquantError(
+                    f"cannot run the float model on calibration inputs of shape "
+                    f"{(size, *data.shape[1:])} ({' '.join(str(e).split())[:160]}); pass data "
+                    "shaped like the model input"
+                ) from None
+        interpreter.set_tensor(input_index, batch)
+        interpreter.invoke()
+        yield [interpreter.tensor(index)() for index in indices]
 
 
 def collect_statistics(
@@ -157,9 +117,9 @@ def collect_statistics(
     start = time.perf_counter()
     copies = value_copies(float_tflite, sorted(tensors))
     gathered = sorted(i for i in tensors if i not in copies)
-    model = with_outputs(float_tflite, gathered)
-    make = functools.partial(make_interpreter, model, runtime=Runtime.BUILTIN, num_threads=num_threads)
-    interpreter = make()
+    interpreter = make_interpreter(
+        with_outputs(float_tflite, gathered), runtime=Runtime.BUILTIN, num_threads=num_threads
+    )
     inputs = interpreter.get_input_details()
     if len(inputs) != 1:
         raise TfquantError(
@@ -168,7 +128,7 @@ def collect_statistics(
         )
     stats = {index: TensorStatistics.empty(tensors[index], num_bins=num_bins) for index in gathered}
     observers = [functools.partial(s.update, ema_constant=ema_constant) for s in stats.values()]
-    _pipelined_pass(interpreter, make, data, batch_size, gathered, observers)
+    statistics_pass(_batches(interpreter, data, batch_size, gathered), observers)
     del interpreter
     for index, source in copies.items():  # same values in the same order: the same statistics
         stats[index] = dataclasses.replace(copy.deepcopy(stats[source]), name=tensors[index])
