@@ -31,24 +31,23 @@ from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tfquant import _quiet  # noqa: E402
-
-_quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneDNN start-up lines
-
-from tfquant import models  # noqa: E402
+# Only TensorFlow-free imports here: a bad flag fails before the TensorFlow import (< 1 s).
 from tfquant.errors import TfquantError  # noqa: E402
+from tfquant.study import RESULTS_MD  # noqa: E402
 from tfquant.study.script import report_run  # noqa: E402
-from tfquant.experiments.qgt import RESULTS_MD, QgtStudyConfig, run_qgt_study  # noqa: E402
+from tfquant.study.settings import bit_width_map, check_zoo_models  # noqa: E402
+from tfquant.zoo_names import ZOO  # noqa: E402
 
-_DEFAULT = QgtStudyConfig()
+# QgtStudyConfig's defaults (tests/experiments/test_qgt.py checks they agree).
+_MODELS, _BITS, _EPOCHS, _STRENGTH, _SEED = ("cnn", "mobilenet_v1"), (2, 4), 3.0, ((2, 10_000.0), (4, 10.0)), 0
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", list(_DEFAULT.models), f"Zoo models (rows); any of: {', '.join(models.ZOO)}.")
-flags.DEFINE_list("bits", [str(b) for b in _DEFAULT.bits], "Weight bit widths, each in [2, 8].")
-flags.DEFINE_float("epochs", _DEFAULT.epochs, "Fine-tuning epochs of QAT and QGT (fractions allowed).")
-flags.DEFINE_list("qgt_strength", [f"{b}:{lam:g}" for b, lam in _DEFAULT.qgt_strength],
+flags.DEFINE_list("models", list(_MODELS), f"Zoo models (rows); any of: {', '.join(ZOO)}.")
+flags.DEFINE_list("bits", [str(b) for b in _BITS], "Weight bit widths, each in [2, 8].")
+flags.DEFINE_float("epochs", _EPOCHS, "Fine-tuning epochs of QAT and QGT (fractions allowed).")
+flags.DEFINE_list("qgt_strength", [f"{b}:{lam:g}" for b, lam in _STRENGTH],
                   "Final λ of the QGT regulariser per bit width, BITS:LAMBDA entries (or one number for all).")
-flags.DEFINE_integer("seed", _DEFAULT.seed, "Seed of every fine-tune (keras.utils.set_random_seed).")
+flags.DEFINE_integer("seed", _SEED, "Seed of every fine-tune (keras.utils.set_random_seed).")
 flags.DEFINE_integer("limit", None, "Evaluate only the first N test images.")
 flags.DEFINE_bool("export_tflite", True, "Also export the QGT model as an int8 .tflite on the b-bit grid.")
 flags.DEFINE_string("run_name", None, "Results go to <results_dir>/<run_name>/qgt/ (default: "
@@ -73,24 +72,39 @@ def _parse_strength(entries: list[str]) -> float | tuple[tuple[int, float], ...]
         ) from None
 
 
-def _run() -> Path:
-    """Builds the config from the flags and runs the flow; returns the run folder."""
+def _checked_flags() -> tuple[str | None, dict]:
+    """The size (or None) and the config's fields from the flags; the checks that need no
+    TensorFlow (the config checks the rest)."""
     if FLAGS.smoke and FLAGS.short:
         raise TfquantError("--smoke and --short are two sizes; pass one of them")
     size = "smoke" if FLAGS.smoke else "short" if FLAGS.short else None
     if size:  # the size fixes models, bits and sizes; data_dir and seed still apply
-        config = QgtStudyConfig.of_size(size, data_dir=FLAGS.data_dir, seed=FLAGS.seed)
-    else:
-        try:
-            bits = tuple(int(b) for b in FLAGS.bits)
-        except ValueError:
-            raise TfquantError(f"--bits must be integers in [2, 8], got {FLAGS.bits}") from None
-        strength = _parse_strength(FLAGS.qgt_strength)
-        config = QgtStudyConfig(
-            models=tuple(FLAGS.models), bits=bits, epochs=FLAGS.epochs,
-            qgt_strength=strength, seed=FLAGS.seed, limit=FLAGS.limit,
-            export_tflite=FLAGS.export_tflite, data_dir=FLAGS.data_dir,
-        )
+        return size, dict(data_dir=FLAGS.data_dir, seed=FLAGS.seed)
+    try:
+        bits = tuple(int(b) for b in FLAGS.bits)
+    except ValueError:
+        raise TfquantError(f"--bits must be integers in [2, 8], got {FLAGS.bits}") from None
+    strength = _parse_strength(FLAGS.qgt_strength)
+    check_zoo_models(FLAGS.models)
+    bit_width_map(strength, bits, name="qgt_strength",
+                  example="e.g. {2: 10000, 4: 10}, or one number for every bit width")
+    return None, dict(
+        models=tuple(FLAGS.models), bits=bits, epochs=FLAGS.epochs,
+        qgt_strength=strength, seed=FLAGS.seed, limit=FLAGS.limit,
+        export_tflite=FLAGS.export_tflite, data_dir=FLAGS.data_dir,
+    )
+
+
+def _run() -> Path:
+    """Checks the flags, then imports TensorFlow, builds the config and runs the flow; returns
+    the run folder."""
+    size, fields = _checked_flags()
+    from tfquant import _quiet
+
+    _quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneDNN start-up lines
+    from tfquant.experiments.qgt import QgtStudyConfig, run_qgt_study
+
+    config = QgtStudyConfig.of_size(size, **fields) if size else QgtStudyConfig(**fields)
     out = Path(FLAGS.results_dir) / (FLAGS.run_name or size or "default") / "qgt"
     run_qgt_study(config, out, tensorboard_dir=FLAGS.tensorboard_dir,
                   checkpoint_dir=FLAGS.checkpoint_dir)

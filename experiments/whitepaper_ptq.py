@@ -29,18 +29,15 @@ from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tfquant import _quiet  # noqa: E402
-
-_quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneDNN start-up lines
-
-from tfquant import models  # noqa: E402
+# Only TensorFlow-free imports here: a bad flag fails before the TensorFlow import (< 1 s).
 from tfquant.errors import TfquantError  # noqa: E402
-from tfquant.study.script import report_run  # noqa: E402
-from tfquant.experiments.whitepaper_ptq import NAME, WhitepaperPtqConfig, run_whitepaper_ptq  # noqa: E402
 from tfquant.study import RESULTS_MD  # noqa: E402
+from tfquant.study.script import report_run  # noqa: E402
+from tfquant.study.settings import check_zoo_models  # noqa: E402
+from tfquant.zoo_names import ZOO  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", list(models.ZOO), "Zoo models (rows).")
+flags.DEFINE_list("models", list(ZOO), "Zoo models (rows).")
 flags.DEFINE_string("run_name", "default", "Results go to <results_dir>/<run_name>/whitepaper_ptq/.")
 flags.DEFINE_string("results_dir", "results", "Parent folder of run folders.")
 flags.DEFINE_string("data_dir", None, "Folder with the Fashion-MNIST IDX files.")
@@ -52,10 +49,18 @@ flags.DEFINE_bool("smoke", False, "Tiny run for tests: cnn only, 300 test images
 
 
 def _run() -> Path:
-    """Builds the config from the flags and runs the flow; returns the run folder."""
+    """Checks the flags, then imports TensorFlow, builds the config and runs the flow; returns
+    the run folder."""
     if FLAGS.smoke and FLAGS.short:
         raise TfquantError("--smoke and --short are two sizes; pass one of them")
     size = "smoke" if FLAGS.smoke else "short" if FLAGS.short else None
+    if not size:
+        check_zoo_models(FLAGS.models)  # before the TensorFlow import: a bad flag fails fast
+    from tfquant import _quiet
+
+    _quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneDNN start-up lines
+    from tfquant.experiments.whitepaper_ptq import NAME, WhitepaperPtqConfig, run_whitepaper_ptq
+
     if size:  # the size fixes models and limits; data_dir and workers still apply
         config = WhitepaperPtqConfig.of_size(size, data_dir=FLAGS.data_dir, workers=FLAGS.workers)
     else:

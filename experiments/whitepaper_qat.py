@@ -37,23 +37,16 @@ from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tfquant import _quiet  # noqa: E402
-
-_quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneDNN start-up lines
-
+# Only TensorFlow-free imports here: a bad flag fails before the TensorFlow import (< 1 s).
 from tfquant.errors import TfquantError  # noqa: E402
+from tfquant.study import RESULTS_MD  # noqa: E402
 from tfquant.study.script import report_run  # noqa: E402
-from tfquant.experiments.whitepaper_qat import (  # noqa: E402
-    CELLS,
-    QAT_MODELS,
-    RESULTS_MD,
-    WhitepaperQatConfig,
-    run_whitepaper_qat,
-)
+from tfquant.study.settings import check_qat_models  # noqa: E402
+from tfquant.zoo_names import QAT_ZOO  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", list(QAT_MODELS), "Zoo models (rows); tfmot cannot wrap the ViT.")
-flags.DEFINE_list("cells", list(CELLS), "Cells (columns) to run.")
+flags.DEFINE_list("models", list(QAT_ZOO), "Zoo models (rows); tfmot cannot wrap the ViT.")
+flags.DEFINE_list("cells", None, "Cells (columns) to run (default: all of them).")
 flags.DEFINE_string("run_name", "default", "Results go to <results_dir>/<run_name>/whitepaper_qat/.")
 flags.DEFINE_string("results_dir", "results", "Parent folder of run folders.")
 flags.DEFINE_string("data_dir", None, "Folder with the Fashion-MNIST IDX files.")
@@ -69,15 +62,24 @@ flags.DEFINE_bool("smoke", False, "Tiny run for tests: cnn, 256 training images,
 
 
 def _run() -> Path:
-    """Builds the config from the flags and runs the flow; returns the run folder."""
+    """Checks the flags, then imports TensorFlow, builds the config and runs the flow; returns
+    the run folder."""
     chosen = [name for name in ("smoke", "short", "full") if FLAGS[name].value]
     if len(chosen) > 1:
         raise TfquantError(f"--{' and --'.join(chosen)} are different sizes; pass one of them")
+    if not chosen:
+        check_qat_models(FLAGS.models)  # before the TensorFlow import: a bad flag fails fast
+    from tfquant import _quiet
+
+    _quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneDNN start-up lines
+    from tfquant.experiments.whitepaper_qat import CELLS, WhitepaperQatConfig, run_whitepaper_qat
+
     if chosen:  # the size fixes models, cells and sizes; data_dir and seed still apply
         config = WhitepaperQatConfig.of_size(chosen[0], data_dir=FLAGS.data_dir, seed=FLAGS.seed)
     else:
         config = WhitepaperQatConfig(
-            models=tuple(FLAGS.models), cells=tuple(FLAGS.cells), data_dir=FLAGS.data_dir,
+            models=tuple(FLAGS.models), cells=tuple(CELLS if FLAGS.cells is None else FLAGS.cells),
+            data_dir=FLAGS.data_dir,
             train_examples=FLAGS.train_examples, epochs=FLAGS.epochs, limit=FLAGS.limit,
             seed=FLAGS.seed,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -269,3 +270,16 @@ def test_script_reports_one_line_and_exits_2(tmp_path: Path, args: list[str], me
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(message)
     assert not any(tmp_path.iterdir())
+
+
+def test_script_flag_defaults_are_the_config_defaults() -> None:
+    """The script defines its defaults without TensorFlow (so bad flags fail fast); they must
+    stay QgtStudyConfig's."""
+    proc = subprocess.run([sys.executable, "experiments/qgt.py", "--helpshort"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    defaults = dict(re.findall(r"--(\w+):(?:(?!\n  --).)*?\(default: '([^']*)'\)", proc.stdout, re.S))
+    config = QgtStudyConfig()
+    assert defaults["models"] == ",".join(config.models)
+    assert defaults["bits"] == ",".join(str(b) for b in config.bits)
+    assert float(defaults["epochs"]) == config.epochs and int(defaults["seed"]) == config.seed
+    assert defaults["qgt_strength"] == ",".join(f"{b}:{lam:g}" for b, lam in config.qgt_strength)

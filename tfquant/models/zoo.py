@@ -24,8 +24,8 @@ from tfquant.models.mobilenet_v1 import build_mobilenet_v1
 from tfquant.models.mobilenet_v2 import build_mobilenet_v2
 from tfquant.models.resnet import build_resnet
 from tfquant.models.vit import build_vit
+from tfquant.zoo_names import ZOO
 
-ZOO: tuple[str, ...] = ("cnn", "mobilenet_v1", "mobilenet_v2", "resnet", "vit")
 TRAINED = "trained"
 INPUT_SHAPE: tuple[int, int, int] = (28, 28, 1)
 NUM_CLASSES = 10

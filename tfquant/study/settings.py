@@ -7,11 +7,13 @@ dataclass) and adds its own fields; the checks here name the bad value and what 
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
-from typing import Any, ClassVar, Iterable, Mapping, TypeVar
+from typing import Any, ClassVar, Iterable, Mapping, Sequence, TypeVar
 
 from tfquant.errors import TfquantError
 from tfquant.qtypes import Runtime
+from tfquant.zoo_names import QAT_ZOO, UNWRAPPABLE_ZOO, ZOO
 
 _POSITIVE = ("num_calibration_examples", "threads", "batch_size", "workers")
 
@@ -24,6 +26,62 @@ def positive_int(value: Any, name: str, *, none_means: str | None = None) -> Non
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         extra = f" or None ({none_means})" if none_means else ""
         raise TfquantError(f"{name} must be a positive integer{extra}, got {value!r}")
+
+
+def is_int(value: Any) -> bool:
+    """An integer (numpy's too), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A real number (numpy's too), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_zoo_models(models: Iterable[str]) -> None:
+    """Raises naming the models that are not zoo models (no TensorFlow needed: scripts call it
+    on their flags before they import it)."""
+    unknown = [m for m in models if m not in ZOO]
+    if unknown:
+        raise TfquantError(f"unknown zoo model(s) {unknown}; choose from: {', '.join(ZOO)}")
+
+
+def check_qat_models(models: Sequence[str] | str) -> None:
+    """Raises unless ``models`` is a non-empty list of zoo models tfmot can wrap for QAT
+    (:data:`tfquant.zoo_names.QAT_ZOO`); names the bad one and the choices."""
+    if isinstance(models, str) or not models:
+        raise TfquantError(f"no models to run; pass --models with at least one of: {', '.join(QAT_ZOO)}")
+    for m in models:
+        if m in UNWRAPPABLE_ZOO:
+            raise TfquantError(
+                f"zoo model {m!r} cannot be wrapped for QAT by tfmot (its attention, "
+                "LayerNormalization and position embedding have no quantize config); "
+                f"choose from: {', '.join(QAT_ZOO)}")
+        if m not in QAT_ZOO:
+            raise TfquantError(f"unknown zoo model {m!r}; choose from: {', '.join(QAT_ZOO)}")
+
+
+def bit_width_map(value: Any, bits: Sequence[int], *, name: str, example: str) -> tuple[tuple[int, float], ...]:
+    """``value`` (one number for every bit width, a ``{bits: x}`` mapping or (bits, x) pairs) ->
+    sorted (bits, x) pairs for exactly ``bits``, every x a finite number > 0; entries for
+    other bit widths are dropped. Raises naming the bad entry or the bit widths without one."""
+    if is_number(value):
+        pairs = [(b, value) for b in bits]
+    else:
+        try:
+            pairs = list(value.items() if isinstance(value, Mapping) else value)
+            pairs = [(int(b), x) for b, x in pairs]
+        except (TypeError, ValueError):
+            raise TfquantError(f"{name} must map bit widths to λ ({example}), got {value!r}") from None
+    out: dict[int, float] = {}
+    for b, x in pairs:
+        if not is_number(x) or not math.isfinite(x) or x <= 0:
+            raise TfquantError(f"{name} for {b}-bit weights must be a finite number > 0, got {x!r}")
+        out[b] = float(x)
+    missing = [b for b in bits if b not in out]
+    if missing:
+        raise TfquantError(f"{name} has no λ for bit width(s) {missing}; give one per bit width ({example})")
+    return tuple(sorted((b, out[b]) for b in bits))
 
 
 S = TypeVar("S", bound="Sized")

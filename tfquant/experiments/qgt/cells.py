@@ -16,7 +16,7 @@ from tfquant.recipes import Recipe
 from tfquant.models.train import TRAIN_EXAMPLES
 from tfquant.simulation.spec import EXECUTED_IN_TFLITE, SimSpec
 from tfquant.study import TIE_PT, Record
-from tfquant.study.settings import Sized, interpreter_runtime, positive_int
+from tfquant.study.settings import Sized, bit_width_map, check_zoo_models, interpreter_runtime, positive_int
 
 __all__ = [
     "BIT_CELLS",
@@ -128,13 +128,9 @@ class QgtStudyConfig(Sized):
     eval_batch_size: int = 256
 
     def __post_init__(self) -> None:
-        from tfquant.models import ZOO
-
         if isinstance(self.models, str) or not self.models:
             raise TfquantError("no models to run; pass --models with at least one zoo model")
-        unknown = [m for m in self.models if m not in ZOO]
-        if unknown:
-            raise TfquantError(f"unknown zoo model(s) {unknown}; choose from: {', '.join(ZOO)}")
+        check_zoo_models(self.models)
         object.__setattr__(self, "models", tuple(dict.fromkeys(self.models)))
         if isinstance(self.bits, (str, int)) or not self.bits:
             raise TfquantError(f"bits must be a non-empty list of integers in [2, 8], got {self.bits!r}")
@@ -174,25 +170,8 @@ class QgtStudyConfig(Sized):
         object.__setattr__(self, "runtime", interpreter_runtime(self.runtime, what="the QGT study"))
 
     def _checked_strengths(self) -> tuple[tuple[int, float], ...]:
-        value = self.qgt_strength
-        example = "e.g. {2: 10000, 4: 10}, or one number for every bit width"
-        if _is_number(value):
-            pairs = [(b, value) for b in self.bits]
-        else:
-            try:
-                pairs = list(value.items() if isinstance(value, Mapping) else value)
-                pairs = [(int(b), lam) for b, lam in pairs]
-            except (TypeError, ValueError):
-                raise TfquantError(f"qgt_strength must map bit widths to λ ({example}), got {value!r}") from None
-        strengths: dict[int, float] = {}
-        for b, lam in pairs:
-            if not _is_number(lam) or not math.isfinite(lam) or lam <= 0:
-                raise TfquantError(f"qgt_strength for {b}-bit weights must be a finite number > 0, got {lam!r}")
-            strengths[b] = float(lam)
-        missing = [b for b in self.bits if b not in strengths]
-        if missing:
-            raise TfquantError(f"qgt_strength has no λ for bit width(s) {missing}; give one per bit width ({example})")
-        return tuple(sorted((b, strengths[b]) for b in self.bits))
+        return bit_width_map(self.qgt_strength, self.bits, name="qgt_strength",
+                             example="e.g. {2: 10000, 4: 10}, or one number for every bit width")
 
     def strength(self, bits: int) -> float:
         """Final λ of the QGT regulariser at ``bits``."""

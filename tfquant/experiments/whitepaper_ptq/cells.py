@@ -11,7 +11,7 @@ from tfquant.qtypes import Granularity, Mode, Runtime
 from tfquant.recipes import Recipe
 from tfquant.simulation.spec import EXECUTED_IN_SIM, EXECUTED_IN_TFLITE, SimSpec, WeightScheme
 from tfquant.study import TIE_PT, ModelCell, Record  # noqa: F401  (TIE_PT: a threshold of the claims)
-from tfquant.study.settings import Sized, ZooStudySettings, interpreter_runtime
+from tfquant.study.settings import Sized, ZooStudySettings, check_zoo_models, interpreter_runtime
 
 NAME = EXPERIMENT = "whitepaper_ptq"
 SPREAD = "weight_range_spread"
@@ -127,12 +127,8 @@ class WhitepaperPtqConfig(Sized, ZooStudySettings):
     runtime: Runtime = Runtime.XNNPACK
 
     def __post_init__(self) -> None:
-        from tfquant.models import ZOO
-
         super().__post_init__()
-        unknown = [m for m in self.models if m not in ZOO]
-        if unknown:
-            raise TfquantError(f"unknown zoo model(s) {unknown}; choose from: {', '.join(ZOO)}")
+        check_zoo_models(self.models)
         object.__setattr__(self, "runtime", interpreter_runtime(self.runtime, what="the PTQ tables"))
 
     def recipe(self, cell: Cell) -> Recipe:

@@ -13,7 +13,8 @@ from tfquant.qtypes import Granularity, Mode, Runtime
 from tfquant.models.train import TRAIN_EXAMPLES as ZOO_TRAIN_EXAMPLES
 from tfquant.simulation.spec import EXECUTED_IN_SIM, EXECUTED_IN_TFLITE, SimSpec
 from tfquant.study import TIE_PT, ModelCell, Record  # noqa: F401  (TIE_PT: a threshold of the claims)
-from tfquant.study.settings import Sized, interpreter_runtime, positive_int
+from tfquant.study.settings import Sized, check_qat_models, interpreter_runtime, positive_int
+from tfquant.zoo_names import QAT_ZOO, UNWRAPPABLE_ZOO
 
 __all__ = [
     "CELLS",
@@ -37,10 +38,10 @@ __all__ = [
 
 EXPERIMENT = "whitepaper_qat"
 RESULTS_MD = "results.md"
-QAT_MODELS: tuple[str, ...] = ("cnn", "mobilenet_v1", "mobilenet_v2", "resnet")
+QAT_MODELS: tuple[str, ...] = QAT_ZOO
 """The zoo models tfmot can wrap (the ViT's attention, LayerNorm and position embedding
 have no quantize config)."""
-UNWRAPPABLE_MODELS: tuple[str, ...] = ("vit",)
+UNWRAPPABLE_MODELS: tuple[str, ...] = UNWRAPPABLE_ZOO
 WRAP_CHECK = "tfmot_wrap"
 """The ``cell`` of the record that says why a zoo model is not in the tables (the error
 :func:`tfquant.qat.quantize_for_training` raises on it)."""
@@ -237,19 +238,7 @@ class WhitepaperQatConfig(Sized):
     limit: int | None = None
 
     def __post_init__(self) -> None:
-        from tfquant.models import ZOO
-
-        if isinstance(self.models, str) or not self.models:
-            raise TfquantError("no models to run; pass --models with at least one of: "
-                               f"{', '.join(QAT_MODELS)}")
-        for m in self.models:
-            if m in UNWRAPPABLE_MODELS:
-                raise TfquantError(
-                    f"zoo model {m!r} cannot be wrapped for QAT by tfmot (its attention, "
-                    "LayerNormalization and position embedding have no quantize config); "
-                    f"choose from: {', '.join(QAT_MODELS)}")
-            if m not in ZOO or m not in QAT_MODELS:
-                raise TfquantError(f"unknown zoo model {m!r}; choose from: {', '.join(QAT_MODELS)}")
+        check_qat_models(self.models)
         object.__setattr__(self, "models", tuple(self.models))
         if isinstance(self.cells, str) or not self.cells:
             raise TfquantError(f"no cells to run; choose from: {', '.join(CELLS)}")
