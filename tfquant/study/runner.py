@@ -165,8 +165,10 @@ def run_study(
                     done.add(record.key)
         records = results.read()
         write_text_atomic(out / RESULTS_MD, study.markdown(records))
-        failed = sum(1 for r in records if r.failed)
-        log(f"{study.name}: {len(records)} cell(s) recorded, {failed} failed" + (" (see their error fields)" if failed else ""))
+        if todo:  # a resumed run with nothing left to do says so itself (the study's own line)
+            failed = sum(1 for r in records if r.failed)
+            log(f"{study.name}: {len(records)} cell(s) recorded, {failed} failed"
+                + (" (see their error fields)" if failed else ""))
     return records
 
 
