@@ -23,6 +23,10 @@ from tfquant.qtypes import BiasCorrection, WeightBitAllocation, check_weight_bit
 RECIPE_VERSION = 1
 
 
+_LOW_BIT_DEFAULTS = {"weight_bits": 8, "weight_bit_allocation": "uniform", "bias_correction": "none",
+                     "channel_bits": None}
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Recipe:
     """How to convert a float model to .tflite.
@@ -268,6 +272,11 @@ class Recipe:
             d["layer_rules"] = [rule.to_dict() for rule in self.layer_rules]
         else:
             d.pop("layer_rules", None)
+        # The low-bit fields are left out at their defaults (8-bit grid, no correction), so a
+        # recipe that does not use them serialises, and embeds, exactly as before they existed.
+        for name, default in _LOW_BIT_DEFAULTS.items():
+            if d.get(name) == default:
+                d.pop(name)
         return d
 
     def to_json(self) -> str:
