@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 
 from tfquant.algorithms.qgt_train import Schedule
+from tfquant.algorithms.weight_grid import check_scale
 from tfquant.errors import TfquantError
 from tfquant.qtypes import Mode, Runtime
 from tfquant.recipes import Recipe
@@ -96,6 +97,12 @@ class QgtStudyConfig(Sized):
         0.908); at 2 bits 0.256 / 0.106 at λ = 10 rising to 0.350 / 0.137 at 10,000, every
         λ far below plain QAT (0.890 / 0.839).
       qgt_ramp_fraction: λ grows linearly over this fraction of the steps, in [0, 1].
+      grid_scale: Each kernel's per-channel grid step Δ_c: ``max`` (max|W_c| / q_max) or
+        ``mse`` (the MSE-optimal range, :func:`tfquant.algorithms.weight_grid.mse_scale`),
+        for every cell (PTQ, QAT, QGT's regulariser, the hard rounding and the .tflite).
+      qgt_finish_fraction, qgt_finish_factor: QGT's finish (issue 9): for this last fraction
+        of the steps the grid is frozen and λ grows geometrically by the factor
+        (:class:`tfquant.algorithms.qgt.QGTRegularizer`); 0 = no finish.
       seed: ``keras.utils.set_random_seed`` before every fine-tune (and the data order).
       limit: Evaluate on the first N test images; None = the whole test split.
       export_tflite: Also convert the hard-quantized QGT model to int8 .tflite (cells
@@ -118,6 +125,9 @@ class QgtStudyConfig(Sized):
         (2, 10_000.0), (4, 10.0),
     )
     qgt_ramp_fraction: float = 1.0
+    grid_scale: str = "max"
+    qgt_finish_fraction: float = 0.0
+    qgt_finish_factor: float = 1.0
     seed: int = 0
     limit: int | None = None
     export_tflite: bool = True
@@ -156,6 +166,14 @@ class QgtStudyConfig(Sized):
         if not _is_number(ramp) or not 0.0 <= ramp <= 1.0:
             raise TfquantError(f"qgt_ramp_fraction must be a number in [0, 1], got {ramp!r}")
         object.__setattr__(self, "qgt_ramp_fraction", float(ramp))
+        check_scale(self.grid_scale)
+        finish, factor = self.qgt_finish_fraction, self.qgt_finish_factor
+        if not _is_number(finish) or not 0.0 <= finish < 1.0:
+            raise TfquantError(f"qgt_finish_fraction must be a number in [0, 1), got {finish!r}")
+        if not _is_number(factor) or not math.isfinite(factor) or factor < 1.0:
+            raise TfquantError(f"qgt_finish_factor must be a finite number >= 1, got {factor!r}")
+        object.__setattr__(self, "qgt_finish_fraction", float(finish))
+        object.__setattr__(self, "qgt_finish_factor", float(factor))
         for name in ("num_calibration_examples", "threads", "eval_batch_size"):
             positive_int(getattr(self, name), name)
         for name in ("seed", "calibration_seed"):
@@ -255,6 +273,8 @@ class QgtRecord(Record):
     train_accuracy: float | None = None
     qgt_strength: float | None = None
     qgt_ramp_steps: int | None = None
+    grid_scale: str | None = None
+    grid_scale_max_rel_error: float | None = None
     num_calibration_examples: int | None = None
     recipe: Mapping[str, Any] | None = None
     tflite_path: str | None = None
