@@ -48,6 +48,11 @@ flags.DEFINE_list("bits", [str(b) for b in _DEFAULT.bits], "Weight bit widths, e
 flags.DEFINE_float("epochs", _DEFAULT.epochs, "Fine-tuning epochs of QAT and QGT (fractions allowed).")
 flags.DEFINE_list("qgt_strength", [f"{b}:{lam:g}" for b, lam in _DEFAULT.qgt_strength],
                   "Final λ of the QGT regulariser per bit width, BITS:LAMBDA entries (or one number for all).")
+flags.DEFINE_enum("grid_scale", _DEFAULT.grid_scale, ["max", "mse"],
+                  "Per-channel grid step: max|W_c| / q_max, or the MSE-optimal step (all methods).")
+flags.DEFINE_float("qgt_finish_fraction", _DEFAULT.qgt_finish_fraction,
+                   "QGT finish: last fraction of the steps with the grid frozen and λ growing (0 = none).")
+flags.DEFINE_float("qgt_finish_factor", _DEFAULT.qgt_finish_factor, "QGT finish: λ grows by this factor.")
 flags.DEFINE_integer("seed", _DEFAULT.seed, "Seed of every fine-tune (keras.utils.set_random_seed).")
 flags.DEFINE_integer("limit", None, "Evaluate only the first N test images.")
 flags.DEFINE_bool("export_tflite", True, "Also export the QGT model as an int8 .tflite on the b-bit grid.")
@@ -89,7 +94,8 @@ def _run() -> Path:
         config = QgtStudyConfig(
             models=tuple(FLAGS.models), bits=bits, epochs=FLAGS.epochs,
             qgt_strength=strength, seed=FLAGS.seed, limit=FLAGS.limit,
-            export_tflite=FLAGS.export_tflite, data_dir=FLAGS.data_dir,
+            export_tflite=FLAGS.export_tflite, data_dir=FLAGS.data_dir, grid_scale=FLAGS.grid_scale,
+            qgt_finish_fraction=FLAGS.qgt_finish_fraction, qgt_finish_factor=FLAGS.qgt_finish_factor,
         )
     out = Path(FLAGS.results_dir) / (FLAGS.run_name or size or "default") / "qgt"
     run_qgt_study(config, out, tensorboard_dir=FLAGS.tensorboard_dir,

@@ -122,12 +122,12 @@ class QgtStudyConfig(Sized):
     batch_size: int | None = None
     learning_rate_scale: float = 0.5
     qgt_strength: Mapping[int, float] | Sequence[tuple[int, float]] | float = (
-        (2, 10_000.0), (4, 10.0),
+        (2, 30.0), (4, 10.0),
     )
     qgt_ramp_fraction: float = 1.0
-    grid_scale: str = "max"
-    qgt_finish_fraction: float = 0.0
-    qgt_finish_factor: float = 1.0
+    grid_scale: str = "mse"
+    qgt_finish_fraction: float = 0.5
+    qgt_finish_factor: float = 1000.0
     seed: int = 0
     limit: int | None = None
     export_tflite: bool = True
