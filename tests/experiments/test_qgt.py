@@ -269,3 +269,15 @@ def test_script_reports_one_line_and_exits_2(tmp_path: Path, args: list[str], me
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(message)
     assert not any(tmp_path.iterdir())
+
+
+def test_qgt_uses_the_mse_grid_and_its_finish_and_exports_that_grid(smoke_run) -> None:
+    """The default config's grid (mse) and finish reach the fine-tune, and the .tflite stores
+    exactly the grid the QGT model was rounded on (issue 9)."""
+    out, records = smoke_run
+    by = _by_key(records)
+    stats = json.loads((out / "models" / "cnn" / "w2_qgt.train.json").read_text())
+    assert SMOKE.grid_scale == "mse" and SMOKE.qgt_finish_fraction > 0
+    assert set(stats["grid"]) == set(CNN_KERNELS)  # the frozen grid of every kernel
+    assert by[("cnn", 2, QGT)]["grid_scale"] == "mse"
+    assert by[("cnn", 2, QGT_TFLITE)]["grid_scale_max_rel_error"] < 1e-5

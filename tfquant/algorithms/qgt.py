@@ -14,6 +14,18 @@ weight toward its nearest grid point; R_l lies in [0, 1/4]. λ(t) = strength · 
 t / ramp_steps) ramps up linearly (t = training step, kept by :class:`QGTRamp`). Finish with
 hard quantization (PTQ of the regularised model, or QAT).
 
+Two changes vs the paper's outline (issue 9; BUILD_NOTES "QGT at 2 bits: the fix"):
+
+* ``scale="mse"``: Δ_c is the MSE-optimal step of each channel
+  (:func:`tfquant.algorithms.weight_grid.mse_scale`), recomputed from the current kernel at
+  every step (no gradient), instead of max|W_c|/q_max; the max-scaled ternary grid puts
+  most 2-bit weights at 0.
+* the finish: at the equilibrium of task loss + λR, W - Q = -(nΔ²/2λ)·g is aligned with the
+  task gradient g, so rounding it away moves every weight uphill (a tiny R, a large cost).
+  For the last part of training the grid is frozen (the final rounding uses exactly that
+  Δ) and λ grows geometrically (``finish_*`` of :class:`QGTRegularizer`), shrinking the
+  residual and its rounding cost toward 0 while the task loss still shapes the weights.
+
 Sizes are exact bytes of packed weights (:func:`packed_size_bytes`), not 32/b.
 """
 

@@ -185,7 +185,8 @@ class QgtStudy(Study[qg.BitsCell, qg.QgtRecord]):
         model, stats = cached_finetune(
             weights, folded, method, bits, train[0], train[1], plan=plan, seed=config.seed,
             qgt_strength=config.strength(bits) if method == qg.QGT else None,
-            qgt_ramp_fraction=config.qgt_ramp_fraction,
+            qgt_ramp_fraction=config.qgt_ramp_fraction, scale=config.grid_scale,
+            qgt_finish_fraction=config.qgt_finish_fraction, qgt_finish_factor=config.qgt_finish_factor,
             label=f"{model_name} w{bits} {method}", log=log,
             tensorboard_dir=Path(self.tensorboard_dir) / sub if self.tensorboard_dir else None,
             checkpoint_dir=Path(self.checkpoint_dir) / sub if self.checkpoint_dir else None,
