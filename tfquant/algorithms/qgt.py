@@ -389,15 +389,28 @@ def apply_qgt(
     return clone
 
 
+def _step(grid: Mapping[str, Any] | None, name: str) -> np.ndarray | None:
+    """A layer's given Δ (a frozen QGT grid, ``{layer: Δ}``), or None: compute it by ``scale``."""
+    return np.asarray(grid[name], np.float32) if grid and name in grid else None
+
+
+def _rounded(w: np.ndarray, bits: int, per_channel: bool, axes: Sequence[int], scale: str,
+             step: np.ndarray | None) -> np.ndarray:
+    if step is None:
+        return fake_quantize_kernel(w, bits, per_channel=per_channel, channel_axes=axes, scale=scale)
+    return round_to_grid(w, bits, channel_axes=axes, step=step).numpy().astype(w.dtype)
+
+
 def layer_residuals(model: keras.Model, bits: int, *, per_channel: bool = True,
-                    scale: str = "max") -> dict[str, float]:
-    """R_l (:func:`grid_distance`, Δ by ``scale``) of every top-level layer with a kernel, in layer order."""
+                    scale: str = "max", grid: Mapping[str, Any] | None = None) -> dict[str, float]:
+    """R_l (:func:`grid_distance`, Δ by ``scale`` or ``grid[layer]``) of every top-level layer with a kernel."""
     check_bits(bits)
     out = {}
     for layer in _kernel_layers(model, None):
         kernel, channel_axes = kernel_of(layer)
         out[layer.name] = float(
-            grid_distance(kernel, bits, per_channel=per_channel, channel_axes=channel_axes, scale=scale)
+            grid_distance(kernel, bits, per_channel=per_channel, channel_axes=channel_axes, scale=scale,
+                          step=_step(grid, layer.name))
         )
     return out
 
@@ -442,6 +455,7 @@ def bottleneck_report(
     higher_is_better: bool = True,
     layers: Iterable[str] | None = None,
     scale: str = "max",
+    grid: Mapping[str, Any] | None = None,
 ) -> list[LayerBottleneck]:
     """Per-layer compression bottlenecks: grid residual and single-layer quantization cost.
 
@@ -458,7 +472,7 @@ def bottleneck_report(
         per_channel: Per-output-channel scales, or per-tensor.
         higher_is_better: Whether a larger ``eval_fn`` value is better.
         layers: Layer names to report; None for every top-level layer with a kernel.
-        scale: How each kernel's Δ is chosen (``max`` or ``mse``).
+        scale: How each kernel's Δ is chosen (``max`` or ``mse``); ``grid``: given Δ per layer.
 
     Returns:
         Rows sorted by ``degradation``, worst first (ties by name).
@@ -475,12 +489,9 @@ def bottleneck_report(
         original = kernel.numpy()
         residual = float(
             grid_distance(original, bits, per_channel=per_channel, channel_axes=channel_axes,
-                          scale=scale)
+                          scale=scale, step=_step(grid, layer.name))
         )
-        kernel.assign(
-            fake_quantize_kernel(original, bits, per_channel=per_channel, channel_axes=channel_axes,
-                                 scale=scale)
-        )
+        kernel.assign(_rounded(original, bits, per_channel, channel_axes, scale, _step(grid, layer.name)))
         try:
             metric = _evaluate(eval_fn, model)
         finally:
@@ -497,7 +508,7 @@ def bottleneck_report(
 
 def rounding_output_error(
     model: keras.Model, bits: int, x: np.ndarray, *, per_channel: bool = True, seed: int = 0,
-    scale: str = "max",
+    scale: str = "max", grid: Mapping[str, Any] | None = None,
 ) -> dict[str, tuple[float, float]]:
     """Per layer: what rounding its kernel does to its output, coherent vs random.
 
@@ -525,7 +536,7 @@ def rounding_output_error(
         linear.build(x_l.shape)
         target, _ = kernel_of(linear)
         w = kernel.numpy()
-        e = w - fake_quantize_kernel(w, bits, per_channel=per_channel, channel_axes=axes, scale=scale)
+        e = w - _rounded(w, bits, per_channel, axes, scale, _step(grid, layer.name))
         signs = rng.choice(np.array([-1.0, 1.0], np.float32), size=e.shape)
 
         def norm(value: np.ndarray) -> float:
@@ -538,13 +549,14 @@ def rounding_output_error(
 
 
 def bottleneck_fields(model: keras.Model, bits: int, eval_fn: Callable[[keras.Model], float],
-                      x: np.ndarray | None = None, *, scale: str = "max") -> dict[str, Any]:
+                      x: np.ndarray | None = None, *, scale: str = "max",
+                      grid: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """:func:`bottleneck_report` as record fields: ``layers`` in layer order, each with its
     ``rank`` (1 = the bottleneck), ``residual``, ``accuracy``, ``loss_pt`` and ``params``
     (with ``x``: also ``output_error`` / ``output_error_random``, :func:`rounding_output_error`);
     ``residual_sum``; and the float ``baseline_accuracy`` the losses are against."""
-    errors = rounding_output_error(model, bits, x, scale=scale) if x is not None else {}
-    report = bottleneck_report(model, bits, eval_fn, scale=scale)
+    errors = rounding_output_error(model, bits, x, scale=scale, grid=grid) if x is not None else {}
+    report = bottleneck_report(model, bits, eval_fn, scale=scale, grid=grid)
     rank = {row.name: i + 1 for i, row in enumerate(report)}
     by_name = {row.name: row for row in report}
     rows = [
@@ -553,7 +565,7 @@ def bottleneck_fields(model: keras.Model, bits: int, eval_fn: Callable[[keras.Mo
          "rank": rank[name],
          **({"output_error": errors[name][0], "output_error_random": errors[name][1]}
             if name in errors else {})}
-        for name in layer_residuals(model, bits, scale=scale)
+        for name in layer_residuals(model, bits, scale=scale, grid=grid)
     ]
     return {"baseline_accuracy": report[0].metric + report[0].degradation,
             "residual_sum": sum(r["residual"] for r in rows), "layers": rows}

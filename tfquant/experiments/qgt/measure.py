@@ -153,7 +153,8 @@ class QgtStudy(Study[qg.BitsCell, qg.QgtRecord]):
                     yield qg.QgtRecord(**cell, cell=method, executed_in=EXECUTED_IN_SIM, grid_scale=scale,
                                     accuracy=weight_accuracy(model, bits, spec, stats.get("grid")),
                                     float_accuracy=evaluate(model),
-                                    residual_sum=sum(layer_residuals(model, bits, scale=scale).values()),
+                                    residual_sum=sum(layer_residuals(model, bits, scale=scale,
+                                                                     grid=stats.get("grid")).values()),
                                     spec=spec.to_dict(), weights_path=str(weights),
                                     **{k: v for k, v in stats.items() if k not in ("epoch_logs", "grid")})
             if qg.QGT not in tuned:
@@ -161,7 +162,7 @@ class QgtStudy(Study[qg.BitsCell, qg.QgtRecord]):
             qgt_model = tuned[qg.QGT]
             if (model_name, bits, qg.BOTTLENECK_QGT) in keys:
                 yield qg.QgtRecord(**cell, cell=qg.BOTTLENECK_QGT, executed_in=EXECUTED_IN_SIM, of="qgt",
-                                **bottleneck_fields(qgt_model, bits, evaluate, probe, scale=scale))
+                                **bottleneck_fields(qgt_model, bits, evaluate, probe, scale=scale, grid=grids[qg.QGT]))
             if not config.export_tflite:
                 continue
             steps = grid_steps(qgt_model, bits, scale=scale, grid=grids[qg.QGT])
