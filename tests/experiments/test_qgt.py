@@ -70,7 +70,7 @@ def test_every_cell_has_one_record_and_says_where_it_ran(smoke_run) -> None:
         assert Path(r["weights_path"]).is_file()
         assert 0.0 <= r["float_accuracy"] <= 1.0 and 0.0 <= r["residual_sum"] <= 5 * 0.25
         assert r["spec"]["weight_bits"] == 2 and r["spec"]["activation_bits"] is None
-    assert by[("cnn", 2, QGT)]["qgt_strength"] == SMOKE.strength(2) == 10_000.0
+    assert by[("cnn", 2, QGT)]["qgt_strength"] == SMOKE.strength(2) == 30.0  # the 2-bit default (issue 9)
 
 
 def test_packed_size_equals_a_hand_computation(smoke_run) -> None:
