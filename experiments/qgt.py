@@ -39,7 +39,8 @@ from tfquant.study.settings import bit_width_map, check_zoo_models  # noqa: E402
 from tfquant.zoo_names import ZOO  # noqa: E402
 
 # QgtStudyConfig's defaults (tests/experiments/test_qgt.py checks they agree).
-_MODELS, _BITS, _EPOCHS, _STRENGTH, _SEED = ("cnn", "mobilenet_v1"), (2, 4), 3.0, ((2, 10_000.0), (4, 10.0)), 0
+_MODELS, _BITS, _EPOCHS, _STRENGTH, _SEED = ("cnn", "mobilenet_v1"), (2, 4), 3.0, ((2, 30.0), (4, 10.0)), 0
+_GRID_SCALE, _FINISH_FRACTION, _FINISH_FACTOR = "mse", 0.5, 1000.0
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", list(_MODELS), f"Zoo models (rows); any of: {', '.join(ZOO)}.")
@@ -47,6 +48,11 @@ flags.DEFINE_list("bits", [str(b) for b in _BITS], "Weight bit widths, each in [
 flags.DEFINE_float("epochs", _EPOCHS, "Fine-tuning epochs of QAT and QGT (fractions allowed).")
 flags.DEFINE_list("qgt_strength", [f"{b}:{lam:g}" for b, lam in _STRENGTH],
                   "Final λ of the QGT regulariser per bit width, BITS:LAMBDA entries (or one number for all).")
+flags.DEFINE_enum("grid_scale", _GRID_SCALE, ["max", "mse"],
+                  "Per-channel grid step: max|W_c| / q_max, or the MSE-optimal step (all methods).")
+flags.DEFINE_float("qgt_finish_fraction", _FINISH_FRACTION,
+                   "QGT finish: last fraction of the steps with the grid frozen and λ growing (0 = none).")
+flags.DEFINE_float("qgt_finish_factor", _FINISH_FACTOR, "QGT finish: λ grows by this factor.")
 flags.DEFINE_integer("seed", _SEED, "Seed of every fine-tune (keras.utils.set_random_seed).")
 flags.DEFINE_integer("limit", None, "Evaluate only the first N test images.")
 flags.DEFINE_bool("export_tflite", True, "Also export the QGT model as an int8 .tflite on the b-bit grid.")
@@ -91,7 +97,8 @@ def _checked_flags() -> tuple[str | None, dict]:
     return None, dict(
         models=tuple(FLAGS.models), bits=bits, epochs=FLAGS.epochs,
         qgt_strength=strength, seed=FLAGS.seed, limit=FLAGS.limit,
-        export_tflite=FLAGS.export_tflite, data_dir=FLAGS.data_dir,
+        export_tflite=FLAGS.export_tflite, data_dir=FLAGS.data_dir, grid_scale=FLAGS.grid_scale,
+        qgt_finish_fraction=FLAGS.qgt_finish_fraction, qgt_finish_factor=FLAGS.qgt_finish_factor,
     )
 
 

@@ -71,7 +71,7 @@ def test_every_cell_has_one_record_and_says_where_it_ran(smoke_run) -> None:
         assert Path(r["weights_path"]).is_file()
         assert 0.0 <= r["float_accuracy"] <= 1.0 and 0.0 <= r["residual_sum"] <= 5 * 0.25
         assert r["spec"]["weight_bits"] == 2 and r["spec"]["activation_bits"] is None
-    assert by[("cnn", 2, QGT)]["qgt_strength"] == SMOKE.strength(2) == 10_000.0
+    assert by[("cnn", 2, QGT)]["qgt_strength"] == SMOKE.strength(2) == 30.0  # the 2-bit default (issue 9)
 
 
 def test_packed_size_equals_a_hand_computation(smoke_run) -> None:
@@ -283,3 +283,18 @@ def test_script_flag_defaults_are_the_config_defaults() -> None:
     assert defaults["bits"] == ",".join(str(b) for b in config.bits)
     assert float(defaults["epochs"]) == config.epochs and int(defaults["seed"]) == config.seed
     assert defaults["qgt_strength"] == ",".join(f"{b}:{lam:g}" for b, lam in config.qgt_strength)
+    assert defaults["grid_scale"] == config.grid_scale
+    assert float(defaults["qgt_finish_fraction"]) == config.qgt_finish_fraction
+    assert float(defaults["qgt_finish_factor"]) == config.qgt_finish_factor
+
+
+def test_qgt_uses_the_mse_grid_and_its_finish_and_exports_that_grid(smoke_run) -> None:
+    """The default config's grid (mse) and finish reach the fine-tune, and the .tflite stores
+    exactly the grid the QGT model was rounded on (issue 9)."""
+    out, records = smoke_run
+    by = _by_key(records)
+    stats = json.loads((out / "models" / "cnn" / "w2_qgt.train.json").read_text())
+    assert SMOKE.grid_scale == "mse" and SMOKE.qgt_finish_fraction > 0
+    assert set(stats["grid"]) == set(CNN_KERNELS)  # the frozen grid of every kernel
+    assert by[("cnn", 2, QGT)]["grid_scale"] == "mse"
+    assert by[("cnn", 2, QGT_TFLITE)]["grid_scale_max_rel_error"] < 1e-5

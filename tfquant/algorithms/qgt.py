@@ -14,6 +14,18 @@ weight toward its nearest grid point; R_l lies in [0, 1/4]. λ(t) = strength · 
 t / ramp_steps) ramps up linearly (t = training step, kept by :class:`QGTRamp`). Finish with
 hard quantization (PTQ of the regularised model, or QAT).
 
+Two changes vs the paper's outline (issue 9; BUILD_NOTES "QGT at 2 bits: the fix"):
+
+* ``scale="mse"``: Δ_c is the MSE-optimal step of each channel
+  (:func:`tfquant.algorithms.weight_grid.mse_scale`), recomputed from the current kernel at
+  every step (no gradient), instead of max|W_c|/q_max; the max-scaled ternary grid puts
+  most 2-bit weights at 0.
+* the finish: at the equilibrium of task loss + λR, W - Q = -(nΔ²/2λ)·g is aligned with the
+  task gradient g, so rounding it away moves every weight uphill (a tiny R, a large cost).
+  For the last part of training the grid is frozen (the final rounding uses exactly that
+  Δ) and λ grows geometrically (``finish_*`` of :class:`QGTRegularizer`), shrinking the
+  residual and its rounding cost toward 0 while the task loss still shapes the weights.
+
 Sizes are exact bytes of packed weights (:func:`packed_size_bytes`), not 32/b.
 """
 
@@ -31,16 +43,15 @@ import tf_keras as keras
 
 from tfquant.algorithms.weight_grid import (
     check_bits,
+    check_scale,
     fake_quantize_kernel,
     kernel_of,
-    num_output_channels,
     round_to_grid,
     weight_scale,
 )
+from tfquant.algorithms.packed_size import FLOAT32_BYTES, float32_size_bytes, packed_size_bytes  # noqa: F401
 from tfquant.errors import TfquantError
 from tfquant.models.kernels import kernel_layout
-
-FLOAT32_BYTES = 4
 
 
 def grid_distance(
@@ -49,6 +60,8 @@ def grid_distance(
     *,
     per_channel: bool = True,
     channel_axes: Sequence[int] = (-1,),
+    scale: str = "max",
+    step: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """R = mean((W - Q_b(W))²) / Δ², the normalised distance of ``w`` to its b-bit grid.
 
@@ -62,20 +75,24 @@ def grid_distance(
         per_channel: One Δ per output channel, or one per tensor.
         channel_axes: Output-channel axes of ``w``: (-1,) for Conv2D / Dense, (2, 3) for
             DepthwiseConv2D (see :func:`tfquant.algorithms.weight_grid.kernel_of`).
+        scale: How Δ is computed from ``w``: ``max`` or ``mse``
+            (:func:`tfquant.algorithms.weight_grid.weight_scale`).
+        step: A given Δ (broadcastable to ``w``; a frozen grid) instead of one from ``w``.
 
     Returns:
-        A float32 scalar in [0, 1/4].
+        A float32 scalar (in [0, 1/4] for weights inside the grid's range).
 
     Raises:
         TfquantError: If ``bits`` is not an integer in [2, 16].
     """
     check_bits(bits)
     w = tf.convert_to_tensor(w, dtype=tf.float32)
-    scale = weight_scale(w, bits, per_channel=per_channel, channel_axes=channel_axes)
+    delta = (weight_scale(w, bits, per_channel=per_channel, channel_axes=channel_axes, scale=scale)
+             if step is None else tf.stop_gradient(tf.convert_to_tensor(step, tf.float32)))
     q = tf.stop_gradient(
-        round_to_grid(w, bits, per_channel=per_channel, channel_axes=channel_axes)
+        round_to_grid(w, bits, per_channel=per_channel, channel_axes=channel_axes, step=delta)
     )
-    return tf.reduce_mean(tf.square((w - q) / scale))
+    return tf.reduce_mean(tf.square((w - q) / delta))
 
 
 def _check_strength(strength: object) -> float:
@@ -102,8 +119,19 @@ class QGTRegularizer(keras.regularizers.Regularizer):
 
     λ(t) = strength · min(1, t / ramp_steps) (λ = strength when ``ramp_steps`` is 0); t is
     the non-trainable ``step`` variable, which :class:`QGTRamp` advances once per training
-    batch. ``get_config`` stores bits, strength, ramp_steps and the granularity, not t: a
-    deserialised regulariser starts at t = 0.
+    batch. ``get_config`` stores the arguments, not t: a deserialised regulariser starts at
+    t = 0.
+
+    Finish (not in the paper; issue 9): with ``finish_start`` set, from step ``finish_start``
+    on the grid is frozen (:meth:`freeze`, called by :class:`QGTRamp`: Δ = the kernel's
+    scale at that step, held to the end and used for the final rounding) and λ grows
+    geometrically to ``finish_factor`` x its value over ``finish_steps`` steps:
+
+        λ(t) = strength · min(1, t / ramp_steps) · finish_factor^clip((t - finish_start) / finish_steps, 0, 1).
+
+    At the equilibrium of task loss + λR the residual is W - Q = -(nΔ²/2λ)·g (coherent with
+    the task gradient g, so rounding costs about nΔ²‖g‖²/2λ); growing λ by ``finish_factor``
+    shrinks that residual, and its rounding cost, by the same factor.
 
     Args:
         bits: Bit width b in [2, 16] of the target grid.
@@ -111,6 +139,13 @@ class QGTRegularizer(keras.regularizers.Regularizer):
         ramp_steps: Steps over which λ grows from 0 to ``strength``, >= 0.
         per_channel: Per-output-channel Δ (TFLite int8 weights) or per-tensor.
         channel_axes: Output-channel axes of the kernel it regularises.
+        scale: How Δ is computed from the kernel each step: ``max`` or ``mse``
+            (:func:`tfquant.algorithms.weight_grid.weight_scale`).
+        finish_start: Step at which the grid freezes and λ starts to grow; None: never.
+        finish_steps: Steps over which λ grows by ``finish_factor`` (>= 1).
+        finish_factor: Final multiplier of λ, >= 1.
+        grid_shape: Shape of Δ (the kernel's shape with 1 on the reduced axes); needed for
+            a finish.
 
     Raises:
         TfquantError: On an invalid argument, naming it.
@@ -124,24 +159,66 @@ class QGTRegularizer(keras.regularizers.Regularizer):
         *,
         per_channel: bool = True,
         channel_axes: Sequence[int] = (-1,),
+        scale: str = "max",
+        finish_start: int | None = None,
+        finish_steps: int = 1,
+        finish_factor: float = 1.0,
+        grid_shape: Sequence[int] | None = None,
     ) -> None:
         self.bits = check_bits(bits)
         self.strength = _check_strength(strength)
         self.ramp_steps = _check_ramp_steps(ramp_steps)
         self.per_channel = bool(per_channel)
         self.channel_axes = tuple(int(a) for a in channel_axes)
+        self.scale = check_scale(scale)
+        if finish_start is not None:
+            _check_ramp_steps(finish_start)
+            if grid_shape is None:
+                raise TfquantError("a QGT finish (finish_start) needs grid_shape, the shape of Δ")
+        if not (_check_ramp_steps(finish_steps) >= 1 and _check_strength(finish_factor) >= 1.0):
+            raise TfquantError(f"finish_steps must be >= 1 and finish_factor >= 1, got "
+                               f"{finish_steps!r}, {finish_factor!r}")
+        self.finish_start = None if finish_start is None else int(finish_start)
+        self.finish_steps, self.finish_factor = int(finish_steps), float(finish_factor)
+        self.grid_shape = None if grid_shape is None else tuple(int(d) for d in grid_shape)
         self.step = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="qgt_step")
+        self.frozen = tf.Variable(False, trainable=False, name="qgt_grid_frozen")
+        self.grid = (None if self.grid_shape is None else
+                     tf.Variable(tf.ones(self.grid_shape), trainable=False, name="qgt_grid"))
 
     def current_strength(self) -> tf.Tensor:
         """λ(t) at the current ``step``."""
-        if self.ramp_steps == 0:
-            return tf.constant(self.strength, tf.float32)
-        ramp = tf.minimum(1.0, self.step / float(self.ramp_steps))
-        return self.strength * ramp
+        lam = tf.constant(self.strength, tf.float32)
+        if self.ramp_steps:
+            lam = lam * tf.minimum(1.0, self.step / float(self.ramp_steps))
+        if self.finish_start is not None and self.finish_factor != 1.0:
+            progress = tf.clip_by_value((self.step - self.finish_start) / self.finish_steps, 0.0, 1.0)
+            lam = lam * tf.pow(self.finish_factor, progress)
+        return lam
+
+    def kernel_scale(self, x: tf.Tensor) -> tf.Tensor:
+        """Δ of kernel ``x``: the frozen grid once :meth:`freeze` ran, else computed from ``x``."""
+        delta = weight_scale(x, self.bits, per_channel=self.per_channel,
+                             channel_axes=self.channel_axes, scale=self.scale)
+        return delta if self.grid is None else tf.where(self.frozen, self.grid, delta)
+
+    def freeze(self, kernel: tf.Tensor) -> None:
+        """Holds Δ at ``kernel``'s current scale from now on (the final quantization's grid)."""
+        if self.grid is None:
+            raise TfquantError("this QGTRegularizer has no grid_shape; it cannot freeze its grid")
+        self.grid.assign(tf.reshape(weight_scale(
+            kernel, self.bits, per_channel=self.per_channel, channel_axes=self.channel_axes,
+            scale=self.scale), self.grid_shape))
+        self.frozen.assign(True)
+
+    def frozen_grid(self) -> np.ndarray | None:
+        """The frozen Δ (shape ``grid_shape``), or None before :meth:`freeze`."""
+        return self.grid.numpy() if self.grid is not None and bool(self.frozen.numpy()) else None
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
         return self.current_strength() * grid_distance(
-            x, self.bits, per_channel=self.per_channel, channel_axes=self.channel_axes
+            x, self.bits, per_channel=self.per_channel, channel_axes=self.channel_axes,
+            step=self.kernel_scale(x),
         )
 
     def get_config(self) -> dict[str, Any]:
@@ -151,6 +228,11 @@ class QGTRegularizer(keras.regularizers.Regularizer):
             "ramp_steps": self.ramp_steps,
             "per_channel": self.per_channel,
             "channel_axes": list(self.channel_axes),
+            "scale": self.scale,
+            "finish_start": self.finish_start,
+            "finish_steps": self.finish_steps,
+            "finish_factor": self.finish_factor,
+            "grid_shape": None if self.grid_shape is None else list(self.grid_shape),
         }
 
 
@@ -158,14 +240,20 @@ def _regularizer_attr(layer: keras.layers.Layer) -> str:
     return kernel_layout(type(layer)).regularizer_attr
 
 
-def qgt_regularizers(model: keras.Model) -> list[QGTRegularizer]:
-    """Every distinct :class:`QGTRegularizer` on a kernel of ``model`` (nested models too)."""
-    found: dict[int, QGTRegularizer] = {}
+def regularized_kernels(model: keras.Model) -> dict[str, tuple[QGTRegularizer, tf.Variable]]:
+    """``{layer name: (its QGTRegularizer, its kernel)}`` for every regularised layer of ``model``."""
+    found: dict[str, tuple[QGTRegularizer, tf.Variable]] = {}
     for module in (model, *model.submodules):
         if isinstance(module, keras.layers.Layer) and kernel_of(module) is not None:
             reg = getattr(module, _regularizer_attr(module), None)
             if isinstance(reg, QGTRegularizer):
-                found[id(reg)] = reg
+                found[module.name] = (reg, kernel_of(module)[0])
+    return found
+
+
+def qgt_regularizers(model: keras.Model) -> list[QGTRegularizer]:
+    """Every distinct :class:`QGTRegularizer` on a kernel of ``model`` (nested models too)."""
+    found = {id(reg): reg for reg, _ in regularized_kernels(model).values()}
     return list(found.values())
 
 
@@ -190,8 +278,10 @@ class QGTRamp(keras.callbacks.Callback):
             raise TfquantError(f"initial_step must be an integer >= 0, got {initial_step!r}")
         self.step = initial_step
         self._regularizers: list[QGTRegularizer] = []
+        self._kernels: list[tuple[QGTRegularizer, tf.Variable]] = []
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._kernels = list(regularized_kernels(self.model).values())
         self._regularizers = qgt_regularizers(self.model)
         if not self._regularizers:
             raise TfquantError(
@@ -202,6 +292,9 @@ class QGTRamp(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         for reg in self._regularizers:
             reg.step.assign(float(self.step))
+        for reg, kernel in self._kernels:
+            if reg.finish_start is not None and self.step >= reg.finish_start and not bool(reg.frozen.numpy()):
+                reg.freeze(kernel)
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self.step += 1
@@ -237,6 +330,10 @@ def apply_qgt(
     layers: Iterable[str] | None = None,
     *,
     per_channel: bool = True,
+    scale: str = "max",
+    finish_start: int | None = None,
+    finish_steps: int = 1,
+    finish_factor: float = 1.0,
 ) -> keras.Model:
     """A clone of ``model`` whose Conv/Dense kernels carry a :class:`QGTRegularizer`.
 
@@ -253,6 +350,7 @@ def apply_qgt(
         ramp_steps: Steps for λ to reach ``strength`` (0: at once).
         layers: Names of the layers to regularise; None for all layers with kernels.
         per_channel: Per-output-channel Δ, or per-tensor.
+        scale, finish_start, finish_steps, finish_factor: As :class:`QGTRegularizer`.
 
     Returns:
         An uncompiled clone.
@@ -274,9 +372,13 @@ def apply_qgt(
     def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
         config = layer.get_config()
         if layer.name in targets:
-            _, channel_axes = kernel_of(layer)
+            kernel, channel_axes = kernel_of(layer)
+            shape = tuple(weight_scale(kernel, bits, per_channel=per_channel,
+                                       channel_axes=channel_axes).shape)
             config[_regularizer_attr(layer)] = QGTRegularizer(
-                bits, strength, ramp_steps, per_channel=per_channel, channel_axes=channel_axes
+                bits, strength, ramp_steps, per_channel=per_channel, channel_axes=channel_axes,
+                scale=scale, finish_start=finish_start, finish_steps=finish_steps,
+                finish_factor=finish_factor, grid_shape=shape,
             )
         return layer.__class__.from_config(config)
 
@@ -287,14 +389,28 @@ def apply_qgt(
     return clone
 
 
-def layer_residuals(model: keras.Model, bits: int, *, per_channel: bool = True) -> dict[str, float]:
-    """R_l (:func:`grid_distance`) of every top-level layer with a kernel, in layer order."""
+def _step(grid: Mapping[str, Any] | None, name: str) -> np.ndarray | None:
+    """A layer's given Δ (a frozen QGT grid, ``{layer: Δ}``), or None: compute it by ``scale``."""
+    return np.asarray(grid[name], np.float32) if grid and name in grid else None
+
+
+def _rounded(w: np.ndarray, bits: int, per_channel: bool, axes: Sequence[int], scale: str,
+             step: np.ndarray | None) -> np.ndarray:
+    if step is None:
+        return fake_quantize_kernel(w, bits, per_channel=per_channel, channel_axes=axes, scale=scale)
+    return round_to_grid(w, bits, channel_axes=axes, step=step).numpy().astype(w.dtype)
+
+
+def layer_residuals(model: keras.Model, bits: int, *, per_channel: bool = True,
+                    scale: str = "max", grid: Mapping[str, Any] | None = None) -> dict[str, float]:
+    """R_l (:func:`grid_distance`, Δ by ``scale`` or ``grid[layer]``) of every top-level layer with a kernel."""
     check_bits(bits)
     out = {}
     for layer in _kernel_layers(model, None):
         kernel, channel_axes = kernel_of(layer)
         out[layer.name] = float(
-            grid_distance(kernel, bits, per_channel=per_channel, channel_axes=channel_axes)
+            grid_distance(kernel, bits, per_channel=per_channel, channel_axes=channel_axes, scale=scale,
+                          step=_step(grid, layer.name))
         )
     return out
 
@@ -338,6 +454,8 @@ def bottleneck_report(
     per_channel: bool = True,
     higher_is_better: bool = True,
     layers: Iterable[str] | None = None,
+    scale: str = "max",
+    grid: Mapping[str, Any] | None = None,
 ) -> list[LayerBottleneck]:
     """Per-layer compression bottlenecks: grid residual and single-layer quantization cost.
 
@@ -354,6 +472,7 @@ def bottleneck_report(
         per_channel: Per-output-channel scales, or per-tensor.
         higher_is_better: Whether a larger ``eval_fn`` value is better.
         layers: Layer names to report; None for every top-level layer with a kernel.
+        scale: How each kernel's Δ is chosen (``max`` or ``mse``); ``grid``: given Δ per layer.
 
     Returns:
         Rows sorted by ``degradation``, worst first (ties by name).
@@ -369,11 +488,10 @@ def bottleneck_report(
         kernel, channel_axes = kernel_of(layer)
         original = kernel.numpy()
         residual = float(
-            grid_distance(original, bits, per_channel=per_channel, channel_axes=channel_axes)
+            grid_distance(original, bits, per_channel=per_channel, channel_axes=channel_axes,
+                          scale=scale, step=_step(grid, layer.name))
         )
-        kernel.assign(
-            fake_quantize_kernel(original, bits, per_channel=per_channel, channel_axes=channel_axes)
-        )
+        kernel.assign(_rounded(original, bits, per_channel, channel_axes, scale, _step(grid, layer.name)))
         try:
             metric = _evaluate(eval_fn, model)
         finally:
@@ -389,7 +507,8 @@ def bottleneck_report(
 
 
 def rounding_output_error(
-    model: keras.Model, bits: int, x: np.ndarray, *, per_channel: bool = True, seed: int = 0
+    model: keras.Model, bits: int, x: np.ndarray, *, per_channel: bool = True, seed: int = 0,
+    scale: str = "max", grid: Mapping[str, Any] | None = None,
 ) -> dict[str, tuple[float, float]]:
     """Per layer: what rounding its kernel does to its output, coherent vs random.
 
@@ -417,7 +536,7 @@ def rounding_output_error(
         linear.build(x_l.shape)
         target, _ = kernel_of(linear)
         w = kernel.numpy()
-        e = w - fake_quantize_kernel(w, bits, per_channel=per_channel, channel_axes=axes)
+        e = w - _rounded(w, bits, per_channel, axes, scale, _step(grid, layer.name))
         signs = rng.choice(np.array([-1.0, 1.0], np.float32), size=e.shape)
 
         def norm(value: np.ndarray) -> float:
@@ -430,13 +549,14 @@ def rounding_output_error(
 
 
 def bottleneck_fields(model: keras.Model, bits: int, eval_fn: Callable[[keras.Model], float],
-                      x: np.ndarray | None = None) -> dict[str, Any]:
+                      x: np.ndarray | None = None, *, scale: str = "max",
+                      grid: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """:func:`bottleneck_report` as record fields: ``layers`` in layer order, each with its
     ``rank`` (1 = the bottleneck), ``residual``, ``accuracy``, ``loss_pt`` and ``params``
     (with ``x``: also ``output_error`` / ``output_error_random``, :func:`rounding_output_error`);
     ``residual_sum``; and the float ``baseline_accuracy`` the losses are against."""
-    errors = rounding_output_error(model, bits, x) if x is not None else {}
-    report = bottleneck_report(model, bits, eval_fn)
+    errors = rounding_output_error(model, bits, x, scale=scale, grid=grid) if x is not None else {}
+    report = bottleneck_report(model, bits, eval_fn, scale=scale, grid=grid)
     rank = {row.name: i + 1 for i, row in enumerate(report)}
     by_name = {row.name: row for row in report}
     rows = [
@@ -445,7 +565,7 @@ def bottleneck_fields(model: keras.Model, bits: int, eval_fn: Callable[[keras.Mo
          "rank": rank[name],
          **({"output_error": errors[name][0], "output_error_random": errors[name][1]}
             if name in errors else {})}
-        for name in layer_residuals(model, bits)
+        for name in layer_residuals(model, bits, scale=scale, grid=grid)
     ]
     return {"baseline_accuracy": report[0].metric + report[0].degradation,
             "residual_sum": sum(r["residual"] for r in rows), "layers": rows}
@@ -478,59 +598,3 @@ def bottleneck_summary(before: Mapping[str, Any], after: Mapping[str, Any] | Non
     if after is not None:
         text += "; " + describe(after, "after QGT").replace("after QGT the", "after QGT, the", 1)
     return text + "."
-
-
-def _packed_kernels(model: keras.Model) -> dict[int, tuple[int, ...]]:
-    """id(kernel variable) -> channel axes, for every kernel in ``model`` (nested too)."""
-    kernels: dict[int, tuple[int, ...]] = {}
-    for module in (model, *model.submodules):
-        if isinstance(module, keras.layers.Layer):
-            found = kernel_of(module)
-            if found is not None:
-                kernels[id(found[0])] = found[1]
-    return kernels
-
-
-def packed_size_bytes(model: keras.Model, bits: int, *, per_channel: bool = True) -> int:
-    """Exact bytes of ``model``'s weights with every Conv/Dense kernel packed at ``bits``.
-
-        size = Σ_kernels [ceil(n_K · b / 8) + 4 · s_K] + Σ_other float weights 4 · n_v
-
-    n_K = elements of kernel K, packed densely at b bits per tensor (no per-row padding);
-    s_K = its number of float32 scales: one per output channel (per_channel) or 1; symmetric
-    quantization has no zero points. Every other floating-point variable of the model
-    (biases, BatchNorm γ/β/moving statistics, embeddings, ...) counts as float32, 4 bytes per
-    element; integer bookkeeping variables (step counters) are not counted. Kernels are
-    those of :func:`tfquant.algorithms.weight_grid.kernel_of` (SeparableConv2D, QAT
-    wrappers and FoldedConvBN stay float32). Fold BNs first
-    (:func:`tfquant.algorithms.fold_batch_norms`) for the deployed size; graph and
-    metadata overhead of a .tflite file is not included.
-
-    Args:
-        model: A built tf-keras model.
-        bits: Kernel bit width in [2, 16].
-        per_channel: One scale per output channel, or one per kernel.
-
-    Raises:
-        TfquantError: If ``bits`` is not an integer in [2, 16].
-    """
-    b = check_bits(bits)
-    kernels = _packed_kernels(model)
-    total = 0
-    for v in model.weights:
-        if not v.dtype.is_floating:
-            continue
-        n = int(np.prod(v.shape))
-        if id(v) in kernels:
-            scales = num_output_channels(v.shape, kernels[id(v)]) if per_channel else 1
-            total += -(-n * b // 8) + FLOAT32_BYTES * scales
-        else:
-            total += FLOAT32_BYTES * n
-    return total
-
-
-def float32_size_bytes(model: keras.Model) -> int:
-    """Bytes of every floating-point variable of ``model`` stored as float32 (4 per element)."""
-    return sum(
-        FLOAT32_BYTES * int(np.prod(v.shape)) for v in model.weights if v.dtype.is_floating
-    )

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Mapping
 
 from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 
@@ -32,12 +32,14 @@ import tf_keras as keras
 
 from tfquant import progress as _progress
 from tfquant import training
-from tfquant.algorithms.qgt import QGTRamp, apply_qgt, layer_residuals, qgt_regularizers
+from tfquant.algorithms.qgt import QGTRamp, apply_qgt, layer_residuals, qgt_regularizers, regularized_kernels
 from tfquant.algorithms.weight_grid import (
     SymmetricWeightQuantizer,
     check_bits,
+    check_scale,
     kernel_of,
     round_to_grid,
+    weight_scale,
 )
 from tfquant.errors import TfquantError
 
@@ -63,16 +65,19 @@ class WeightFakeQuantTrainer(keras.Model):
     Args:
       bits: Weight bit width in [2, 16].
       per_channel: Per-output-channel scales (TFLite's) or one per kernel.
+      scale: Δ_c from ``max`` |W_c| or ``mse`` (:func:`~tfquant.algorithms.weight_grid.mse_scale`).
 
     Raises:
       TfquantError: If the model has no Conv / Dense kernel.
     """
 
-    def __init__(self, bits: int, *args: Any, per_channel: bool = True, **kwargs: Any) -> None:
+    def __init__(self, bits: int, *args: Any, per_channel: bool = True, scale: str = "max",
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.bits = check_bits(bits)
         self.quantized = [
-            (found[0], SymmetricWeightQuantizer(bits, per_channel=per_channel, channel_axes=found[1]))
+            (found[0], SymmetricWeightQuantizer(bits, per_channel=per_channel, channel_axes=found[1],
+                                                scale=scale))
             for found in (kernel_of(layer) for layer in self.layers)
             if found is not None
         ]
@@ -138,18 +143,44 @@ def plain_clone(model: keras.Model) -> keras.Model:
     return clone
 
 
-def hard_quantize(model: keras.Model, bits: int) -> keras.Model:
-    """A plain clone of ``model`` whose kernels are rounded to their b-bit grid, Q_b(W)."""
+def grid_steps(model: keras.Model, bits: int, *, scale: str = "max",
+               grid: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """``{layer: Δ}`` of every top-level kernel: ``grid[layer]`` if given (QGT's frozen grid),
+    else computed from the kernel by ``scale`` -- the grid :func:`hard_quantize` rounds to."""
+    check_scale(scale)
+    grid = grid or {}
+    out = {}
+    for layer in model.layers:
+        found = kernel_of(layer)
+        if found is not None:
+            kernel, axes = found
+            out[layer.name] = (np.asarray(grid[layer.name], np.float32) if layer.name in grid else
+                               weight_scale(kernel, bits, channel_axes=axes, scale=scale).numpy())
+    return out
+
+
+def hard_quantize(model: keras.Model, bits: int, *, scale: str = "max",
+                  grid: Mapping[str, Any] | None = None) -> keras.Model:
+    """A plain clone of ``model`` whose kernels are rounded to their b-bit grid, Q_b(W).
+
+    Δ per output channel from the final kernel by ``scale`` (``max`` / ``mse``), or, for a
+    layer named in ``grid`` ({layer: Δ, shape broadcastable to its kernel}), that Δ: the grid
+    QGT froze for its finish (``stats["grid"]`` of :func:`finetune_weights`).
+    """
+    check_scale(scale)
+    grid = grid or {}
     clone = plain_clone(model)
     for layer in clone.layers:
         found = kernel_of(layer)
         if found is not None:
             kernel, axes = found
-            kernel.assign(round_to_grid(kernel, bits, channel_axes=axes))
+            step = grid.get(layer.name)
+            kernel.assign(round_to_grid(kernel, bits, channel_axes=axes, scale=scale,
+                                        step=None if step is None else np.asarray(step, np.float32)))
     return clone
 
 
-def _grid_extras(bits: int) -> dict[str, training.callbacks.Extra]:
+def _grid_extras(bits: int, scale: str = "max") -> dict[str, training.callbacks.Extra]:
     """Per-epoch Σ_l R_l of the float kernels and, for QGT, the current λ."""
 
     def lam(model: keras.Model) -> float | None:
@@ -157,7 +188,7 @@ def _grid_extras(bits: int) -> dict[str, training.callbacks.Extra]:
         return float(regs[0].current_strength()) if regs else None
 
     return {
-        "grid_residual": lambda model: sum(layer_residuals(model, bits).values()),
+        "grid_residual": lambda model: sum(layer_residuals(model, bits, scale=scale).values()),
         "qgt_lambda": lam,
     }
 
@@ -173,6 +204,9 @@ def finetune_weights(
     seed: int,
     qgt_strength: float | None = None,
     qgt_ramp_fraction: float = 1.0,
+    scale: str = "max",
+    qgt_finish_fraction: float = 0.0,
+    qgt_finish_factor: float = 1.0,
     label: str,
     log: Callable[[str], None] = _progress.write,
     tensorboard_dir: str | os.PathLike[str] | None = None,
@@ -184,7 +218,12 @@ def finetune_weights(
     logits, the training images shuffled with ``seed`` (reshuffled every pass, passes
     joined), :func:`tfquant.training.fit`; ``seed_everything(seed)`` first, before the copy
     is made. QGT ramps λ to ``qgt_strength`` over ``round(qgt_ramp_fraction x steps)``
-    steps. With ``tensorboard_dir``, every epoch's loss, accuracy, Σ_l R_l (and λ) are
+    steps. ``scale`` (``max`` / ``mse``) chooses every kernel's grid step Δ_c, for QAT's
+    fake quantization and QGT's regulariser alike. QGT's finish (``qgt_finish_fraction`` > 0):
+    for the last ``round(qgt_finish_fraction x steps)`` steps the grid is frozen and λ grows
+    geometrically by ``qgt_finish_factor`` (:class:`~tfquant.algorithms.qgt.QGTRegularizer`);
+    the frozen Δ of every layer is returned in ``stats["grid"]`` for :func:`hard_quantize`.
+    With ``tensorboard_dir``, every epoch's loss, accuracy, Σ_l R_l (and λ) are
     written there as TensorBoard scalars; with ``checkpoint_dir``, the weights are saved
     after every epoch as ``epochNNN.h5`` (Keras 2 HDF5).
 
@@ -205,12 +244,15 @@ def finetune_weights(
     if method == "qat":
         base = plain_clone(folded)
         trainer: keras.Model = WeightFakeQuantTrainer(
-            bits, inputs=base.inputs, outputs=base.outputs, name=f"{folded.name}_qat"
+            bits, inputs=base.inputs, outputs=base.outputs, name=f"{folded.name}_qat", scale=scale
         )
     else:
-        trainer = apply_qgt(folded, bits, qgt_strength, ramp_steps)
+        finish = round(qgt_finish_fraction * plan.steps)
+        trainer = apply_qgt(folded, bits, qgt_strength, ramp_steps, scale=scale,
+                            finish_start=plan.steps - finish if finish > 0 else None,
+                            finish_steps=max(1, finish), finish_factor=qgt_finish_factor)
         callbacks.append(QGTRamp())
-    progress = training.EpochLog(label, plan.passes, log=log, extras=_grid_extras(bits),
+    progress = training.EpochLog(label, plan.passes, log=log, extras=_grid_extras(bits, scale),
                                  detail=f" ({plan.steps_per_pass} steps)")
     result = training.fit(
         trainer, x_train, y_train,
@@ -234,6 +276,9 @@ def finetune_weights(
     }
     if method == "qgt":
         stats.update(qgt_strength=qgt_strength, qgt_ramp_steps=ramp_steps)
+        grid = {name: reg.frozen_grid() for name, (reg, _) in regularized_kernels(trainer).items()}
+        if any(g is not None for g in grid.values()):
+            stats["grid"] = {name: g.tolist() for name, g in grid.items() if g is not None}
     return tuned, stats
 
 

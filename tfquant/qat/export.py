@@ -180,6 +180,7 @@ class WeightLevels:
       qmax: Largest int8 value.
       values: The distinct int8 values of the whole tensor, ascending.
       index: The weight tensor's index in the model.
+      scales: The tensor's float scales (one per output channel, or one).
     """
 
     op: str
@@ -192,6 +193,7 @@ class WeightLevels:
     qmax: int
     values: tuple[int, ...]
     index: int = -1
+    scales: tuple[float, ...] = ()
 
     @property
     def grid_step(self) -> int:
@@ -236,6 +238,7 @@ def weight_levels(tflite: ModelLike) -> list[WeightLevels]:
                 qmax=int(w.max()),
                 values=tuple(int(v) for v in np.unique(w)),
                 index=index,
+                scales=tuple(float(v) for v in np.ravel(qp["scales"])),
             )
         )
     return out

@@ -8,15 +8,19 @@ with its BatchNormalizations folded into the weights first (the deployed network
 kernels, and the sizes are those of the folded model):
 
 * ``ptq``: every Conv / DepthwiseConv2D / Dense kernel fake-quantized to b bits, symmetric
-  narrow-range per output channel, Δ_c = max|W_c| / (2^(b-1) - 1); activations float.
+  narrow-range per output channel, Δ_c = the MSE-optimal step (``grid_scale="mse"``, the
+  default, :func:`tfquant.algorithms.weight_grid.mse_scale`) or max|W_c| / (2^(b-1) - 1)
+  (``"max"``); activations float. Every method uses the same kind of grid.
 * ``qat`` (plain QAT): fine-tune for ``epochs`` with every kernel replaced by Q_b(W) in the
   forward pass and the straight-through gradient dL/dW := dL/dQ_b(W)
   (:class:`tfquant.algorithms.qgt_train.WeightFakeQuantTrainer`), then hard-quantize as ``ptq``.
 * ``qgt``: fine-tune the float kernels for the same steps with the same optimizer, adding
   λ(t) Σ_l R_l, R_l = mean((W_l - Q_b(W_l))²)/Δ_l², λ ramped linearly from 0 to
   ``qgt_strength[b]`` over the first ``qgt_ramp_fraction`` of the steps
-  (:func:`tfquant.algorithms.apply_qgt`, :class:`~tfquant.algorithms.QGTRamp`), then
-  hard-quantize as ``ptq``.
+  (:func:`tfquant.algorithms.apply_qgt`, :class:`~tfquant.algorithms.QGTRamp`); for the
+  last ``qgt_finish_fraction`` of the steps the grid is frozen and λ grows by
+  ``qgt_finish_factor`` (issue 9: removes the residual that is coherent with the task
+  gradient); then hard-quantize on that frozen grid.
 * ``size``: exact bytes with every kernel packed at b bits plus one float32 scale per
   output channel and every other weight float32
   (:func:`tfquant.algorithms.packed_size_bytes`), against all weights float32.

@@ -7,6 +7,7 @@ the QGT model's .tflite is read back with :func:`tfquant.qat.export.weight_level
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
@@ -17,7 +18,7 @@ import tf_keras as keras
 
 from tfquant import progress as _progress
 from tfquant.algorithms.qgt import bottleneck_fields, float32_size_bytes, layer_residuals, packed_size_bytes
-from tfquant.algorithms.qgt_train import cached_finetune, hard_quantize
+from tfquant.algorithms.qgt_train import cached_finetune, grid_steps, hard_quantize
 from tfquant.errors import TfquantError
 from tfquant.evaluation.keras_accuracy import KerasAccuracy, quiet_retracing
 from tfquant.experiments.qgt import cells as qg
@@ -114,6 +115,14 @@ class QgtStudy(Study[qg.BitsCell, qg.QgtRecord]):
             """Top-1 of ``simulation.simulate(model, spec)``: what ``simulation.evaluate`` gives."""
             return evaluate(simulation.simulate(model, spec, calibration_data=calibration_data))
 
+        scale = config.grid_scale
+
+        def weight_accuracy(model: keras.Model, bits: int, spec: SimSpec, grid: Mapping[str, Any] | None = None) -> float:
+            """b-bit weights, float activations: the simulation (max grid) or the hard rounding on the grid."""
+            if scale == "max" and grid is None:
+                return sim_accuracy(model, spec)
+            return evaluate(hard_quantize(model, bits, scale=scale, grid=grid))
+
         base: dict[str, Any] = dict(model=model_name, n_examples=len(test[0]))
         if (model_name, None, qg.FLOAT) in keys:
             yield qg.QgtRecord(**base, cell=qg.FLOAT, executed_in=EXECUTED_IN_SIM, accuracy=evaluate(folded),
@@ -126,41 +135,45 @@ class QgtStudy(Study[qg.BitsCell, qg.QgtRecord]):
                 yield qg.QgtRecord(**cell, cell=qg.SIZE, packed_bytes=packed, float32_bytes=full,
                                 ratio=full / packed, bn_folded=True, per_channel_scales=True)
             if (model_name, bits, qg.PTQ) in keys:
-                yield qg.QgtRecord(**cell, cell=qg.PTQ, executed_in=EXECUTED_IN_SIM,
-                                accuracy=sim_accuracy(folded, spec), spec=spec.to_dict())
+                yield qg.QgtRecord(**cell, cell=qg.PTQ, executed_in=EXECUTED_IN_SIM, grid_scale=scale,
+                                accuracy=weight_accuracy(folded, bits, spec), spec=spec.to_dict())
             if (model_name, bits, qg.BOTTLENECK_FLOAT) in keys:
                 yield qg.QgtRecord(**cell, cell=qg.BOTTLENECK_FLOAT, executed_in=EXECUTED_IN_SIM, of="trained",
-                                **bottleneck_fields(folded, bits, evaluate, probe))
+                                **bottleneck_fields(folded, bits, evaluate, probe, scale=scale))
             tuned: dict[str, keras.Model] = {}
+            grids: dict[str, Any] = {}
             for method in qg.METHODS:
                 needs = [c for c in config.cells() if (model_name, bits, c) in keys
                          and (c == method or (method == qg.QGT and c in (qg.BOTTLENECK_QGT, *qg.TFLITE_CELLS)))]
                 if not needs:
                     continue
                 model, stats, weights = self._tuned(folded, model_name, bits, method, plan, train, log)
-                tuned[method] = model
+                tuned[method], grids[method] = model, stats.get("grid")
                 if (model_name, bits, method) in keys:
-                    yield qg.QgtRecord(**cell, cell=method, executed_in=EXECUTED_IN_SIM,
-                                    accuracy=sim_accuracy(model, spec), float_accuracy=evaluate(model),
-                                    residual_sum=sum(layer_residuals(model, bits).values()),
+                    yield qg.QgtRecord(**cell, cell=method, executed_in=EXECUTED_IN_SIM, grid_scale=scale,
+                                    accuracy=weight_accuracy(model, bits, spec, stats.get("grid")),
+                                    float_accuracy=evaluate(model),
+                                    residual_sum=sum(layer_residuals(model, bits, scale=scale,
+                                                                     grid=stats.get("grid")).values()),
                                     spec=spec.to_dict(), weights_path=str(weights),
-                                    **{k: v for k, v in stats.items() if k != "epoch_logs"})
+                                    **{k: v for k, v in stats.items() if k not in ("epoch_logs", "grid")})
             if qg.QGT not in tuned:
                 continue
             qgt_model = tuned[qg.QGT]
             if (model_name, bits, qg.BOTTLENECK_QGT) in keys:
                 yield qg.QgtRecord(**cell, cell=qg.BOTTLENECK_QGT, executed_in=EXECUTED_IN_SIM, of="qgt",
-                                **bottleneck_fields(qgt_model, bits, evaluate, probe))
+                                **bottleneck_fields(qgt_model, bits, evaluate, probe, scale=scale, grid=grids[qg.QGT]))
             if not config.export_tflite:
                 continue
-            hard = hard_quantize(qgt_model, bits)
+            steps = grid_steps(qgt_model, bits, scale=scale, grid=grids[qg.QGT])
+            hard = hard_quantize(qgt_model, bits, grid=steps)
             if (model_name, bits, qg.QGT_A8_SIM) in keys:
                 a8 = SimSpec(weight_bits=bits, activation_bits=8)
                 yield qg.QgtRecord(**cell, cell=qg.QGT_A8_SIM, executed_in=EXECUTED_IN_SIM,
                                 accuracy=sim_accuracy(hard, a8, calibration_data=x_cal),
                                 spec=a8.to_dict(), num_calibration_examples=len(x_cal))
             if (model_name, bits, qg.QGT_TFLITE) in keys:
-                yield self._tflite(hard, cell, bits, folder, test, x_cal)
+                yield self._tflite(hard, cell, bits, folder, test, x_cal, steps)
 
     def _tuned(self, folded: keras.Model, model_name: str, bits: int, method: str, plan: Any,
                train: tuple[np.ndarray, np.ndarray], log: Callable[[str], None]
@@ -173,7 +186,8 @@ class QgtStudy(Study[qg.BitsCell, qg.QgtRecord]):
         model, stats = cached_finetune(
             weights, folded, method, bits, train[0], train[1], plan=plan, seed=config.seed,
             qgt_strength=config.strength(bits) if method == qg.QGT else None,
-            qgt_ramp_fraction=config.qgt_ramp_fraction,
+            qgt_ramp_fraction=config.qgt_ramp_fraction, scale=config.grid_scale,
+            qgt_finish_fraction=config.qgt_finish_fraction, qgt_finish_factor=config.qgt_finish_factor,
             label=f"{model_name} w{bits} {method}", log=log,
             tensorboard_dir=Path(self.tensorboard_dir) / sub if self.tensorboard_dir else None,
             checkpoint_dir=Path(self.checkpoint_dir) / sub if self.checkpoint_dir else None,
@@ -181,9 +195,12 @@ class QgtStudy(Study[qg.BitsCell, qg.QgtRecord]):
         return model, stats, weights
 
     def _tflite(self, hard: keras.Model, cell: Mapping[str, Any], bits: int, folder: Path,
-                test: tuple[np.ndarray, np.ndarray], x_cal: np.ndarray | None) -> qg.QgtRecord:
+                test: tuple[np.ndarray, np.ndarray], x_cal: np.ndarray | None,
+                steps: Mapping[str, np.ndarray]) -> qg.QgtRecord:
         """``qgt_tflite``: the hard-quantized QGT model as an int8 .tflite, evaluated in LiteRT,
-        its int8 weights checked to hold at most 2^b - 1 values per channel."""
+        its int8 weights checked to hold at most 2^b - 1 values per channel, and its
+        per-channel scales compared with the grid ``steps`` it was rounded on
+        (``grid_scale_max_rel_error``, :func:`grid_scale_error`)."""
         from tfquant.evaluation import convert_and_evaluate, file_size
         from tfquant.qat.export import grid_levels
 
@@ -197,10 +214,43 @@ class QgtStudy(Study[qg.BitsCell, qg.QgtRecord]):
                                                runtime=config.runtime, num_threads=config.threads,
                                                batch_size=config.eval_batch_size)
             levels = grid_levels(tflite, bits)
+            scale_error = grid_scale_error(tflite, hard, steps, bits)
         except TfquantError as e:
             return qg.QgtRecord(**rec, error=str(e))
         return qg.QgtRecord(**rec, accuracy=acc.accuracy, n_correct=acc.n_correct, size_bytes=file_size(path),
-                            **levels)
+                            grid_scale=config.grid_scale, grid_scale_max_rel_error=scale_error, **levels)
+
+
+def grid_scale_error(tflite: bytes, hard: keras.Model, steps: Mapping[str, np.ndarray], bits: int) -> float:
+    """Largest relative difference between a .tflite's int8 weight scales and the b-bit grid.
+
+    The int8 converter stores a kernel on the grid {k·Δ_c} with scale s_c = max|Q_c| / 127 =
+    q_max·Δ_c / 127 (q_max = 2^(b-1) - 1) when some weight of channel c is at ±q_max·Δ_c;
+    each .tflite weight tensor is matched to the Keras kernel of the same size and channel
+    count whose grid fits it best, over its channels with a weight at ±q_max·Δ_c (inf if
+    none has one: the kernel is not on that grid).
+    """
+    from tfquant.algorithms.weight_grid import kernel_of
+    from tfquant.qat.export import weight_levels
+
+    qmax = 2 ** (bits - 1) - 1
+    kernels = {}
+    for layer in hard.layers:
+        found = kernel_of(layer)
+        if found is not None and layer.name in steps:
+            w = found[0].numpy()
+            delta = np.asarray(steps[layer.name], np.float64).reshape(-1)
+            full = np.isclose(np.max(np.abs(w.reshape(-1, delta.size)), axis=0), qmax * delta, rtol=1e-5)  # channels last
+            kernels[layer.name] = (w.size, delta, full)
+    worst = 0.0
+    for t in weight_levels(tflite):
+        s = np.asarray(t.scales)
+        errs = [float(np.max(np.abs(s[full] * 127 / qmax - delta[full]) / delta[full])) if full.any() else math.inf
+                for n, delta, full in kernels.values() if n == int(np.prod(t.shape)) and delta.size == s.size]
+        if not errs:
+            raise TfquantError(f"no kernel matches .tflite weight tensor {t.tensor!r} {t.shape}")
+        worst = max(worst, min(errs))
+    return worst
 
 
 def run_qgt_study(
