@@ -1,4 +1,7 @@
-"""Command line: ``python -m tfquant {convert,qat,evaluate,inspect} ...``.
+"""Command line: ``python -m tfquant COMMAND ...``: convert, qat, evaluate, inspect, and the commands in tfquant/commands/.
+
+The four core commands live here; sensitivity, autoquant, check, benchmark and report are one
+module each in :mod:`tfquant.commands`.
 
 Every user mistake surfaces as one line ``error: <what is wrong and how to fix it>`` on
 stderr and exit status 2; output files are written atomically, so a failed command leaves
