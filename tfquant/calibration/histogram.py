@@ -113,11 +113,7 @@ class AbsHistogram:
             raise TfquantError(
                 f"AbsHistogram.update takes |x|, got a negative value ({vmin}); pass np.abs(x)"
             )
-        if vmax > self.upper:
-            if self.upper == 0.0:
-                self.upper = vmax
-            else:
-                self._grow_to(vmax)
+        self.cover(vmax)
         n = self.num_bins
         if self.upper == 0.0:
             self.counts[0] += v.size
@@ -131,6 +127,15 @@ class AbsHistogram:
         if len(counts) > n:  # v == upper (index n): the last bin, as min(index, n - 1) puts it
             counts[n - 1] += counts[n:].sum()
         self.counts += counts[:n]
+
+    def cover(self, vmax: float) -> None:
+        """Makes the range cover ``vmax`` (finite, >= 0): the first non-zero value sets it,
+        later ones double it (merging bins) until it covers them."""
+        if vmax > self.upper:
+            if self.upper == 0.0:
+                self.upper = vmax
+            else:
+                self._grow_to(vmax)
 
     def _grow_to(self, vmax: float) -> None:
         """Doubles ``upper`` until it covers ``vmax``, merging bins in groups of 2^doublings."""

@@ -23,6 +23,7 @@ import math
 
 import numpy as np
 
+from tfquant.calibration import fused
 from tfquant.calibration.histogram import NUM_BINS, AbsHistogram
 from tfquant.errors import TfquantError
 
@@ -86,7 +87,53 @@ class TensorStatistics:
         return self.min >= 0.0
 
     def update(self, x: np.ndarray, *, ema_constant: float = DEFAULT_EMA_CONSTANT) -> None:
-        """Adds one batch of values (any shape; float32 is used as is, without a copy)."""
+        """Adds one batch of values (any shape; float32 is used as is, without a copy).
+
+        Two compiled passes over the batch (:mod:`tfquant.calibration.fused`) when numba is
+        installed, else :meth:`update_numpy`, the reference; both give the same statistics
+        (the float64 sums up to their last bits, see the module docstring of ``fused``).
+
+        Raises:
+          TfquantError: the batch holds NaN or infinity.
+        """
+        if not fused.AVAILABLE:
+            self.update_numpy(x, ema_constant=ema_constant)
+            return
+        a = np.ascontiguousarray(x, dtype=np.float32)
+        n = a.size
+        if n == 0:
+            return
+        columns = a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
+        channel_sum = np.empty(columns.shape[1], dtype=np.float64)
+        lo32, hi32 = fused.moments(columns, channel_sum)
+        total = float(channel_sum.sum())
+        lo, hi = float(lo32), float(hi32)
+        if not (math.isfinite(total) and math.isfinite(lo) and math.isfinite(hi)):
+            self._non_finite()
+        mean_b = total / n
+        histogram = self.histogram
+        histogram.cover(max(hi, -lo))
+        if histogram.upper == 0.0:  # every value so far is 0 (so are the deviations)
+            histogram.counts[0] += n
+            m2_b = abs_dev_b = 0.0
+        else:
+            m2_b = abs_dev_b = 0.0
+            v = a.reshape(-1)
+            mean32, width = np.float32(mean_b), histogram.width
+            for begin in range(0, n, fused.MAX_VALUES):
+                sq, ab = fused.deviations_and_histogram(
+                    v[begin : begin + fused.MAX_VALUES], mean32, width, histogram.counts
+                )
+                m2_b += sq
+                abs_dev_b += ab
+        self._merge(n, lo, hi, mean_b, m2_b, abs_dev_b, channel_sum, ema_constant)
+
+    def update_numpy(self, x: np.ndarray, *, ema_constant: float = DEFAULT_EMA_CONSTANT) -> None:
+        """:meth:`update` in numpy: the reference implementation (~4.75 ns a value, ~8 passes).
+
+        Raises:
+          TfquantError: the batch holds NaN or infinity.
+        """
         a = np.asarray(x, dtype=np.float32)
         v = a.reshape(-1)
         n = v.size
@@ -94,21 +141,37 @@ class TensorStatistics:
             return
         columns = a.reshape(-1, a.shape[-1]) if a.ndim else v.reshape(-1, 1)
         channel_sum = columns.sum(axis=0, dtype=np.float64)
-        if self.channel_sum is None or self.channel_sum.shape != channel_sum.shape:
-            self.channel_sum = channel_sum if self.count == 0 else None
-        else:
-            self.channel_sum = self.channel_sum + channel_sum
         lo, hi = float(v.min()), float(v.max())
         if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise TfquantError(
-                f"tensor {self.name!r} has NaN/Inf values on the calibration data; check the "
-                "calibration data and the float model"
-            )
+            self._non_finite()
         mean_b = float(v.sum(dtype=np.float64)) / n
         d = v - np.float32(mean_b)
         m2_b = float(np.dot(d, d))
         np.abs(d, out=d)
         abs_dev_b = float(d.sum(dtype=np.float64))
+        if lo >= 0.0:
+            self.histogram.update(v, known_max=hi)  # already |x|
+        else:
+            np.abs(v, out=d)
+            self.histogram.update(d, known_max=max(hi, -lo))
+        self._merge(n, lo, hi, mean_b, m2_b, abs_dev_b, channel_sum, ema_constant)
+
+    def _non_finite(self) -> None:
+        raise TfquantError(
+            f"tensor {self.name!r} has NaN/Inf values on the calibration data; check the "
+            "calibration data and the float model"
+        )
+
+    def _merge(
+        self, n: int, lo: float, hi: float, mean_b: float, m2_b: float, abs_dev_b: float,
+        channel_sum: np.ndarray, ema_constant: float,
+    ) -> None:
+        """Folds one batch's n, min, max, mean, Σ(x - mean)², Σ|x - mean| and Σx per channel in
+        (Chan et al.'s parallel update for the mean and m2)."""
+        if self.channel_sum is None or self.channel_sum.shape != channel_sum.shape:
+            self.channel_sum = channel_sum if self.count == 0 else None
+        else:
+            self.channel_sum = self.channel_sum + channel_sum
         if self.count == 0:
             self.ema_min, self.ema_max = lo, hi
         else:
@@ -121,8 +184,3 @@ class TensorStatistics:
         self.mean += delta * n / total
         self.count = total
         self.sum_abs_dev += abs_dev_b
-        if lo >= 0.0:
-            self.histogram.update(v, known_max=hi)  # already |x|
-        else:
-            np.abs(v, out=d)
-            self.histogram.update(d, known_max=max(hi, -lo))
