@@ -1,0 +1,129 @@
+"""The compiled statistics (numba) equal the numpy reference, ``TensorStatistics.update_numpy``.
+
+Same semantics, numerically equivalent: min, max, the moving averages, the count, the
+histogram's range and every bin count exactly; the float64 sums (mean, m2, Σ|x - mean|, Σx
+per channel) up to the order of addition (m2 closer to the exact value than the reference's
+float32 ``dot``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from tfquant.calibration import TensorStatistics, fused
+from tfquant.errors import TfquantError
+
+pytestmark = pytest.mark.skipif(not fused.AVAILABLE, reason="numba is not installed")
+
+
+def _both(batches: list[np.ndarray], **kw) -> tuple[TensorStatistics, TensorStatistics]:
+    compiled, reference = TensorStatistics.empty("t", **kw), TensorStatistics.empty("t", **kw)
+    for b in batches:
+        compiled.update(b)
+        reference.update_numpy(b)
+    return compiled, reference
+
+
+def _assert_equivalent(compiled: TensorStatistics, reference: TensorStatistics) -> None:
+    for field in ("min", "max", "ema_min", "ema_max", "count"):
+        assert getattr(compiled, field) == getattr(reference, field), field
+    assert compiled.histogram.upper == reference.histogram.upper
+    np.testing.assert_array_equal(compiled.histogram.counts, reference.histogram.counts)
+    scale = max(abs(reference.min), abs(reference.max), 1e-30)
+    np.testing.assert_allclose(compiled.mean, reference.mean, rtol=1e-9, atol=1e-12 * scale)
+    np.testing.assert_allclose(compiled.m2, reference.m2, rtol=1e-5, atol=1e-12 * scale**2)
+    np.testing.assert_allclose(compiled.sum_abs_dev, reference.sum_abs_dev, rtol=1e-9, atol=1e-12 * scale)
+    if reference.channel_sum is None:
+        assert compiled.channel_sum is None
+    else:
+        np.testing.assert_allclose(compiled.channel_sum, reference.channel_sum, rtol=1e-9,
+                                   atol=1e-9 * scale * reference.count)
+
+
+def test_mixed_signs_per_channel_and_a_growing_range():
+    rng = np.random.default_rng(0)
+    batches = [rng.laplace(0.3, 1.5 * 4**k, size=(20, 5, 5, 7)).astype(np.float32) for k in range(4)]
+    compiled, reference = _both(batches)
+    _assert_equivalent(compiled, reference)
+    assert compiled.histogram.upper > float(np.abs(batches[0]).max())  # the range doubled
+
+
+def test_relu_outputs_all_zero_batches_and_values_on_bin_edges():
+    rng = np.random.default_rng(1)
+    relu = np.maximum(rng.standard_normal((30, 4, 16)), 0).astype(np.float32)
+    edges = (np.arange(2049) * (6.0 / 2048)).astype(np.float32)  # exact edges of [0, 6]
+    batches = [np.zeros((8, 3), np.float32), np.array([6.0], np.float32), edges, relu, -edges, relu * 50]
+    compiled, reference = _both(batches)
+    _assert_equivalent(compiled, reference)
+    assert compiled.histogram.counts[0] >= 24 + np.count_nonzero(relu == 0)
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (1000, 1), (3, 1, 2), (17, 3)])
+def test_small_and_degenerate_shapes(shape):
+    rng = np.random.default_rng(2)
+    batches = [rng.normal(-2.0, 3.0, size=shape).astype(np.float32) for _ in range(3)]
+    _assert_equivalent(*_both(batches, num_bins=64))
+
+
+def test_non_contiguous_and_float64_input_is_read_as_float32():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(12, 9, 6))
+    batches = [a[:, ::2, :], a.transpose(2, 0, 1), a.astype(np.float32)[::3]]
+    _assert_equivalent(*_both(batches))
+
+
+def test_m2_is_at_least_as_close_to_the_exact_value_as_the_reference():
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal(400_000) * 3 + 1000).astype(np.float32)  # large mean, float32 dot rounds
+    compiled, reference = _both([x])
+    exact = float(np.sum((x.astype(np.float64) - np.float32(x.astype(np.float64).mean())) ** 2))
+    assert abs(compiled.m2 - exact) <= abs(reference.m2 - exact)
+    assert compiled.m2 == pytest.approx(exact, rel=1e-12)
+
+
+def test_batches_longer_than_one_kernel_call_are_split(monkeypatch):
+    rng = np.random.default_rng(5)
+    batches = [rng.normal(size=(37, 11)).astype(np.float32) * s for s in (1.0, 9.0)]
+    whole = _both(batches)[0]
+    monkeypatch.setattr(fused, "MAX_VALUES", 50)
+    split, reference = _both(batches)
+    _assert_equivalent(split, reference)
+    np.testing.assert_array_equal(split.histogram.counts, whole.histogram.counts)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_are_refused(bad):
+    stats = TensorStatistics.empty("layer_3")
+    x = np.ones((4, 5), np.float32)
+    x[2, 1] = bad
+    with pytest.raises(TfquantError, match="layer_3.*NaN/Inf"):
+        stats.update(x)
+
+
+def test_without_numba_the_numpy_reference_runs(monkeypatch):
+    x = np.linspace(-3, 5, 101, dtype=np.float32)
+    compiled = TensorStatistics.empty("t")
+    compiled.update(x)
+    monkeypatch.setattr(fused, "AVAILABLE", False)
+    fallback, reference = _both([x])
+    assert fallback.m2 == reference.m2  # the same float32 dot, so bit for bit
+    _assert_equivalent(compiled, reference)
+
+
+_finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False, width=32)
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(st.lists(hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, max_side=9), elements=_finite),
+                min_size=1, max_size=4))
+def test_any_finite_batches_give_equivalent_statistics(batches):
+    compiled, reference = _both(batches, num_bins=128)
+    _assert_equivalent(compiled, reference)
+    assert compiled.histogram.total == sum(b.size for b in batches)
+    assert math.isfinite(compiled.m2)
