@@ -7,7 +7,10 @@ model and a Fashion-MNIST calibration set:
    every tensor kept, folded into min/max, EMA, moments and 2048-bin histograms) against a
    plain forward pass of the same float model over the same set with the same interpreter
    settings (builtin kernels, same batch size and threads). Target (issue 11): collection
-   <= 1.5x the forward pass on every zoo model. XNNPACK's forward pass is reported too. Wall
+   <= 1.5x the forward pass on every zoo model. With numba installed the pass runs the
+   compiled statistics (:mod:`tfquant.calibration.fused`) and, as a third side, the numpy
+   reference (``collect_numpy``: the pass before the kernels). XNNPACK's forward pass is
+   reported too, and the load average at each repeat. Wall
    and CPU seconds of this process are both reported (CPU time is what a loaded machine does
    not distort).
 2. Calibrate once and export N calibrator variants (:mod:`tfquant.convert.calibrated`)
@@ -24,6 +27,7 @@ Smoke size: ``--num_calibration_examples 100 --repeats 1 --variants 2``.
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -110,7 +114,10 @@ def main(argv: list[str]) -> int:
                   f"statistics {s['collect_s']:.3f} s -> {s['collect_over_forward_builtin']:.2f}x the builtin "
                   f"forward pass ({s['collect_over_forward_xnnpack']:.2f}x XNNPACK's); CPU seconds "
                   f"{s['collect_cpu_s']:.3f} vs {s['forward_builtin_cpu_s']:.3f} -> "
-                  f"{s['collect_over_forward_builtin_cpu']:.2f}x", flush=True)
+                  f"{s['collect_over_forward_builtin_cpu']:.2f}x"
+                  + (f"; numpy statistics (before): CPU {s['collect_numpy_cpu_s']:.3f} s -> "
+                     f"{s['collect_numpy_over_forward_builtin_cpu']:.2f}x" if "collect_numpy_cpu_s" in s else "")
+                  + f"; load {s['load_1min']}", flush=True)
     if "export" not in FLAGS.parts:
         return _write(result)
 
@@ -156,31 +163,45 @@ def _write(result: dict) -> int:
 
 def statistics_vs_forward(model, x, base: dict) -> dict:
     """Part 1 on one model: median wall and CPU seconds of each side over interleaved repeats."""
-    from tfquant.calibration import collect_statistics
+    from tfquant.calibration import collect_statistics, fused
     from tfquant.convert import calibrated
     from tfquant.recipes import Recipe
 
+    compiled = fused.AVAILABLE
+    # (calibrate runs the pass once: the kernels are compiled or loaded before the timing)
     cal = calibrated.calibrate(model, Recipe(mode="int8", calibrator="max", **base), calibration_data=x)
+    sides = ["collect"] + (["collect_numpy"] if fused.AVAILABLE else [])
     times: dict[str, list[float]] = {k: [] for k in (
-        "forward_builtin", "forward_xnnpack", "collect", "forward_builtin_cpu", "collect_cpu")}
+        "forward_builtin", "forward_xnnpack", "forward_builtin_cpu", *sides, *(f"{s}_cpu" for s in sides))}
+    load = [os.getloadavg()[0]]
     for _ in range(FLAGS.repeats):
         c0 = time.process_time()
         times["forward_builtin"].append(forward_pass(cal.float_model, x, FLAGS.batch_size, xnnpack=False))
         times["forward_builtin_cpu"].append(time.process_time() - c0)
         times["forward_xnnpack"].append(forward_pass(cal.float_model, x, FLAGS.batch_size, xnnpack=True))
-        t0, c0 = time.perf_counter(), time.process_time()
-        collect_statistics(cal.float_model, x, cal.tensors, batch_size=FLAGS.batch_size)
-        times["collect"].append(time.perf_counter() - t0)
-        times["collect_cpu"].append(time.process_time() - c0)
+        for side in sides:  # the compiled statistics, then the numpy reference (the pass before numba)
+            fused.AVAILABLE = side == "collect"
+            try:
+                t0, c0 = time.perf_counter(), time.process_time()
+                collect_statistics(cal.float_model, x, cal.tensors, batch_size=FLAGS.batch_size)
+                times[side].append(time.perf_counter() - t0)
+                times[f"{side}_cpu"].append(time.process_time() - c0)
+            finally:
+                fused.AVAILABLE = compiled
+        load.append(os.getloadavg()[0])
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {
+    result = {
         **{f"{k}_s": round(v, 4) for k, v in med.items()},
         "tensors": len(cal.tensors),
-        "collect_over_forward_builtin": round(med["collect"] / med["forward_builtin"], 3),
-        "collect_over_forward_xnnpack": round(med["collect"] / med["forward_xnnpack"], 3),
-        "collect_over_forward_builtin_cpu": round(med["collect_cpu"] / med["forward_builtin_cpu"], 3),
+        "compiled_statistics": compiled,
+        "load_1min": [round(v, 2) for v in load],
         "target": "collect <= 1.5x forward (builtin)",
     }
+    for side in sides:
+        result[f"{side}_over_forward_builtin"] = round(med[side] / med["forward_builtin"], 3)
+        result[f"{side}_over_forward_builtin_cpu"] = round(med[f"{side}_cpu"] / med["forward_builtin_cpu"], 3)
+    result["collect_over_forward_xnnpack"] = round(med["collect"] / med["forward_xnnpack"], 3)
+    return result
 
 
 if __name__ == "__main__":

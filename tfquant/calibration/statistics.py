@@ -96,6 +96,11 @@ class TensorStatistics:
         Raises:
           TfquantError: the batch holds NaN or infinity.
         """
+        if fused.AVAILABLE:
+            try:
+                moments, deviations_and_histogram = fused.kernels()
+            except ImportError:  # numba is there but does not load: numpy from now on
+                fused.AVAILABLE = False
         if not fused.AVAILABLE:
             self.update_numpy(x, ema_constant=ema_constant)
             return
@@ -105,7 +110,7 @@ class TensorStatistics:
             return
         columns = a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
         channel_sum = np.empty(columns.shape[1], dtype=np.float64)
-        lo32, hi32 = fused.moments(columns, channel_sum)
+        lo32, hi32 = moments(columns, channel_sum)
         total = float(channel_sum.sum())
         lo, hi = float(lo32), float(hi32)
         if not (math.isfinite(total) and math.isfinite(lo) and math.isfinite(hi)):
@@ -121,7 +126,7 @@ class TensorStatistics:
             v = a.reshape(-1)
             mean32, width = np.float32(mean_b), histogram.width
             for begin in range(0, n, fused.MAX_VALUES):
-                sq, ab = fused.deviations_and_histogram(
+                sq, ab = deviations_and_histogram(
                     v[begin : begin + fused.MAX_VALUES], mean32, width, histogram.counts
                 )
                 m2_b += sq
@@ -129,7 +134,7 @@ class TensorStatistics:
         self._merge(n, lo, hi, mean_b, m2_b, abs_dev_b, channel_sum, ema_constant)
 
     def update_numpy(self, x: np.ndarray, *, ema_constant: float = DEFAULT_EMA_CONSTANT) -> None:
-        """:meth:`update` in numpy: the reference implementation (~4.75 ns a value, ~8 passes).
+        """:meth:`update` in numpy: the reference implementation (~5 ns a value, ~8 passes).
 
         Raises:
           TfquantError: the batch holds NaN or infinity.
@@ -146,7 +151,9 @@ class TensorStatistics:
             self._non_finite()
         mean_b = float(v.sum(dtype=np.float64)) / n
         d = v - np.float32(mean_b)
-        m2_b = float(np.dot(d, d))
+        d64 = d.astype(np.float64)  # a float32 dot would round m2 by up to ~1e-5 relative
+        m2_b = float(np.dot(d64, d64))
+        del d64
         np.abs(d, out=d)
         abs_dev_b = float(d.sum(dtype=np.float64))
         if lo >= 0.0:
