@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tfquant.calibration import TensorStatistics, fused
+from tfquant.calibration import AbsHistogram, AbsHistograms, TensorStatistics, fused
 from tfquant.errors import TfquantError
 
 pytestmark = pytest.mark.skipif(not fused.AVAILABLE, reason="numba is not installed")
@@ -114,6 +114,21 @@ def test_without_numba_the_numpy_reference_runs(monkeypatch):
     fallback, reference = _both([x])
     assert fallback.m2 == reference.m2  # the same numpy code, so bit for bit
     _assert_equivalent(compiled, reference)
+
+
+def test_abs_histogram_bins_float32_batches_as_numpy_does():
+    rng = np.random.default_rng(6)
+    batches = [np.abs(rng.laplace(0, 2.0**k, size=(40, 9))).astype(np.float32) for k in (0, 3, 1)]
+    batches.insert(1, (np.arange(257) * (float(batches[0].max()) / 256)).astype(np.float32))  # edges
+    compiled, reference = AbsHistogram.empty(256), AbsHistogram.empty(256)
+    for b in batches:
+        compiled.update(b)
+        reference.update_numpy(b)
+    assert compiled.upper == reference.upper
+    np.testing.assert_array_equal(compiled.counts, reference.counts)
+    per_channel = AbsHistograms(per_channel=True, num_bins=64)
+    per_channel.update(rng.normal(size=(30, 4)).astype(np.float32))
+    assert [h.total for h in per_channel.histograms] == [30] * 4
 
 
 _finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False, width=32)

@@ -26,6 +26,7 @@ import math
 
 import numpy as np
 
+from tfquant.calibration import fused
 from tfquant.errors import TfquantError
 
 NUM_BINS = 2048
@@ -91,11 +92,24 @@ class AbsHistogram:
         Cost per value: a min and a max, one float64 division written straight to an integer
         index and ``np.bincount`` (about 2 ns per value, 2x faster than ``np.histogram``; the
         clamp to the last bin is applied to the counts, not to every index); no other copy of
-        the batch.
+        the batch. A float32 batch is binned by the compiled kernel of
+        :mod:`tfquant.calibration.fused` when numba is installed (the same division, so the
+        same bins; ~1 ns per value).
 
         Raises:
           TfquantError: the batch holds NaN, infinity or a negative value.
         """
+        self._update(abs_values, known_max, compiled=True)
+
+    def update_numpy(self, abs_values: np.ndarray, *, known_max: float | None = None) -> None:
+        """:meth:`update` with numpy only (the reference of the compiled binning).
+
+        Raises:
+          TfquantError: the batch holds NaN, infinity or a negative value.
+        """
+        self._update(abs_values, known_max, compiled=False)
+
+    def _update(self, abs_values: np.ndarray, known_max: float | None, *, compiled: bool) -> None:
         v = np.asarray(abs_values).reshape(-1)
         if v.size == 0:
             return
@@ -118,6 +132,17 @@ class AbsHistogram:
         if self.upper == 0.0:
             self.counts[0] += v.size
             return
+        if compiled and v.dtype == np.float32 and fused.AVAILABLE:  # the same bins, one compiled pass
+            try:
+                deviations_and_histogram = fused.kernels()[1]
+            except ImportError:
+                fused.AVAILABLE = False
+            else:
+                v = np.ascontiguousarray(v)
+                for begin in range(0, v.size, fused.MAX_VALUES):
+                    deviations_and_histogram(v[begin : begin + fused.MAX_VALUES], np.float32(0.0), self.width,
+                                             self.counts)
+                return
         index = np.empty(v.size, dtype=np.intp)
         # v / w rather than v · (n / upper): a value on an edge k·w that is exact in float64
         # (e.g. 3.0 with upper 6) gets exactly k, as np.histogram gives it; the reciprocal's
