@@ -1,8 +1,11 @@
-"""The statistics pass gathers a reshaped tensor once: its copy's statistics are bit-identical.
+"""The statistics pass gathers a reshaped or transposed tensor once, through its source.
 
-RESHAPE / SQUEEZE / EXPAND_DIMS outputs are not made model outputs any more (issue 11, item 5:
-the pass costs less); their statistics are copied from the source tensor. Every field must
-equal what gathering the tensor itself gives (the pass before the change).
+RESHAPE / SQUEEZE / EXPAND_DIMS outputs and TRANSPOSEs that keep the last axis are not made
+model outputs (issue 11, item 5: the pass costs less); their statistics are copied from the
+source tensor, their per-channel sums regrouped when the last dimension differs. Every field
+must equal what gathering the tensor itself gives (the pass before the change): bit for bit
+for a copy in the same flat order with the same last dimension, else up to the order of the
+float64 sums.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import tfquant._env  # noqa: F401  (before TensorFlow)
 from tfquant.calibration import collect
 from tfquant.convert import calibrated
 from tfquant.recipes import Recipe
-from tfquant.tflite.flatbuffer import value_copies
+from tfquant.tflite.flatbuffer import value_copies, value_rearrangements
 
 N = 70  # not a multiple of the batch size: the last batch is smaller
 
@@ -37,22 +40,60 @@ def _fields(s) -> tuple:
             None if s.channel_sum is None else s.channel_sum.tolist())
 
 
-def test_copied_statistics_equal_the_gathered_ones(monkeypatch) -> None:
-    x = np.random.default_rng(0).standard_normal((N, 6, 4)).astype(np.float32)
+def _permute_model():
+    import tensorflow as tf
+
+    layers = tf.keras.layers
+    tf.keras.utils.set_random_seed(4)
+    inputs = tf.keras.Input((6, 4, 3))
+    x = layers.Conv2D(8, 3, padding="same")(inputs)
+    x = layers.Permute((2, 1, 3))(x)  # keeps the last axis: a rearrangement
+    x = layers.Dense(6)(x)
+    x = layers.Permute((1, 3, 2))(x)  # moves the last axis: gathered itself
+    x = layers.Reshape((4, 36))(x)
+    x = layers.Dense(5, activation="relu")(x)
+    return tf.keras.Model(inputs, layers.Dense(3)(layers.Flatten()(x)))
+
+
+def _gathered_and_rearranged(model, x, monkeypatch):
     cal = calibrated.calibrate(
-        _model(), Recipe(mode="int8", calibrator="max", num_calibration_examples=N), calibration_data=x,
+        model, Recipe(mode="int8", calibrator="max", num_calibration_examples=N), calibration_data=x,
         batch_size=32,
     )
+    new = collect.collect_statistics(cal.float_model, x, cal.tensors, batch_size=32)
+    with monkeypatch.context() as m:
+        m.setattr(collect, "value_rearrangements", lambda *a: {})  # every tensor gathered itself
+        old = collect.collect_statistics(cal.float_model, x, cal.tensors, batch_size=32)
+    assert list(new.tensors) == list(old.tensors)
+    return cal, new, old
+
+
+def test_copied_statistics_equal_the_gathered_ones(monkeypatch) -> None:
+    x = np.random.default_rng(0).standard_normal((N, 6, 4)).astype(np.float32)
+    cal, new, old = _gathered_and_rearranged(_model(), x, monkeypatch)
     copies = value_copies(cal.float_model, sorted(cal.tensors))
     assert copies, "the model has reshapes of gathered tensors"
-    new = collect.collect_statistics(cal.float_model, x, cal.tensors, batch_size=32)
-    monkeypatch.setattr(collect, "value_copies", lambda *a: {})  # every tensor gathered itself
-    old = collect.collect_statistics(cal.float_model, x, cal.tensors, batch_size=32)
-    assert list(new.tensors) == list(old.tensors)
-    for name in old.tensors:
-        assert _fields(new.tensors[name]) == _fields(old.tensors[name]), name
+    for index, name in cal.tensors.items():
+        if index in copies or index not in value_rearrangements(cal.float_model, sorted(cal.tensors)):
+            assert _fields(new.tensors[name]) == _fields(old.tensors[name]), name
     for dst, src in copies.items():
         assert new.tensors[cal.tensors[dst]].histogram is not new.tensors[cal.tensors[src]].histogram
+
+
+def test_rearranged_statistics_equal_the_gathered_ones_up_to_the_order_of_the_sums(monkeypatch) -> None:
+    x = np.random.default_rng(2).standard_normal((N, 6, 4, 3)).astype(np.float32)
+    cal, new, old = _gathered_and_rearranged(_permute_model(), x, monkeypatch)
+    rearranged = value_rearrangements(cal.float_model, sorted(cal.tensors))
+    regrouped = [i for i, (_, c) in rearranged.items() if c is not None]
+    assert regrouped and len(rearranged) > len(regrouped), rearranged  # a transpose and a flatten
+    for index in rearranged:
+        a, b = new.tensors[cal.tensors[index]], old.tensors[cal.tensors[index]]
+        assert (a.min, a.max, a.ema_min, a.ema_max, a.count, a.histogram.upper) == (
+            b.min, b.max, b.ema_min, b.ema_max, b.count, b.histogram.upper)
+        np.testing.assert_array_equal(a.histogram.counts, b.histogram.counts)
+        np.testing.assert_allclose([a.mean, a.m2, a.sum_abs_dev], [b.mean, b.m2, b.sum_abs_dev], rtol=1e-9)
+        assert a.channel_sum.shape == b.channel_sum.shape
+        np.testing.assert_allclose(a.channel_sum, b.channel_sum, rtol=1e-9, atol=1e-9)
 
 
 def test_a_reshape_that_changes_the_last_dimension_is_not_a_copy() -> None:

@@ -9,10 +9,14 @@ statistics belong to exactly the tensors that get quantized, after the converter
 The tensors to gather are made outputs of the model (a copy whose main subgraph lists them as
 outputs), and the LiteRT interpreter runs it with the builtin kernels and no delegate (a
 delegate would compute fused partitions whose intermediates differ from the builtin graph's).
-A tensor that only reshapes another gathered tensor (RESHAPE, SQUEEZE, EXPAND_DIMS: the
-same values in the same flat order, :func:`tfquant.tflite.flatbuffer.value_copies`) is not
-made an output: it gets a copy of its source's statistics, which are bit for bit what its own
-pass would give (45 of the zoo ViT's 232 tensors). Outputs are never overwritten by an
+A tensor that only rearranges another gathered tensor (RESHAPE, SQUEEZE, EXPAND_DIMS, and
+TRANSPOSEs that keep the last axis: the same values,
+:func:`tfquant.tflite.flatbuffer.value_rearrangements`) is not made an output: it gets a copy
+of its source's statistics (its own pass would sum the same values in another order, so
+they equal up to the last bits of the float64 sums; a copy in the same flat order with the
+same last dimension is bit for bit what its own pass gives), with its per-channel sums taken
+over the source's values regrouped into its channels when the last dimension differs
+(:class:`~tfquant.calibration.observe.ChannelSums`; 45 of the zoo ViT's 232 tensors). Outputs are never overwritten by an
 in-place kernel or reused by the memory planner, so each batch's values are read as zero-copy views right after ``invoke()`` and folded into
 :class:`~tfquant.calibration.statistics.TensorStatistics` by the statistics pass
 (:func:`tfquant.calibration.observe.statistics_pass`, which the simulation and QAT's range
@@ -32,12 +36,12 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from tfquant.calibration.histogram import NUM_BINS
-from tfquant.calibration.observe import statistics_pass
+from tfquant.calibration.observe import ChannelSums, fan_out, statistics_pass
 from tfquant.calibration.statistics import DEFAULT_EMA_CONSTANT, TensorStatistics
 from tfquant.errors import TfquantError
 from tfquant.progress import progress
 from tfquant.qtypes import Runtime
-from tfquant.tflite.flatbuffer import value_copies, with_outputs
+from tfquant.tflite.flatbuffer import value_rearrangements, with_outputs
 from tfquant.tflite.interpreter import make_interpreter
 
 DEFAULT_BATCH_SIZE = 100
@@ -115,7 +119,7 @@ def collect_statistics(
     if len(data) == 0:
         raise TfquantError("the calibration set is empty; pass at least one example")
     start = time.perf_counter()
-    copies = value_copies(float_tflite, sorted(tensors))
+    copies = value_rearrangements(float_tflite, sorted(tensors))
     gathered = sorted(i for i in tensors if i not in copies)
     interpreter = make_interpreter(
         with_outputs(float_tflite, gathered), runtime=Runtime.BUILTIN, num_threads=num_threads
@@ -127,11 +131,18 @@ def collect_statistics(
             "single-input model"
         )
     stats = {index: TensorStatistics.empty(tensors[index], num_bins=num_bins) for index in gathered}
-    observers = [functools.partial(s.update, ema_constant=ema_constant) for s in stats.values()]
+    regrouped = {(source, c): ChannelSums(c) for source, c in copies.values() if c is not None}
+    observers = [
+        fan_out(functools.partial(s.update, ema_constant=ema_constant),
+                *(o for (source, _), o in regrouped.items() if source == index))
+        for index, s in stats.items()
+    ]
     statistics_pass(_batches(interpreter, data, batch_size, gathered), observers)
     del interpreter
-    for index, source in copies.items():  # same values in the same order: the same statistics
+    for index, (source, c) in copies.items():  # the same values: the same statistics
         stats[index] = dataclasses.replace(copy.deepcopy(stats[source]), name=tensors[index])
+        if c is not None:  # ... grouped into other channels
+            stats[index].channel_sum = regrouped[source, c].sums.copy()
     by_name = {s.name: s for _, s in sorted(stats.items())}
     return CalibrationStatistics(
         tensors=by_name,

@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from tfquant.calibration import fused
 from tfquant.calibration.histogram import NUM_BINS, AbsHistogram
 
 Observer = Callable[[np.ndarray], None]
@@ -103,5 +104,39 @@ class AbsHistograms:
             self.histograms = [AbsHistogram.empty(self.num_bins) for _ in range(columns.shape[1])]
         for histogram, column in zip(self.histograms, columns.T, strict=True):
             histogram.update(np.ascontiguousarray(column))
+
+    __call__ = update
+
+
+@dataclasses.dataclass
+class ChannelSums:
+    """Σx per channel of a tensor's values regrouped into ``channels`` channels:
+    channel = flat index mod ``channels`` (the per-channel sums of a reshape of the tensor to
+    last dimension ``channels``; ``TensorStatistics.channel_sum`` of that reshape).
+
+    Attributes:
+      channels: C, which must divide the size of every batch.
+      sums: float64 (C,) sums so far; None before the first batch.
+    """
+
+    channels: int
+    sums: np.ndarray | None = None
+
+    def update(self, x: np.ndarray) -> None:
+        """Folds one batch in."""
+        columns = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, self.channels)
+        if len(columns) == 0:
+            return
+        if fused.AVAILABLE:
+            try:
+                moments = fused.kernels()[0]
+            except ImportError:
+                fused.AVAILABLE = False
+        if fused.AVAILABLE:
+            sums = np.empty(self.channels, dtype=np.float64)
+            moments(columns, sums)
+        else:
+            sums = columns.sum(axis=0, dtype=np.float64)
+        self.sums = sums if self.sums is None else self.sums + sums
 
     __call__ = update
