@@ -36,7 +36,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from tfquant.calibration.histogram import NUM_BINS
-from tfquant.calibration.observe import ChannelSums, fan_out, statistics_pass
+from tfquant.calibration.observe import ChannelSums, Observer, fan_out, statistics_pass
 from tfquant.calibration.statistics import DEFAULT_EMA_CONSTANT, TensorStatistics
 from tfquant.errors import TfquantError
 from tfquant.progress import progress
@@ -132,17 +132,18 @@ def collect_statistics(
         )
     stats = {index: TensorStatistics.empty(tensors[index], num_bins=num_bins) for index in gathered}
     regrouped = {(source, c): ChannelSums(c) for source, c in copies.values() if c is not None}
-    observers = [
-        fan_out(functools.partial(s.update, ema_constant=ema_constant),
-                *(o for (source, _), o in regrouped.items() if source == index))
-        for index, s in stats.items()
-    ]
+    observers: list[Observer] = []
+    for index, s in stats.items():
+        observe = functools.partial(s.update, ema_constant=ema_constant)
+        extra = [o for (source, _), o in regrouped.items() if source == index]
+        observers.append(fan_out(observe, *extra) if extra else observe)
     statistics_pass(_batches(interpreter, data, batch_size, gathered), observers)
     del interpreter
     for index, (source, c) in copies.items():  # the same values: the same statistics
         stats[index] = dataclasses.replace(copy.deepcopy(stats[source]), name=tensors[index])
         if c is not None:  # ... grouped into other channels
-            stats[index].channel_sum = regrouped[source, c].sums.copy()
+            sums = regrouped[source, c].sums
+            stats[index].channel_sum = None if sums is None else sums.copy()
     by_name = {s.name: s for _, s in sorted(stats.items())}
     return CalibrationStatistics(
         tensors=by_name,
