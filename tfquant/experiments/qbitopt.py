@@ -63,12 +63,12 @@ class QbitoptConfig:
     data_dir: str | None = None
 
     def __post_init__(self) -> None:
-        from tfquant import models
         from tfquant.algorithms.bit_budget import check_budget
+        from tfquant.zoo_names import ZOO
 
-        unknown = [m for m in self.models if m not in models.ZOO]
+        unknown = [m for m in self.models if m not in ZOO]
         if unknown:
-            raise TfquantError(f"unknown zoo model(s) {unknown}; choose from: {', '.join(models.ZOO)}")
+            raise TfquantError(f"unknown zoo model(s) {unknown}; choose from: {', '.join(ZOO)}")
         bad = [m for m in self.methods if m not in METHODS]
         if bad:
             raise TfquantError(f"unknown method(s) {bad}; choose from: {', '.join(METHODS)}")
