@@ -18,10 +18,7 @@ from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tfquant import _quiet  # noqa: E402
-
-_quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneDNN start-up lines
-
+# Only TensorFlow-free imports here: a bad flag fails before the TensorFlow import (< 1 s).
 from tfquant.errors import TfquantError  # noqa: E402
 from tfquant.experiments.aciq import CNN_ZOO, CONFIGS, NAME, ROWS, AciqConfig, run_aciq  # noqa: E402
 from tfquant.study import RESULTS_MD  # noqa: E402
@@ -56,6 +53,9 @@ def _run() -> Path:
     for name in config.models:
         if name not in CNN_ZOO:
             raise TfquantError(f"unknown CNN zoo model {name!r}; choose from: {', '.join(CNN_ZOO)}")
+    from tfquant import _quiet
+
+    _quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneDNN start-up lines
     out = Path(FLAGS.results_dir) / FLAGS.run_name / NAME
     run_aciq(config, out)
     return out

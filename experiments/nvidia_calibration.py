@@ -22,11 +22,7 @@ from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tfquant import _quiet  # noqa: E402
-
-_quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneDNN start-up lines
-
-from tfquant import models  # noqa: E402
+# Only TensorFlow-free imports here: a bad flag fails before the TensorFlow import (< 1 s).
 from tfquant.errors import TfquantError  # noqa: E402
 from tfquant.study.script import report_run  # noqa: E402
 from tfquant.study import RESULTS_MD  # noqa: E402
@@ -37,9 +33,10 @@ from tfquant.experiments.nvidia_calibration import (  # noqa: E402
     NvidiaCalibrationConfig,
     run_nvidia_calibration,
 )
+from tfquant.zoo_names import ZOO  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", list(models.ZOO), "Zoo models (rows).")
+flags.DEFINE_list("models", list(ZOO), "Zoo models (rows).")
 flags.DEFINE_list("modes", ["int8", "int16x8"], "Quantization modes (one table each).")
 flags.DEFINE_list("columns", list(DEFAULT_COLUMNS), f"Columns, from: {', '.join(COLUMNS)}.")
 flags.DEFINE_string("run_name", "default", "Results go to <results_dir>/<run_name>/nvidia_calibration/.")
@@ -53,7 +50,8 @@ flags.DEFINE_bool("smoke", False, "Tiny run for tests: cnn only, 300 test images
 
 
 def _run() -> Path:
-    """Builds the config from the flags and runs the flow; returns the run folder."""
+    """Builds and checks the config from the flags, then imports TensorFlow and runs the flow;
+    returns the run folder."""
     config = NvidiaCalibrationConfig(
         models=tuple(["cnn"] if FLAGS.smoke else FLAGS.models),
         modes=tuple(FLAGS.modes),
@@ -65,8 +63,11 @@ def _run() -> Path:
         limit=300 if FLAGS.smoke else FLAGS.limit,
     )
     for name in config.models:
-        if name not in models.ZOO:
-            raise TfquantError(f"unknown zoo model {name!r}; choose from: {', '.join(models.ZOO)}")
+        if name not in ZOO:
+            raise TfquantError(f"unknown zoo model {name!r}; choose from: {', '.join(ZOO)}")
+    from tfquant import _quiet
+
+    _quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneDNN start-up lines
     out = Path(FLAGS.results_dir) / FLAGS.run_name / NAME
     run_nvidia_calibration(config, out)
     return out

@@ -19,6 +19,7 @@ A re-run with the same --run_name resumes: finished records are kept and skipped
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -26,23 +27,22 @@ from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tfquant import _quiet  # noqa: E402
-
-_quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneDNN start-up lines
-
+# Only TensorFlow-free imports here: a bad flag fails before the TensorFlow import (< 1 s).
 from tfquant.errors import TfquantError  # noqa: E402
 from tfquant.study.script import report_run  # noqa: E402
 from tfquant.experiments.qbitopt import (  # noqa: E402
     METHODS, NAME, RESULTS_MD, SIZES, QbitoptConfig, run_qbitopt)
+from tfquant.study.settings import check_zoo_models  # noqa: E402
 
-_DEFAULT = QbitoptConfig()
+# QbitoptConfig's field defaults (building one checks the budgets, which imports TensorFlow).
+_DEFAULT = {f.name: f.default for f in dataclasses.fields(QbitoptConfig)}
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", list(_DEFAULT.models), "CNN zoo models (rows).")
-flags.DEFINE_list("budgets", [f"{b:g}" for b in _DEFAULT.budgets], "Average weight-bit budgets, each in [2, 8].")
+flags.DEFINE_list("models", list(_DEFAULT["models"]), "CNN zoo models (rows).")
+flags.DEFINE_list("budgets", [f"{b:g}" for b in _DEFAULT["budgets"]], "Average weight-bit budgets, each in [2, 8].")
 flags.DEFINE_list("methods", list(METHODS), f"Allocations, from: {', '.join(METHODS)}.")
-flags.DEFINE_integer("epochs", _DEFAULT.epochs, "QAT epochs.")
-flags.DEFINE_integer("train_examples", _DEFAULT.train_examples, "Fine-tune on the first N training images.")
+flags.DEFINE_integer("epochs", _DEFAULT["epochs"], "QAT epochs.")
+flags.DEFINE_integer("train_examples", _DEFAULT["train_examples"], "Fine-tune on the first N training images.")
 flags.DEFINE_integer("limit", None, "Evaluate only the first N test images.")
 flags.DEFINE_integer("seed", 0, "Seed of every QAT run.")
 flags.DEFINE_string("run_name", None, "Results go to <results_dir>/<run_name>/qbitopt/ (default: "
@@ -54,7 +54,8 @@ flags.DEFINE_bool("smoke", False, "Tiny run for tests: cnn, budget 3, 256 traini
 
 
 def _run() -> Path:
-    """Builds the config from the flags and runs the study; returns the run folder."""
+    """Checks the flags (the checks that need no TensorFlow), imports TensorFlow, builds the
+    config and runs the study; returns the run folder."""
     if FLAGS.smoke and FLAGS.short:
         raise TfquantError("--smoke and --short are two sizes; pass one of them")
     size = "smoke" if FLAGS.smoke else "short" if FLAGS.short else None
@@ -66,7 +67,14 @@ def _run() -> Path:
                 train_examples=FLAGS.train_examples, limit=FLAGS.limit, seed=FLAGS.seed, data_dir=FLAGS.data_dir)
     if size is not None:
         args.update(SIZES[size])
-    config = QbitoptConfig(**args)
+    check_zoo_models(args["models"])
+    bad = [m for m in args["methods"] if m not in METHODS]
+    if bad:
+        raise TfquantError(f"unknown method(s) {bad}; choose from: {', '.join(METHODS)}")
+    from tfquant import _quiet
+
+    _quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneDNN start-up lines
+    config = QbitoptConfig(**args)  # checks the budgets' range (tfquant.algorithms imports TensorFlow)
     out = Path(FLAGS.results_dir) / (FLAGS.run_name or size or "default") / NAME
     run_qbitopt(config, out)
     return out

@@ -25,10 +25,7 @@ from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tfquant import _quiet  # noqa: E402
-
-_quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneDNN start-up lines
-
+# Only TensorFlow-free imports here: a bad flag fails before the TensorFlow import (< 1 s).
 from tfquant.errors import TfquantError  # noqa: E402
 from tfquant.study import RESULTS_MD  # noqa: E402
 from tfquant.study.script import report_run  # noqa: E402
@@ -63,6 +60,9 @@ def _run() -> Path:
         config = WhitepaperLatencyConfig(models=tuple(FLAGS.models), modes=tuple(FLAGS.modes),
                                          input_size=FLAGS.input_size, rounds=FLAGS.rounds,
                                          max_seconds=FLAGS.max_seconds)
+    from tfquant import _quiet
+
+    _quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneDNN start-up lines
     out = Path(FLAGS.results_dir) / FLAGS.run_name / NAME
     run_whitepaper_latency(config, out)
     return out

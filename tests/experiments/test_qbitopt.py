@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 from tfquant.errors import TfquantError
-from tfquant.experiments.qbitopt import SIZES, QbitoptConfig, mixed_packed_bytes, run_qbitopt
+from tfquant.algorithms.packed_size import float32_size_bytes, packed_size_bytes
+from tfquant.experiments.qbitopt import SIZES, QbitoptConfig, run_qbitopt
+from tfquant.io_utils import read_jsonl
+
+COMMITTED = Path(__file__).resolve().parents[2] / "experiments" / "results" / "full" / "qbitopt" / "results.jsonl"
 
 
 def test_smoke_records(tmp_path: Path) -> None:
@@ -39,7 +43,32 @@ def test_packed_bytes_exact() -> None:
     model = keras.Model(inputs, keras.layers.Dense(3, name="d")(x))
     # c: 36 weights at 3 bits -> ceil(108 / 8) = 14 bytes + 4 float32 scales; d: 6*6*4 x 3 =
     # 432 weights at 2 bits -> 108 bytes + 3 scales; biases 4 + 3 float32
-    assert mixed_packed_bytes(model, {"c": 3, "d": 2}) == 14 + 16 + 108 + 12 + 4 * 7
+    assert packed_size_bytes(model, {"c": 3, "d": 2}) == 14 + 16 + 108 + 12 + 4 * 7
+    # a layer left out of the mapping stays float32; one b for every layer is the int form
+    assert packed_size_bytes(model, {"c": 3}) == 14 + 16 + 4 * 432 + 4 * 7
+    assert packed_size_bytes(model, {"c": 4, "d": 4}) == packed_size_bytes(model, 4)
+    with pytest.raises(TfquantError, match="bits must be an integer"):
+        packed_size_bytes(model, {"c": 1})
+
+
+def test_committed_packed_bytes_are_recomputed_exactly() -> None:
+    """The committed full run's packed and float32 bytes (written by the code before
+    packed_size_bytes took per-layer bits) equal a recomputation on the BN-folded zoo models
+    (sizes depend on shapes only, so untrained models do)."""
+    from tfquant import models
+    from tfquant.algorithms.bn_fold import fold_batch_norms
+
+    records = [r for r in read_jsonl(COMMITTED) if r.get("packed_bytes") is not None]
+    assert {r["model"] for r in records} >= {"cnn", "mobilenet_v1"}
+    folded = {m: fold_batch_norms(models.build(m)) for m in {r["model"] for r in records}}
+    mixed = 0
+    for r in records:
+        assert packed_size_bytes(folded[r["model"]], r["layer_bits"]) == r["packed_bytes"], r["cell"]
+        assert float32_size_bytes(folded[r["model"]]) == r["float32_bytes"]
+        mixed += len(set(r["layer_bits"].values())) > 1
+        if r["cell"] == "fixed":
+            assert packed_size_bytes(folded[r["model"]], int(r["budget"])) == r["packed_bytes"]
+    assert mixed >= 2  # per-layer bits that differ, not only the uniform case
 
 
 def test_bad_config() -> None:

@@ -46,6 +46,17 @@ _NO_TF = (  # runs a script with TensorFlow, tf_keras and tfmot unimportable
     ("whitepaper_ptq.py", ["--smoke", "--short"], "error: --smoke and --short are two sizes"),
     ("whitepaper_ptq.py", ["--models", "cnn,lenet"], "error: unknown zoo model(s) ['lenet']"),
     ("whitepaper_qat.py", ["--models", "vit"], "error: zoo model 'vit' cannot be wrapped for QAT"),
+    ("ptq_zoo.py", ["--models", "lenet"], "error: unknown zoo model 'lenet'"),
+    ("ptq_zoo.py", ["--variants", "int3"], "error: unknown variant 'int3'"),
+    ("nvidia_calibration.py", ["--models", "cnn,lenet"], "error: unknown zoo model 'lenet'"),
+    ("nvidia_calibration.py", ["--columns", "max,median"], "error: unknown column(s) ['median']"),
+    ("nvidia_partial.py", ["--cases", "cnn"], "error: unknown or no case(s) ['cnn']"),
+    ("aciq.py", ["--models", "vit"], "error: unknown CNN zoo model 'vit'"),
+    ("qbitopt.py", ["--budgets", "three"], "error: --budgets must be numbers"),
+    ("qbitopt.py", ["--models", "lenet"], "error: unknown zoo model(s) ['lenet']"),
+    ("qbitopt.py", ["--methods", "greedy"], "error: unknown method(s) ['greedy']"),
+    ("whitepaper_latency.py", ["--smoke", "--short"], "error: --smoke and --short are two sizes"),
+    ("whitepaper_latency.py", ["--modes", "int4"], "error: unknown or no modes ['int4']"),
 ])
 def test_bad_flags_fail_before_tensorflow_is_imported(tmp_path: Path, script: str, args: list[str],
                                                       message: str) -> None:

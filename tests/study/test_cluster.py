@@ -14,50 +14,35 @@ import pytest
 
 from tfquant.errors import TfquantError
 from tfquant.io_utils import read_jsonl
-from tfquant.study import Record, RecordSet, Study, cluster, run_study
+from tfquant.study import RecordSet, Study, cluster, run_study
 from tfquant.study.runner import RESULTS_JSONL
+from tests.study._toy import ToyCell, ToyRecord
 
 ray = pytest.importorskip("ray")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class _Cell:
-    model: str
-    cell: str
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.model, self.cell)
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class _Rec(Record):
-    model: str
-    cell: str
+class _Rec(ToyRecord):
     value: int | None = None
     measured_before_idle: int | None = None
 
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.model, self.cell)
 
-
-class _Toy(Study[_Cell, _Rec]):
+class _Toy(Study[ToyCell, _Rec]):
     """m1/boom aborts its worker; m2/late needs the idle phase; m3/raise raises (when asked)."""
 
     name = "toy"
     record_type = _Rec
 
     def __init__(self, cells: Sequence[tuple[str, str]]) -> None:
-        self._cells = [_Cell(model=m, cell=c) for m, c in cells]
+        self._cells = [ToyCell(model=m, cell=c) for m, c in cells]
 
     def fingerprint(self) -> Mapping[str, Any]:
         return {"cells": [list(c.key) for c in self._cells]}
 
-    def cells(self) -> Sequence[_Cell]:
+    def cells(self) -> Sequence[ToyCell]:
         return self._cells
 
-    def measure(self, todo: Sequence[_Cell], log: Callable[[str], None]) -> Iterator[_Rec]:
+    def measure(self, todo: Sequence[ToyCell], log: Callable[[str], None]) -> Iterator[_Rec]:
         marks = self.out_dir / "measured"
         marks.mkdir(exist_ok=True)
         for c in todo:

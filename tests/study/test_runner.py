@@ -10,36 +10,21 @@ import pytest
 
 from tfquant.errors import TfquantError
 from tfquant.io_utils import read_jsonl
-from tfquant.study import Record, RecordSet, Study, run_study
+from tfquant.study import RecordSet, Study, run_study
 from tfquant.study.runner import RESULTS_JSONL, RESULTS_MD, Pending
+from tests.study._toy import ToyCell, ToyRecord
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class _Cell:
-    model: str
-    cell: str
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.model, self.cell)
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class _Rec(Record):
-    model: str
-    cell: str
+class _Rec(ToyRecord):
     accuracy: float | None = None
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.model, self.cell)
 
 
 class _Interrupted(Exception):
     pass
 
 
-class _Toy(Study[_Cell, _Rec]):
+class _Toy(Study[ToyCell, _Rec]):
     name = "toy"
     record_type = _Rec
 
@@ -51,10 +36,10 @@ class _Toy(Study[_Cell, _Rec]):
     def fingerprint(self) -> Mapping[str, Any]:
         return {"config": {"models": list(self.models)}}
 
-    def cells(self) -> Sequence[_Cell]:
-        return [_Cell(model=m, cell=c) for m in self.models for c in ("float", "int8")]
+    def cells(self) -> Sequence[ToyCell]:
+        return [ToyCell(model=m, cell=c) for m in self.models for c in ("float", "int8")]
 
-    def measure(self, todo: Sequence[_Cell], log: Callable[[str], None]) -> Iterator[_Rec]:
+    def measure(self, todo: Sequence[ToyCell], log: Callable[[str], None]) -> Iterator[_Rec]:
         for c in todo:
             if self.stop_after is not None and len(self.measured) == self.stop_after:
                 raise _Interrupted  # a crash in the middle of a cell: nothing written for it

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 
 import numpy as np
@@ -12,23 +14,31 @@ from tfquant.algorithms.weight_grid import check_bits, kernel_of, num_output_cha
 FLOAT32_BYTES = 4
 
 
-def _packed_kernels(model: keras.Model) -> dict[int, tuple[int, ...]]:
-    """id(kernel variable) -> channel axes, for every kernel in ``model`` (nested too)."""
-    kernels: dict[int, tuple[int, ...]] = {}
+def _packed_kernels(model: keras.Model, bits: int | Mapping[str, int]) -> dict[int, tuple[int, tuple[int, ...]]]:
+    """id(kernel variable) -> (its bit width, its channel axes), for every kernel in ``model``
+    (nested too) that ``bits`` packs: all of them for one int, the named layers' for a mapping."""
+    kernels: dict[int, tuple[int, tuple[int, ...]]] = {}
     for module in (model, *model.submodules):
         if isinstance(module, keras.layers.Layer):
             found = kernel_of(module)
-            if found is not None:
-                kernels[id(found[0])] = found[1]
+            if found is None:
+                continue
+            if isinstance(bits, Mapping):
+                if module.name in bits:
+                    kernels[id(found[0])] = (check_bits(bits[module.name]), found[1])
+            else:
+                kernels[id(found[0])] = (check_bits(bits), found[1])
     return kernels
 
 
-def packed_size_bytes(model: keras.Model, bits: int, *, per_channel: bool = True) -> int:
-    """Exact bytes of ``model``'s weights with every Conv/Dense kernel packed at ``bits``.
+def packed_size_bytes(model: keras.Model, bits: int | Mapping[str, int], *, per_channel: bool = True) -> int:
+    """Exact bytes of ``model``'s weights with its Conv/Dense kernels packed at ``bits``.
 
-        size = Σ_kernels [ceil(n_K · b / 8) + 4 · s_K] + Σ_other float weights 4 · n_v
+        size = Σ_packed kernels [ceil(n_K · b_K / 8) + 4 · s_K] + Σ_other float weights 4 · n_v
 
-    n_K = elements of kernel K, packed densely at b bits per tensor (no per-row padding);
+    n_K = elements of kernel K, packed densely at b_K bits per tensor (no per-row padding);
+    b_K = ``bits`` for every kernel, or ``bits[layer name]`` per layer (mixed precision,
+    e.g. QBitOpt's allocation; a kernel whose layer is not in the mapping stays float32);
     s_K = its number of float32 scales: one per output channel (per_channel) or 1; symmetric
     quantization has no zero points. Every other floating-point variable of the model
     (biases, BatchNorm γ/β/moving statistics, embeddings, ...) counts as float32, 4 bytes per
@@ -36,25 +46,28 @@ def packed_size_bytes(model: keras.Model, bits: int, *, per_channel: bool = True
     those of :func:`tfquant.algorithms.weight_grid.kernel_of` (SeparableConv2D, QAT
     wrappers and FoldedConvBN stay float32). Fold BNs first
     (:func:`tfquant.algorithms.fold_batch_norms`) for the deployed size; graph and
-    metadata overhead of a .tflite file is not included.
+    metadata overhead of a .tflite file is not included. Source: the packed-size column of
+    QGT (arXiv 2103.06231), generalised to one b per layer.
 
     Args:
         model: A built tf-keras model.
-        bits: Kernel bit width in [2, 16].
+        bits: Kernel bit width in [2, 16], or layer name -> bit width.
         per_channel: One scale per output channel, or one per kernel.
 
     Raises:
-        TfquantError: If ``bits`` is not an integer in [2, 16].
+        TfquantError: If a bit width is not an integer in [2, 16].
     """
-    b = check_bits(bits)
-    kernels = _packed_kernels(model)
+    if not isinstance(bits, Mapping):
+        check_bits(bits)
+    kernels = _packed_kernels(model, bits)
     total = 0
     for v in model.weights:
         if not v.dtype.is_floating:
             continue
         n = int(np.prod(v.shape))
         if id(v) in kernels:
-            scales = num_output_channels(v.shape, kernels[id(v)]) if per_channel else 1
+            b, axes = kernels[id(v)]
+            scales = num_output_channels(v.shape, axes) if per_channel else 1
             total += -(-n * b // 8) + FLOAT32_BYTES * scales
         else:
             total += FLOAT32_BYTES * n

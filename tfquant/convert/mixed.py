@@ -10,6 +10,8 @@ Calibrate once, emit many candidates cheaply:
    each op a precision; an op AEQ cannot quantize stays float, and an op asked to run int16
    is checked first (:func:`tfquant.tflite.int16_kernels.check`: known-op table, then a
    cached one-op trial in a child process) and falls back to float with the reason recorded.
+   So does an op whose int32 bias would overflow at its input's scale (AEQ wraps it
+   silently; :func:`tfquant.tflite.aeq.bias_overflow`).
 3. :func:`export_mixed`: each tensor's range comes from its calibrator (the rule's, else
    the recipe's) for the bit width of the op that produces it; AI Edge Quantizer writes the
    model op by op with these ranges injected (:mod:`tfquant.tflite.aeq`). The recipe
@@ -308,6 +310,36 @@ def tensor_ranges(calibrated: MixedCalibration, recipe: Recipe, plans: list[OpPl
     return out
 
 
+def _keep_overflowing_biases_float(calibrated: MixedCalibration, recipe: Recipe, plans: list[OpPlan],
+                                   ranges: dict[str, tuple[float, float]], cache: dict,
+                                   ) -> tuple[list[OpPlan], dict[str, tuple[float, float]]]:
+    """Ops whose int32 bias AI Edge Quantizer would overflow (|b_c| / (s_in · s_w,c) > 2^31,
+    :func:`tfquant.tflite.aeq.bias_overflow`; AEQ wraps it silently) fall back to float with
+    the reason recorded, as the int16 kernel check's do; the ranges follow the new plan
+    (repeated until no op changes: a fallback can change the ranges its neighbours see)."""
+    per_channel = recipe.weight_granularity is Granularity.PER_CHANNEL
+    key = ("bias_ratios", per_channel, calibrated.float_model)
+    if key not in cache:
+        cache[key] = aeq.bias_ratios(calibrated.float_model, per_channel=per_channel)
+    ratios = cache[key]
+    symmetric8 = recipe.activation_scheme is ActivationScheme.SYMMETRIC
+    while True:
+        changed = False
+        for i, p in enumerate(plans):
+            entry = ratios.get(p.op.scope)
+            if p.precision is Precision.FLOAT or entry is None or entry[0] not in ranges:
+                continue
+            q = aeq.bias_overflow(entry[1], ranges[entry[0]], p.precision.value, int8_symmetric=symmetric8)
+            if q > aeq.BIAS_LIMIT:
+                plans[i] = dataclasses.replace(p, precision=Precision.FLOAT, reason=(
+                    f"int32 bias overflow at {p.precision.value}: |bias| / (input scale x weight scale) reaches "
+                    f"{q:.3g} > 2^31 (AI Edge Quantizer would wrap it silently); kept float"))
+                changed = True
+        if not changed:
+            return plans, ranges
+        ranges = tensor_ranges(calibrated, recipe, plans, cache)
+
+
 def export_mixed(calibrated: MixedCalibration, recipe: Recipe, *, cache: dict | None = None,
                  metadata: bool = True) -> tuple[bytes, list[OpPlan]]:
     """The mixed .tflite of ``recipe`` (rules applied, kernels checked) and its per-op plan.
@@ -324,6 +356,7 @@ def export_mixed(calibrated: MixedCalibration, recipe: Recipe, *, cache: dict | 
     first = tensor_ranges(calibrated, recipe, None, cache)
     plans = plan(calibrated, recipe, ranges=first)
     ranges = tensor_ranges(calibrated, recipe, plans, cache)
+    plans, ranges = _keep_overflowing_biases_float(calibrated, recipe, plans, ranges, cache)
     chosen = {p.op.scope: (p.op.op_type, p.precision.value) for p in plans if p.precision is not Precision.FLOAT}
     tflite = aeq.quantize(
         calibrated.float_model, chosen, ranges,

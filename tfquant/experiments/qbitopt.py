@@ -63,12 +63,12 @@ class QbitoptConfig:
     data_dir: str | None = None
 
     def __post_init__(self) -> None:
-        from tfquant import models
         from tfquant.algorithms.bit_budget import check_budget
+        from tfquant.zoo_names import ZOO
 
-        unknown = [m for m in self.models if m not in models.ZOO]
+        unknown = [m for m in self.models if m not in ZOO]
         if unknown:
-            raise TfquantError(f"unknown zoo model(s) {unknown}; choose from: {', '.join(models.ZOO)}")
+            raise TfquantError(f"unknown zoo model(s) {unknown}; choose from: {', '.join(ZOO)}")
         bad = [m for m in self.methods if m not in METHODS]
         if bad:
             raise TfquantError(f"unknown method(s) {bad}; choose from: {', '.join(METHODS)}")
@@ -126,32 +126,6 @@ class QbitoptRecord(Record):
         return name == "budget"
 
 
-def mixed_packed_bytes(folded: Any, layer_bits: Mapping[str, int]) -> int:
-    """Σ_l [ceil(n_l b_l / 8) + 4 s_l] + 4 · (every other float weight) of a BN-folded model:
-    :func:`tfquant.algorithms.qgt.packed_size_bytes` with one b per kernel (s_l = its
-    output channels; a kernel not in ``layer_bits`` stays float32)."""
-    import numpy as np
-
-    from tfquant.algorithms.weight_grid import kernel_of, num_output_channels
-
-    kernels = {}
-    for layer in folded.layers:
-        found = kernel_of(layer)
-        if found is not None and layer.name in layer_bits:
-            kernels[id(found[0])] = (int(layer_bits[layer.name]), found[1])
-    total = 0
-    for v in folded.weights:
-        if not v.dtype.is_floating:
-            continue
-        n = int(np.prod(v.shape))
-        if id(v) in kernels:
-            b, axes = kernels[id(v)]
-            total += -(-n * b // 8) + 4 * num_output_channels(v.shape, axes)
-        else:
-            total += 4 * n
-    return total
-
-
 def _names_layer(tensor: str, layer: str) -> bool:
     """Whether a .tflite weight tensor (``cnn/quant_conv1/Conv2D;...``) is ``layer``'s kernel."""
     import re
@@ -204,7 +178,7 @@ class QbitoptStudy(Study[Cell, QbitoptRecord]):
 
         from tfquant import models, qat
         from tfquant.algorithms.bn_fold import fold_batch_norms
-        from tfquant.algorithms.qgt import float32_size_bytes
+        from tfquant.algorithms.packed_size import float32_size_bytes, packed_size_bytes
         from tfquant.evaluation.keras_accuracy import KerasAccuracy
         from tfquant.io_utils import write_bytes_atomic
         from tfquant.models.train import DEFAULT_CONFIGS
@@ -248,7 +222,7 @@ class QbitoptStudy(Study[Cell, QbitoptRecord]):
                 budget_met=math.isclose(total, cell.budget * sum(r.layer_params.values()), abs_tol=1e-6),
                 max_levels=max_levels,
                 levels_within_bits=all(0 <= max_levels[n] <= 2 ** b - 1 for n, b in r.layer_bits.items()),
-                packed_bytes=mixed_packed_bytes(folded, r.layer_bits),
+                packed_bytes=packed_size_bytes(folded, r.layer_bits),
                 float32_bytes=float32_size_bytes(folded), tflite_bytes=len(out.tflite),
                 allocation_history=list(r.allocation_history) if r.allocation_history else None,
                 train_seconds=r.train_seconds, tflite_path=str(path))
@@ -322,4 +296,4 @@ def run_qbitopt(config: QbitoptConfig, out_dir: str | Path, *,
 
 
 __all__ = ["CNN_ZOO", "METHODS", "NAME", "RESULTS_MD", "SIZES", "QbitoptConfig", "QbitoptRecord",
-           "QbitoptStudy", "mixed_packed_bytes", "results_markdown", "run_qbitopt"]
+           "QbitoptStudy", "results_markdown", "run_qbitopt"]
