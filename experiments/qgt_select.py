@@ -65,15 +65,16 @@ def _fields() -> dict:
 
 
 def _run() -> Path:
-    from tfquant.experiments.qgt_select import QgtSelectConfig, run_qgt_select
-
-    if FLAGS.smoke:
-        config = QgtSelectConfig.of_size("smoke", data_dir=FLAGS.data_dir, seed=FLAGS.seed)
-    else:
-        config = QgtSelectConfig(**_fields())
+    fields = None if FLAGS.smoke else _fields()
     from tfquant import _quiet
 
-    _quiet.import_tensorflow()
+    _quiet.import_tensorflow()  # first: TensorFlow without its CPU-only CUDA / oneDNN start-up lines
+    from tfquant.experiments.qgt_select import QgtSelectConfig, run_qgt_select
+
+    if fields is None:
+        config = QgtSelectConfig.of_size("smoke", data_dir=FLAGS.data_dir, seed=FLAGS.seed)
+    else:
+        config = QgtSelectConfig(**fields)
     out = Path(FLAGS.results_dir) / (FLAGS.run_name or ("smoke" if FLAGS.smoke else "default")) / "qgt_select"
     run_qgt_select(config, out)
     return out
