@@ -97,3 +97,16 @@ def test_script_bad_flag_is_one_error_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: --bits must be integers, --lambdas BITS:LAMBDA")
     assert not any(tmp_path.iterdir())
+
+
+def test_the_study_says_whether_a_run_uses_the_validation_chosen_defaults() -> None:
+    from tfquant.experiments.qgt import DEFAULTS_CHOSEN_BY, QgtStudyConfig, results_markdown
+
+    assert QgtStudyConfig().selected_defaults() and QgtStudyConfig.of_size("short").selected_defaults()
+    assert QgtStudyConfig(bits=(2,)).selected_defaults()
+    for other in (dict(qgt_strength=123.0), dict(qgt_finish_fraction=0.1), dict(grid_scale="max"),
+                  dict(qgt_finish_factor=10.0)):
+        assert not QgtStudyConfig(**other).selected_defaults(), other
+    assert "qgt_select" in DEFAULTS_CHOSEN_BY
+    assert DEFAULTS_CHOSEN_BY in results_markdown([], QgtStudyConfig())
+    assert "not the defaults chosen on validation images" in results_markdown([], QgtStudyConfig(qgt_strength=123.0))

@@ -23,6 +23,7 @@ __all__ = [
     "BIT_CELLS",
     "BOTTLENECK_FLOAT",
     "BOTTLENECK_QGT",
+    "DEFAULTS_CHOSEN_BY",
     "EXECUTED_IN_TFLITE",
     "EXPERIMENT",
     "FLOAT",
@@ -54,6 +55,12 @@ BIT_CELLS = (SIZE, PTQ, BOTTLENECK_FLOAT, QAT, QGT, BOTTLENECK_QGT)
 """Cells measured for every model x bits (plus :data:`TFLITE_CELLS` when exporting)."""
 TFLITE_CELLS = (QGT_A8_SIM, QGT_TFLITE)
 
+
+DEFAULTS_CHOSEN_BY = (
+    "chosen on validation images only: the cnn's QGT fine-tune for each candidate λ (and finish "
+    "fraction) scored on images 55,000..59,999 of the training file (never trained on; the test split "
+    "not loaded) by `experiments/qgt_select.py`, committed as `experiments/results/full/qgt_select/`")
+"""How the study's default λ and finish were chosen (results.md says it when a run uses them)."""
 
 SIZES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     "smoke": MappingProxyType({
@@ -189,6 +196,16 @@ class QgtStudyConfig(Sized):
     def _checked_strengths(self) -> tuple[tuple[int, float], ...]:
         return bit_width_map(self.qgt_strength, self.bits, name="qgt_strength",
                              example="e.g. {2: 10000, 4: 10}, or one number for every bit width")
+
+    def selected_defaults(self) -> bool:
+        """Whether this run's λ (for each of its bit widths) and finish are the defaults, i.e. the
+        values chosen on validation images (:data:`DEFAULTS_CHOSEN_BY`)."""
+        field = {f.name: f.default for f in dataclasses.fields(self)}
+        default_strength = dict(field["qgt_strength"])
+        return (all(default_strength.get(b) == lam for b, lam in self.qgt_strength)
+                and (self.grid_scale, self.qgt_finish_fraction, self.qgt_finish_factor, self.qgt_ramp_fraction)
+                == (field["grid_scale"], field["qgt_finish_fraction"], field["qgt_finish_factor"],
+                    field["qgt_ramp_fraction"]))
 
     def strength(self, bits: int) -> float:
         """Final λ of the QGT regulariser at ``bits``."""
