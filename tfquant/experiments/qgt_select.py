@@ -359,7 +359,7 @@ def results_markdown(records: Sequence[QgtSelectRecord], config: QgtSelectConfig
                f"{pick[b].qgt_finish_factor:g} -- the highest validation accuracy of the hard-quantized model "
                f"({pick[b].accuracy:.4f}); rule: best validation accuracy, ties to the first candidate listed.")
         columns = ["stage", "λ", "finish", "validation (hard)", "validation (float)", "rounding cost (pt)", "train s"]
-        lines += section(f"{b}-bit weights", markdown_table(rows, columns) if rows else "(no candidates measured)",
+        lines += section(f"{b}-bit weights", markdown_table(rows, columns).rstrip("\n") if rows else "(no candidates measured)",
                          why)
     return "\n".join(lines).rstrip() + "\n"
 

@@ -59,7 +59,8 @@ TFLITE_CELLS = (QGT_A8_SIM, QGT_TFLITE)
 DEFAULTS_CHOSEN_BY = (
     "chosen on validation images only: the cnn's QGT fine-tune for each candidate λ (and finish "
     "fraction) scored on images 55,000..59,999 of the training file (never trained on; the test split "
-    "not loaded) by `experiments/qgt_select.py`, committed as `experiments/results/full/qgt_select/`")
+    "not loaded) by `experiments/qgt_select.py`, committed as `experiments/results/full/qgt_select/` (+ "
+    "`full/qgt_select_w4_low/`: smaller λ at 4 bits, where the first sweep's best was its smallest)")
 """How the study's default λ and finish were chosen (results.md says it when a run uses them)."""
 
 SIZES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
@@ -96,12 +97,11 @@ class QgtStudyConfig(Sized):
         (:data:`tfquant.models.train.DEFAULT_CONFIGS`), cosine-decayed to 0.
       qgt_strength: Final λ of the QGT regulariser per bit width, ``{bits: λ}`` (a mapping
         or (bits, λ) pairs; one number = the same λ for every bit width); every entry of
-        ``bits`` needs one. Defaults: 10 at 4 bits (best of λ in {10, 100, 1,000, 10,000} on
-        the 5,000 validation images with the max grid and no finish: cnn / mobilenet_v1
-        hard-quantized 0.908 / 0.905) and 30 at 2 bits with the MSE grid and the finish
-        (issue 9: chosen among a handful of cnn runs scored on the TEST split, so optimistic;
-        with the max grid and no finish every λ in {10 ... 10,000} stayed below 0.35 on
-        validation).
+        ``bits`` needs one. Defaults: 30 at 2 bits and 1 at 4 bits, with the MSE grid and the
+        finish below: the best hard-quantized validation accuracy of the cnn among λ in
+        {10, 30, 100} (2 bits) and {0.1, 0.3, 1, 3, 10, 30} (4 bits), finish fraction 0.5 vs 0.3
+        (:data:`DEFAULTS_CHOSEN_BY`; :mod:`tfquant.experiments.qgt_select`). Single seed; the
+        test split played no part.
       qgt_ramp_fraction: λ grows linearly over this fraction of the steps, in [0, 1].
       grid_scale: Each kernel's per-channel grid step Δ_c: ``max`` (max|W_c| / q_max) or
         ``mse`` (the MSE-optimal range, :func:`tfquant.algorithms.weight_grid.mse_scale`),
@@ -128,7 +128,7 @@ class QgtStudyConfig(Sized):
     batch_size: int | None = None
     learning_rate_scale: float = 0.5
     qgt_strength: Mapping[int, float] | Sequence[tuple[int, float]] | float = (
-        (2, 30.0), (4, 10.0),
+        (2, 30.0), (4, 1.0),
     )
     qgt_ramp_fraction: float = 1.0
     grid_scale: str = "mse"
