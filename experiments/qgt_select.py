@@ -4,10 +4,13 @@ Each candidate is the QGT study's fine-tune (``experiments/qgt.py``) of one zoo 
 hard-quantized on its frozen grid and scored on the zoo's held-out validation images
 (images 55,000..59,999 of the training file). Stage 1 sweeps λ per bit width at the default
 finish; stage 2 tries other finish fractions at the best λ. results.md lists every
-candidate, the chosen one and why. See :mod:`tfquant.experiments.qgt_select`. The run
-behind the QGT study's defaults (cnn; about 25 minutes on one core)::
+candidate, the chosen one and why. See :mod:`tfquant.experiments.qgt_select`. The runs
+behind the QGT study's defaults (cnn; 45-95 s per candidate on one core; committed as
+``experiments/results/full/qgt_select/`` and ``full/qgt_select_w4_low/``)::
 
   python experiments/qgt_select.py --run_name full   # -> results/full/qgt_select/
+  python experiments/qgt_select.py --run_name full_w4_low --bits 4 \
+      --lambdas 4:1,4:0.3,4:0.1 --finish_fractions ""  # the 4-bit best was the sweep's smallest λ
 
 Smoke size (what the tests run: 2 bits, 2 λ, 384 training and 300 validation images)::
 
