@@ -64,7 +64,9 @@ def test_validation_slice_is_the_training_file_tail_not_the_test_split() -> None
 def test_every_candidate_is_recorded_and_the_best_is_chosen(smoke_select) -> None:
     out, records, _ = smoke_select
     keys = [(r["bits"], r["stage"], r["value"]) for r in records]
-    assert keys == [(2, "lambda", 10.0), (2, "lambda", 30.0), (2, "finish", 0.3)]
+    assert keys == [(None, "float", 0.0), (2, "lambda", 10.0), (2, "lambda", 30.0), (2, "finish", 0.3)]
+    reference = records[0]["accuracy"]
+    records = records[1:]
     stage1 = [r for r in records if r["stage"] == "lambda"]
     best_lambda = max(stage1, key=lambda r: r["accuracy"])["qgt_strength"]
     finish = [r for r in records if r["stage"] == "finish"][0]
@@ -76,7 +78,9 @@ def test_every_candidate_is_recorded_and_the_best_is_chosen(smoke_select) -> Non
     md = (out / "results.md").read_text()
     assert "validation images 55000..55299 of the training file" in md
     assert md.count("(sim) |") == 2 * len(records) and md.count("**chosen**") == 1
-    assert f"chosen: λ = {pick.qgt_strength:g}, finish {pick.qgt_finish_fraction:g}" in md
+    assert f"on the same validation images: {reference:.4f} (sim)" in md
+    assert f"| {100 * (pick.accuracy - reference):+.2f} |" in md
+    assert f"chosen in this run: λ = {pick.qgt_strength:g}, finish {pick.qgt_finish_fraction:g}" in md
 
 
 @pytest.mark.parametrize("fields, message", [

@@ -47,6 +47,8 @@ __all__ = [
 EXPERIMENT = "qgt_select"
 LAMBDA, FINISH = "lambda", "finish"
 """The two stages: a λ sweep at the default finish, then finish fractions at the best λ."""
+FLOAT = "float"
+"""The reference cell: the BN-folded float model on the validation slice (``bits`` None)."""
 SPLIT = "validation"
 
 SIZES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
@@ -173,12 +175,12 @@ class SelectCell:
     """One candidate: ``stage`` ``lambda`` (``value`` = λ) or ``finish`` (``value`` = fraction)."""
 
     model: str
-    bits: int
+    bits: int | None
     stage: str
     value: float
 
     @property
-    def key(self) -> tuple[str, int, str, float]:
+    def key(self) -> tuple[str, int | None, str, float]:
         return (self.model, self.bits, self.stage, self.value)
 
 
@@ -192,7 +194,7 @@ class QgtSelectRecord(Record):
 
     experiment: str = EXPERIMENT
     model: str
-    bits: int
+    bits: int | None
     stage: str
     value: float
     qgt_strength: float | None = None
@@ -212,8 +214,12 @@ class QgtSelectRecord(Record):
     train_loss: float | None = None
 
     @property
-    def key(self) -> tuple[str, int, str, float]:
+    def key(self) -> tuple[str, int | None, str, float]:
         return (self.model, self.bits, self.stage, self.value)
+
+    def writes_none(self, name: str) -> bool:
+        """``bits`` is always written (null: the float reference)."""
+        return name == "bits"
 
 
 def _ok(records: Sequence[Any], bits: int, stage: str | None = None) -> list[Any]:
@@ -255,7 +261,7 @@ class QgtSelectStudy(Study[SelectCell, QgtSelectRecord]):
 
     def cells(self) -> Sequence[SelectCell]:
         c = self.config
-        return [SelectCell(c.model, b, LAMBDA, lam) for b in c.bits for bb, lam in c.lambdas if bb == b] + [
+        return [SelectCell(c.model, None, FLOAT, 0.0)] + [SelectCell(c.model, b, LAMBDA, lam) for b in c.bits for bb, lam in c.lambdas if bb == b] + [
             SelectCell(c.model, b, FINISH, f) for b in c.bits for f in c.finish_fractions]
 
     def markdown(self, records: RecordSet) -> str:
@@ -290,8 +296,11 @@ class QgtSelectStudy(Study[SelectCell, QgtSelectRecord]):
                     data_range=[start, stop], train_range=[0, n_train], executed_in=EXECUTED_IN_SIM,
                     n_examples=len(x_val), qgt_finish_factor=c.qgt_finish_factor)
         with quiet_retracing():
-            for cell in sorted(todo, key=lambda k: k.stage != LAMBDA):  # stage 1 first
+            for cell in sorted(todo, key=lambda k: (k.stage != FLOAT, k.stage != LAMBDA)):  # stage 1 first
                 rec = dict(base, bits=cell.bits, stage=cell.stage, value=cell.value)
+                if cell.stage == FLOAT:
+                    yield QgtSelectRecord(**rec, accuracy=evaluate(folded))
+                    continue
                 if cell.stage == LAMBDA:
                     lam, finish = cell.value, c.qgt_finish_fraction
                 else:
@@ -318,6 +327,8 @@ def _log_line(r: QgtSelectRecord) -> str:
     tag = f"{r.model} w{r.bits} {r.stage}={r.value:g}"
     if r.failed:
         return f"{tag} failed: {r.error}"
+    if r.stage == FLOAT:
+        return f"{r.model} float: validation {r.accuracy:.4f}"
     return (f"{tag} λ={r.qgt_strength:g} finish={r.qgt_finish_fraction:g}: validation {r.accuracy:.4f} "
             f"(float {r.float_accuracy:.4f}, {r.train_seconds:.0f} s)")
 
@@ -336,29 +347,34 @@ def results_markdown(records: Sequence[QgtSelectRecord], config: QgtSelectConfig
         f"of the training file** ({stop - start} images, never trained on; the test split is never loaded). "
         f"Stage `lambda`: each λ with the finish over the last {config.qgt_finish_fraction:g} of the steps "
         f"(λ x{config.qgt_finish_factor:g}); stage `finish`: other finish fractions at stage 1's best λ. "
+        "`validation (hard)`: the QGT model rounded on its grid; `before rounding`: the same model in float. "
         "All accuracies `sim` (TensorFlow: b-bit weights, float activations; no TFLite kernel exists). "
         f"One image is {100 / (stop - start):.2f} pt; the binomial standard error near 0.88 is "
         f"{100 * math.sqrt(0.88 * 0.12 / (stop - start)):.2f} pt."))
+    ref = next((r for r in records if r.stage == FLOAT and not r.failed), None)
+    lines += ["", (f"Float (BN-folded, nothing quantized) on the same validation images: {ref.accuracy:.4f} (sim)."
+                   if ref else "Float on the validation images: not measured.")]
     order = {c.key: i for i, c in enumerate(QgtSelectStudy(config).cells())}
     for b in config.bits:
         rows = []
         for r in sorted((r for r in records if r.bits == b and r.key in order), key=lambda r: order[r.key]):
             mark = " **chosen**" if pick.get(b) is r else ""
             if r.failed:
-                rows.append({"stage": r.stage, "λ": "", "finish": "", "validation (hard)": f"failed: {r.error}",
-                             "validation (float)": "", "rounding cost (pt)": "", "train s": ""})
+                rows.append({"stage": r.stage, "validation (hard)": f"failed: {r.error}"})
                 continue
             rows.append({"stage": r.stage + mark, "λ": f"{r.qgt_strength:g}",
                          "finish": f"{r.qgt_finish_fraction:g} x{r.qgt_finish_factor:g}",
                          "validation (hard)": f"{r.accuracy:.4f} (sim)",
-                         "validation (float)": f"{r.float_accuracy:.4f} (sim)",
+                         "before rounding": f"{r.float_accuracy:.4f} (sim)",
                          "rounding cost (pt)": f"{100 * (r.float_accuracy - r.accuracy):+.2f}",
+                         "vs float (pt)": f"{100 * (r.accuracy - ref.accuracy):+.2f}" if ref else "",
                          "train s": f"{r.train_seconds:.0f}"})
         why = ("not chosen: no candidate finished" if b not in pick else
-               f"chosen: λ = {pick[b].qgt_strength:g}, finish {pick[b].qgt_finish_fraction:g} x"
+               f"chosen in this run: λ = {pick[b].qgt_strength:g}, finish {pick[b].qgt_finish_fraction:g} x"
                f"{pick[b].qgt_finish_factor:g} -- the highest validation accuracy of the hard-quantized model "
                f"({pick[b].accuracy:.4f}); rule: best validation accuracy, ties to the first candidate listed.")
-        columns = ["stage", "λ", "finish", "validation (hard)", "validation (float)", "rounding cost (pt)", "train s"]
+        columns = ["stage", "λ", "finish", "validation (hard)", "vs float (pt)", "before rounding",
+                   "rounding cost (pt)", "train s"]
         lines += section(f"{b}-bit weights", markdown_table(rows, columns).rstrip("\n") if rows else "(no candidates measured)",
                          why)
     return "\n".join(lines).rstrip() + "\n"
