@@ -95,9 +95,14 @@ def test_bad_configs_are_refused(fields, message) -> None:
         qs.QgtSelectConfig(**fields)
 
 
-def test_script_bad_flag_is_one_error_line(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "qgt_select.py"), "--lambdas", "2-10",
-                           "--results_dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+def test_script_bad_flag_is_one_error_line_before_tensorflow(tmp_path: Path) -> None:
+    no_tf = ("import runpy, sys\n"
+             "for m in ('tensorflow', 'tf_keras', 'tensorflow_model_optimization'):\n"
+             "    sys.modules[m] = None\n"
+             "sys.argv = sys.argv[1:]\n"
+             "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-c", no_tf, "experiments/qgt_select.py", "--lambdas", "2-10",
+                           "--results_dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: --bits must be integers, --lambdas BITS:LAMBDA")
     assert not any(tmp_path.iterdir())
