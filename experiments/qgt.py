@@ -38,8 +38,9 @@ from tfquant.study.script import report_run  # noqa: E402
 from tfquant.study.settings import bit_width_map, check_zoo_models  # noqa: E402
 from tfquant.zoo_names import ZOO  # noqa: E402
 
-# QgtStudyConfig's defaults (tests/experiments/test_qgt.py checks they agree).
-_MODELS, _BITS, _EPOCHS, _STRENGTH, _SEED = ("cnn", "mobilenet_v1"), (2, 4), 3.0, ((2, 30.0), (4, 10.0)), 0
+# QgtStudyConfig's defaults (tests/experiments/test_qgt.py checks they agree): λ and the finish
+# were chosen on validation images by experiments/qgt_select.py (experiments/results/full/qgt_select*/).
+_MODELS, _BITS, _EPOCHS, _STRENGTH, _SEED = ("cnn", "mobilenet_v1"), (2, 4), 3.0, ((2, 30.0), (4, 1.0)), 0
 _GRID_SCALE, _FINISH_FRACTION, _FINISH_FACTOR = "mse", 0.5, 1000.0
 
 FLAGS = flags.FLAGS

@@ -23,6 +23,7 @@ __all__ = [
     "BIT_CELLS",
     "BOTTLENECK_FLOAT",
     "BOTTLENECK_QGT",
+    "DEFAULTS_CHOSEN_BY",
     "EXECUTED_IN_TFLITE",
     "EXPERIMENT",
     "FLOAT",
@@ -54,6 +55,13 @@ BIT_CELLS = (SIZE, PTQ, BOTTLENECK_FLOAT, QAT, QGT, BOTTLENECK_QGT)
 """Cells measured for every model x bits (plus :data:`TFLITE_CELLS` when exporting)."""
 TFLITE_CELLS = (QGT_A8_SIM, QGT_TFLITE)
 
+
+DEFAULTS_CHOSEN_BY = (
+    "chosen on validation images only: the cnn's QGT fine-tune for each candidate λ (and finish "
+    "fraction) scored on images 55,000..59,999 of the training file (never trained on; the test split "
+    "not loaded) by `experiments/qgt_select.py`, committed as `experiments/results/full/qgt_select/` (+ "
+    "`full/qgt_select_w4_low/`: smaller λ at 4 bits, where the first sweep's best was its smallest)")
+"""How the study's default λ and finish were chosen (results.md says it when a run uses them)."""
 
 SIZES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     "smoke": MappingProxyType({
@@ -89,12 +97,11 @@ class QgtStudyConfig(Sized):
         (:data:`tfquant.models.train.DEFAULT_CONFIGS`), cosine-decayed to 0.
       qgt_strength: Final λ of the QGT regulariser per bit width, ``{bits: λ}`` (a mapping
         or (bits, λ) pairs; one number = the same λ for every bit width); every entry of
-        ``bits`` needs one. Defaults: 10 at 4 bits (best of λ in {10, 100, 1,000, 10,000} on
-        the 5,000 validation images with the max grid and no finish: cnn / mobilenet_v1
-        hard-quantized 0.908 / 0.905) and 30 at 2 bits with the MSE grid and the finish
-        (issue 9: chosen among a handful of cnn runs scored on the TEST split, so optimistic;
-        with the max grid and no finish every λ in {10 ... 10,000} stayed below 0.35 on
-        validation).
+        ``bits`` needs one. Defaults: 30 at 2 bits and 1 at 4 bits, with the MSE grid and the
+        finish below: the best hard-quantized validation accuracy of the cnn among λ in
+        {10, 30, 100} (2 bits) and {0.1, 0.3, 1, 3, 10, 30} (4 bits), finish fraction 0.5 vs 0.3
+        (:data:`DEFAULTS_CHOSEN_BY`; :mod:`tfquant.experiments.qgt_select`). Single seed; the
+        test split played no part.
       qgt_ramp_fraction: λ grows linearly over this fraction of the steps, in [0, 1].
       grid_scale: Each kernel's per-channel grid step Δ_c: ``max`` (max|W_c| / q_max) or
         ``mse`` (the MSE-optimal range, :func:`tfquant.algorithms.weight_grid.mse_scale`),
@@ -121,7 +128,7 @@ class QgtStudyConfig(Sized):
     batch_size: int | None = None
     learning_rate_scale: float = 0.5
     qgt_strength: Mapping[int, float] | Sequence[tuple[int, float]] | float = (
-        (2, 30.0), (4, 10.0),
+        (2, 30.0), (4, 1.0),
     )
     qgt_ramp_fraction: float = 1.0
     grid_scale: str = "mse"
@@ -189,6 +196,16 @@ class QgtStudyConfig(Sized):
     def _checked_strengths(self) -> tuple[tuple[int, float], ...]:
         return bit_width_map(self.qgt_strength, self.bits, name="qgt_strength",
                              example="e.g. {2: 10000, 4: 10}, or one number for every bit width")
+
+    def selected_defaults(self) -> bool:
+        """Whether this run's λ (for each of its bit widths) and finish are the defaults, i.e. the
+        values chosen on validation images (:data:`DEFAULTS_CHOSEN_BY`)."""
+        field = {f.name: f.default for f in dataclasses.fields(self)}
+        default_strength = dict(field["qgt_strength"])
+        return (all(default_strength.get(b) == lam for b, lam in self.qgt_strength)
+                and (self.grid_scale, self.qgt_finish_fraction, self.qgt_finish_factor, self.qgt_ramp_fraction)
+                == (field["grid_scale"], field["qgt_finish_fraction"], field["qgt_finish_factor"],
+                    field["qgt_ramp_fraction"]))
 
     def strength(self, bits: int) -> float:
         """Final λ of the QGT regulariser at ``bits``."""

@@ -81,7 +81,9 @@ def results_markdown(records: Sequence[Mapping[str, Any]], config: qg.QgtStudyCo
         + (f"; finish (not in the paper): for the last {config.qgt_finish_fraction:.0%} of the steps "
            f"the grid is frozen and λ grows geometrically by {config.qgt_finish_factor:g}x, and the "
            "hard rounding uses that frozen grid" if config.qgt_finish_fraction > 0 else "")
-        + " (see `tfquant.experiments.qgt.QgtStudyConfig`). "
+        + " (see `tfquant.experiments.qgt.QgtStudyConfig`; "
+        + ("these are its defaults, " + qg.DEFAULTS_CHOSEN_BY if config.selected_defaults() else
+           "set by flags, not the defaults chosen on validation images") + "). "
         "`packed bytes` = every kernel packed at b bits plus one float32 scale per output "
         "channel, all other weights float32; `ratio` = float32 bytes / packed bytes "
         "(32/b alone would overstate it).") + section("Accuracy and size")
