@@ -27,6 +27,7 @@ def test_smoke_records(tmp_path: Path) -> None:
         total = sum(r["layer_bits"][n] * r["layer_params"][n] for n in r["layer_bits"])
         assert r["budget_met"] and total == 3 * sum(r["layer_params"].values())
         assert r["levels_within_bits"] and all(v > 0 for v in r["max_levels"].values())
+        assert r["on_grid"] is True  # every stored weight an exact b-bit level (3-bit: INT4 q in [-3, 3])
         assert r["packed_bytes"] < r["float32_bytes"] and Path(r["tflite_path"]).is_file()
     md = (tmp_path / "results.md").read_text()
     assert "| cnn | 3 | " in md and "## What ran where" in md and "Goal" in md

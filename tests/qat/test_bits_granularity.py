@@ -35,7 +35,7 @@ def test_per_tensor_weights_have_one_scale(
     assert [w.num_scales for w in convs] == [w.shape[0] for w in convs] == [16, 32, 64]
 
 
-@pytest.mark.parametrize("bits", [4, 2])
+@pytest.mark.parametrize("bits", [4, 2, 3, 5, 6, 7])
 def test_sub_8_bit_weights_export_on_the_b_bit_grid(
     zoo_cnn: Any, fmnist: dict[str, Any], bits: int
 ) -> None:
@@ -44,12 +44,63 @@ def test_sub_8_bit_weights_export_on_the_b_bit_grid(
     kmax = 2 ** (bits - 1) - 1  # narrow range: k in [-7, 7] at 4 bits, [-1, 1] at 2 bits
     for w in levels:
         assert w.max_distinct_per_channel <= 2**bits - 1 <= 2**bits, w
-        # Evenly spaced: q = k·g, |k| <= kmax (at 2 bits the converter stores {-7, 0, 7}).
+        # Evenly spaced: q = k·g, |k| <= kmax (at 2 bits the converter stores {-7, 0, 7}; at 3
+        # bits tfmot's fake quant alone would give {-7, -5, -2, 0, 2, 5, 7}: 7 levels, uneven).
         ks = np.asarray(w.values) // w.grid_step
         assert np.array_equal(ks * w.grid_step, w.values), w
         assert np.abs(ks).max() <= kmax, w
         # Symmetric per-channel ranges: some channel's largest weight sits on the grid's end.
         assert np.abs(ks).max() == kmax, w
+
+
+def test_rebitted_kernels_export_on_their_new_grid(zoo_cnn: Any, fmnist: dict[str, Any]) -> None:
+    """QBitOpt changes ``num_bits`` after the QAT model is built: the export follows the new b."""
+    from tfquant.qat.bit_allocation import layer_bits, set_layer_bits
+
+    qat_model = qat.quantize_for_training(zoo_cnn, calibration_data=fmnist["cal"], weight_bits=4)
+    bits = {"conv1": 3, "conv2": 5, "conv3": 8, "fc1": 2, "logits": 7}
+    assert set_layer_bits(qat_model, bits) and layer_bits(qat_model) == bits
+    levels = qat.weight_levels(qat.export_tflite(qat_model))
+    for w, b in zip(levels, bits.values(), strict=True):
+        ks = np.asarray(w.values) // w.grid_step
+        assert np.array_equal(ks * w.grid_step, w.values), (b, w)
+        assert np.abs(ks).max() == 2 ** (b - 1) - 1, (b, w)
+
+
+@pytest.mark.parametrize("bits", [3, 5, 6, 7])
+@pytest.mark.parametrize("per_axis", [True, False])
+def test_grid_quantizer_simulates_tfmot_b_bit_fake_quant(bits: int, per_axis: bool) -> None:
+    """The on-grid detour computes what tfmot's b-bit fake quant computes (values, ranges, gradient)."""
+    import tensorflow as tf
+    import tf_keras as keras
+    from tensorflow_model_optimization.quantization.keras import quantizers as tfmot_quantizers
+
+    from tfquant.qat.quantizers import GridKernelQuantizer
+
+    rng = np.random.default_rng(bits)
+    kernel = tf.constant(rng.normal(size=(3, 3, 4, 6)).astype(np.float32))
+    layer = keras.layers.Layer()
+    ours = GridKernelQuantizer(num_bits=bits, per_axis=per_axis)
+    ref = tfmot_quantizers.LastValueQuantizer(num_bits=bits, per_axis=per_axis, symmetric=True, narrow_range=True)
+    w_ours, w_ref = ours.build(kernel.shape, "ours", layer), ref.build(kernel.shape, "ref", layer)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(kernel)
+        y_ours = ours(kernel, True, w_ours)
+        y_ref = ref(kernel, True, w_ref)
+    np.testing.assert_allclose(y_ours.numpy(), y_ref.numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(w_ours["max_var"].numpy(), w_ref["max_var"].numpy())
+    # Straight-through gradient: 1 inside the range. tfmot's nudged float range can leave the
+    # channel's own extreme weight a rounding error outside it (gradient 0 there); ours keeps it.
+    g_ours, g_ref = tape.gradient(y_ours, kernel).numpy(), tape.gradient(y_ref, kernel).numpy()
+    a = np.abs(kernel.numpy())
+    extreme = a == (a.max(axis=(0, 1, 2)) if per_axis else a.max())
+    assert np.all(g_ours == 1.0)
+    np.testing.assert_array_equal(g_ours[~extreme], g_ref[~extreme])
+    # Inference reads the stored range: the same values again.
+    np.testing.assert_allclose(ours(kernel, False, w_ours).numpy(), y_ref.numpy(), rtol=0, atol=1e-6)
+    columns = y_ours.numpy().reshape(-1, 6) if per_axis else y_ours.numpy().reshape(-1, 1)
+    for column in columns.T:  # one b-bit grid per channel (or per tensor)
+        assert len(np.unique(np.round(column / np.abs(column).max(), 5))) <= 2**bits - 1
 
 
 def test_8_bit_weights_use_more_than_16_levels(cnn_qat: dict[str, Any]) -> None:

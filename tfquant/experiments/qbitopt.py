@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+
+import numpy as np
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
@@ -111,6 +113,7 @@ class QbitoptRecord(Record):
     budget_met: bool | None = None
     max_levels: Mapping[str, int] | None = None
     levels_within_bits: bool | None = None
+    on_grid: bool | None = None
     packed_bytes: int | None = None
     float32_bytes: int | None = None
     tflite_bytes: int | None = None
@@ -131,6 +134,17 @@ def _names_layer(tensor: str, layer: str) -> bool:
     import re
 
     return any(part in (layer, f"quant_{layer}") for part in re.split(r"[/;]", tensor))
+
+
+def _on_b_bit_grid(w: Any, bits: int) -> bool:
+    """Whether every stored integer of ``w`` (a ``WeightLevels``) is k·g with |k| <= 2^(b-1) - 1.
+
+    g = the gcd of the stored integers (7 for a 2-bit kernel the converter stores as {-7, 0, 7}).
+    A count of levels alone cannot tell {-3..3} from {-7, -5, -2, 0, 2, 5, 7}; this can.
+    """
+    values = np.asarray(w.values, dtype=np.int64)
+    ks = values // w.grid_step
+    return bool(np.array_equal(ks * w.grid_step, values) and np.abs(ks).max() <= 2 ** (bits - 1) - 1)
 
 
 def _line(r: QbitoptRecord) -> str:
@@ -209,10 +223,11 @@ class QbitoptStudy(Study[Cell, QbitoptRecord]):
             path.parent.mkdir(parents=True, exist_ok=True)
             write_bytes_atomic(path, out.tflite)
             levels = weight_levels(out.tflite)
-            max_levels = {}
-            for layer in r.layer_bits:
-                hits = [w.max_distinct_per_channel for w in levels if _names_layer(w.tensor, layer)]
-                max_levels[layer] = max(hits) if hits else -1
+            max_levels, on_grid = {}, True
+            for layer, b in r.layer_bits.items():
+                hits = [w for w in levels if _names_layer(w.tensor, layer)]
+                max_levels[layer] = max(w.max_distinct_per_channel for w in hits) if hits else -1
+                on_grid = on_grid and bool(hits) and all(_on_b_bit_grid(w, b) for w in hits)
             total = sum(r.layer_bits[n] * r.layer_params[n] for n in r.layer_bits)
             yield QbitoptRecord(
                 **rec, executed_in="tflite", accuracy=out.qat_accuracy,
@@ -222,6 +237,7 @@ class QbitoptStudy(Study[Cell, QbitoptRecord]):
                 budget_met=math.isclose(total, cell.budget * sum(r.layer_params.values()), abs_tol=1e-6),
                 max_levels=max_levels,
                 levels_within_bits=all(0 <= max_levels[n] <= 2 ** b - 1 for n, b in r.layer_bits.items()),
+                on_grid=on_grid,
                 packed_bytes=packed_size_bytes(folded, r.layer_bits),
                 float32_bytes=float32_size_bytes(folded), tflite_bytes=len(out.tflite),
                 allocation_history=list(r.allocation_history) if r.allocation_history else None,
@@ -257,11 +273,12 @@ def results_markdown(records: Sequence[Mapping[str, Any]], config: QbitoptConfig
             lines.append(f"| {m} | {b:g} | {accuracy_text(fl, notes, f'{m} float')} | " + " | ".join(cells) + " |")
     lines += ["", "## Allocation and size", "",
               "Bits per layer, the achieved mean, whether Σ n_l b_l = B Σ n_l exactly, the most "
-              "int8 levels any channel of each kernel uses in the .tflite (must be <= 2^b - 1), exact packed bytes "
+              "int8 levels any channel of each kernel uses in the .tflite (must be <= 2^b - 1), whether every stored "
+              "weight is an exact b-bit level (integers k·g with |k| <= 2^(b-1) - 1, g their gcd), exact packed bytes "
               "(kernels at their b bits + float32 scales + other weights float32, BN folded) vs float32, and the "
               ".tflite's bytes (the converter stores kernels of <= 4 bits as packed INT4, wider ones as int8).", "",
-              "| model | budget | method | bits per layer | mean bits | budget met | levels <= 2^b-1 | packed bytes | float32 bytes | .tflite bytes |",
-              "|:---|---:|:---|:---|---:|:---|:---|---:|---:|---:|"]
+              "| model | budget | method | bits per layer | mean bits | budget met | levels <= 2^b-1 | on b-bit grid | packed bytes | float32 bytes | .tflite bytes |",
+              "|:---|---:|:---|:---|---:|:---|:---|:---|---:|---:|---:|"]
     for m in config.models:
         for b in config.budgets:
             for meth in config.methods:
@@ -271,7 +288,7 @@ def results_markdown(records: Sequence[Mapping[str, Any]], config: QbitoptConfig
                 bits = ", ".join(f"{n} {v}" for n, v in r["layer_bits"].items())
                 lines.append(f"| {m} | {b:g} | {meth} | {bits} | {r['mean_weight_bits']:.4f} | "
                              f"{'yes' if r['budget_met'] else 'NO'} | {'yes' if r['levels_within_bits'] else 'NO'} | "
-                             f"{r['packed_bytes']} | {r['float32_bytes']} | {r['tflite_bytes']} |")
+                             f"{ {True: 'yes', False: 'NO'}.get(r.get('on_grid'), 'not checked')} | {r['packed_bytes']} | {r['float32_bytes']} | {r['tflite_bytes']} |")
     lines += ["", "## Goal: QBitOpt at a 3-bit budget within 2 points of float", ""]
     for m in config.models:
         fl, q = _get(records, m, None, FLOAT), _get(records, m, GOAL_BUDGET, "qbitopt")

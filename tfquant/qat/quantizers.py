@@ -28,9 +28,16 @@ Conv2DTranspose ``(kh, kw, out, in)`` (moving out last needs a transpose) and De
 ``(in, out)`` (the converter transposes it to FULLY_CONNECTED's ``(out, in)``). tfmot's
 default 8-bit scheme makes the same choice for both.
 
-Sub-8-bit weights export because the converter reads a weight fake quant's ``num_bits`` and
-stores int8 values on the b-bit grid -- except for TRANSPOSE_CONV, whose kernel must be int8
-typed (the converter types a 4-bit fake quant ``i4`` and the op rejects it).
+Sub-8-bit weights. The converter reads a weight fake quant's ``num_bits`` and its range
+[-a, a] and stores the kernel with the scale of its *storage* type: INT4 (scale a/7) for
+b <= 4, int8 (scale a/127) above. That is the b-bit grid only for b = 2, 4 and 8; a 3-bit
+grid (step a/3) lands on {-7, -5, -2, 0, 2, 5, 7}·a/7 and a 5..7-bit grid up to half an int8
+step off its levels. :class:`GridKernelQuantizer` therefore rounds b = 3, 5, 6, 7 kernels to
+their grid with plain TF ops and declares a storage fake quant whose step is the b-bit step
+Δ_b (4-bit over ±7·Δ_b for b = 3, keeping INT4 packing; 8-bit over ±127·Δ_b for b = 5..7):
+the values are unchanged and the stored integers are exactly q in [-(2^(b-1)-1),
+2^(b-1)-1]. TRANSPOSE_CONV's kernel must be int8 typed (the converter types a 4-bit fake
+quant ``i4`` and the op rejects it).
 :class:`TransposeKernelQuantizer` therefore rounds a transposed-conv kernel to the b-bit grid
 with plain TF ops and then declares it 8-bit, with a range (±127·Δ_b) whose int8 step is the
 b-bit step Δ_b: the values are unchanged and the int8 tensor holds q in [-(2^(b-1)-1),
@@ -55,7 +62,77 @@ _quantizers = tfmot.quantization.keras.quantizers
 KERNEL_LAYOUTS: tuple[str, ...] = tuple(kind.value for kind in KernelKind)
 
 
-class DepthwiseKernelQuantizer(_quantizers.LastValueQuantizer):
+def _storage(bits: int) -> tuple[int, float]:
+    """(storage bits, q_max of the storage type) of a b-bit kernel: INT4 up to 4 bits, else int8."""
+    storage = 4 if bits <= 4 else 8
+    return storage, float(symmetric_params(1.0, bits=storage, narrow_range=True).qmax)
+
+
+class GridKernelQuantizer(_quantizers.LastValueQuantizer):
+    """tfmot's symmetric narrow-range ``LastValueQuantizer`` whose export stays on the b-bit grid.
+
+    For b in {2, 4, 8} it *is* tfmot's quantizer (the converter stores those grids exactly).
+    For b in {3, 5, 6, 7}, with amax = max|w| (per output channel of the last axis when
+    ``per_axis``; the last training step's, kept in the range variables as tfmot does):
+
+        Δ_b = amax / (2^(b-1) - 1),   w_b = Δ_b · clamp(-(2^(b-1)-1), 2^(b-1)-1, round(w / Δ_b))
+
+    with a straight-through gradient (the same values and gradient as tfmot's b-bit fake
+    quant, whose nudged range is exactly [-amax, amax] here), followed by a storage fake quant
+    over [-S·Δ_b, S·Δ_b] with S = 7 (4-bit, b = 3) or 127 (8-bit, b = 5..7): it leaves w_b
+    unchanged and makes the converter store q = w_b / Δ_b with scale Δ_b. ``num_bits`` may be
+    changed between traces (QBitOpt re-allocates bits during training).
+
+    Args:
+      num_bits: b, 2..8.
+      per_axis: one range per channel of the kernel's last axis.
+      symmetric, narrow_range: accepted for tfmot's ``from_config``; always True.
+    """
+
+    def __init__(
+        self,
+        num_bits: int,
+        per_axis: bool = False,
+        symmetric: bool = True,
+        narrow_range: bool = True,
+    ) -> None:
+        del symmetric, narrow_range  # fixed: the TFLite int8 weight scheme
+        super().__init__(num_bits=num_bits, per_axis=per_axis, symmetric=True, narrow_range=True)
+
+    def __call__(
+        self, inputs: tf.Tensor, training: bool, weights: dict[str, Any], **kwargs: Any
+    ) -> tf.Tensor:
+        bits = int(self.num_bits)
+        if bits in (2, 4, 8):
+            return super().__call__(inputs, training, weights, **kwargs)
+        levels = float(symmetric_params(1.0, bits=bits, narrow_range=True).qmax)
+        if training:
+            axes = list(range(inputs.shape.rank - 1)) if self.per_axis else None
+            amax = tf.reduce_max(tf.abs(inputs), axis=axes)
+            weights["min_var"].assign(-amax)
+            weights["max_var"].assign(amax)
+        else:
+            amax = tf.maximum(-weights["min_var"], weights["max_var"])
+        step = tf.where(amax > 0, amax, tf.ones_like(amax)) / levels
+        grid = tf.clip_by_value(tf.round(inputs / step), -levels, levels) * step
+        grid = inputs + tf.stop_gradient(grid - inputs)
+        storage_bits, storage_max = _storage(bits)
+        if self.per_axis:
+            return tf.quantization.fake_quant_with_min_max_vars_per_channel(
+                grid, -storage_max * step, storage_max * step, num_bits=storage_bits,
+                narrow_range=True)
+        return tf.quantization.fake_quant_with_min_max_vars(
+            grid, -storage_max * step, storage_max * step, num_bits=storage_bits, narrow_range=True)
+
+    def __eq__(self, other: object) -> bool:
+        return (type(other) is type(self) and other.num_bits == self.num_bits
+                and other.per_axis == self.per_axis)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+
+class DepthwiseKernelQuantizer(GridKernelQuantizer):
     """Per-output-channel symmetric fake quant of a ``(kh, kw, C, M)`` depthwise kernel.
 
     One range per output channel ``c·M + m`` (TFLite's depthwise channel order): the kernel is
@@ -74,7 +151,7 @@ class DepthwiseKernelQuantizer(_quantizers.LastValueQuantizer):
         narrow_range: bool = True,
     ) -> None:
         del per_axis, symmetric, narrow_range  # fixed: the TFLite int8 weight scheme
-        super().__init__(num_bits=num_bits, per_axis=True, symmetric=True, narrow_range=True)
+        super().__init__(num_bits=num_bits, per_axis=True)
 
     def build(
         self, tensor_shape: tf.TensorShape, name: str, layer: keras.layers.Layer
@@ -174,6 +251,8 @@ def weight_quantizer(kind: str, *, bits: int, per_channel: bool) -> _quantizers.
         return DepthwiseKernelQuantizer(num_bits=bits)
     if kind == "transpose" and bits < 8:
         return TransposeKernelQuantizer(num_bits=bits)
+    if bits < 8:  # stays on its grid whatever bits QBitOpt later gives it
+        return GridKernelQuantizer(num_bits=bits, per_axis=per_channel and kind == "conv")
     return _quantizers.LastValueQuantizer(
         num_bits=bits,
         per_axis=per_channel and kind == "conv",
@@ -193,5 +272,6 @@ def custom_objects() -> dict[str, type]:
     """Quantizer classes of this module, for ``tfmot.quantization.keras.quantize_scope``."""
     return {
         "DepthwiseKernelQuantizer": DepthwiseKernelQuantizer,
+        "GridKernelQuantizer": GridKernelQuantizer,
         "TransposeKernelQuantizer": TransposeKernelQuantizer,
     }
