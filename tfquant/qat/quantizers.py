@@ -55,7 +55,66 @@ _quantizers = tfmot.quantization.keras.quantizers
 KERNEL_LAYOUTS: tuple[str, ...] = tuple(kind.value for kind in KernelKind)
 
 
-class DepthwiseKernelQuantizer(_quantizers.LastValueQuantizer):
+STORED_EXACTLY = (2, 4, 8)
+"""Bit widths whose grid the converter stores exactly from a plain fake quant: it writes b <= 4
+as INT4 with step amax/7 (2**(b-1) - 1 divides 7 only for b = 2, 4) and b > 4 as int8 with step
+amax/127 (exact only for b = 8)."""
+
+
+def _storage_bits(bits: int) -> int:
+    """The storage fake quant's bits: 4 (INT4) for b <= 4, else 8."""
+    return 4 if bits <= 4 else 8
+
+
+class GridWeightQuantizer(_quantizers.LastValueQuantizer):
+    """Symmetric narrow-range b-bit weight fake quant that the converter stores exactly.
+
+    For b in :data:`STORED_EXACTLY` this is tfmot's ``LastValueQuantizer``. For b = 3, 5, 6, 7
+    a plain b-bit fake quant is stored off its grid (the converter rounds the b-bit levels to
+    the INT4 / int8 step of the same range: at 3 bits {-7, -5, -2, 0, 2, 5, 7} x amax/7), so:
+    Δ_b = amax / (2^(b-1) - 1) (per output channel with ``per_axis``, else per tensor; amax
+    the last training step's max|w|, kept in the range variables as ``LastValueQuantizer``
+    does); w_b = Δ_b · clamp(-(2^(b-1)-1), 2^(b-1)-1, round(w / Δ_b)) with a straight-through
+    gradient; then a storage fake quant of s = 4 (b <= 4, INT4) or 8 bits over
+    [-(2^(s-1)-1)·Δ_b, (2^(s-1)-1)·Δ_b], whose step is Δ_b: w_b is unchanged and stored as the
+    integers q in [-(2^(b-1)-1), 2^(b-1)-1] with scale Δ_b (Krishnamoorthi 2018, arXiv
+    1806.08342, eq. 4, on the b-bit grid). ``num_bits`` may change between calls (QBitOpt
+    re-allocates in place; the caller re-traces).
+    """
+
+    def __call__(
+        self, inputs: tf.Tensor, training: bool, weights: dict[str, Any], **kwargs: Any
+    ) -> tf.Tensor:
+        if self.num_bits in STORED_EXACTLY:
+            return super().__call__(inputs, training, weights, **kwargs)
+        levels = float(symmetric_params(1.0, bits=self.num_bits, narrow_range=True).qmax)
+        if training:
+            axes = list(range(inputs.shape.rank - 1)) if self.per_axis else None
+            amax = tf.stop_gradient(tf.reduce_max(tf.abs(inputs), axis=axes))
+            weights["min_var"].assign(-amax)
+            weights["max_var"].assign(amax)
+        else:
+            amax = tf.maximum(-weights["min_var"], weights["max_var"])
+        step = tf.where(amax > 0, amax, tf.ones_like(amax)) / levels
+        grid = tf.clip_by_value(tf.round(inputs / step), -levels, levels) * step
+        grid = inputs + tf.stop_gradient(grid - inputs)
+        store = _storage_bits(self.num_bits)
+        store_max = float(symmetric_params(1.0, bits=store, narrow_range=True).qmax)
+        if self.per_axis:
+            return tf.quantization.fake_quant_with_min_max_vars_per_channel(
+                grid, -store_max * step, store_max * step, num_bits=store, narrow_range=True)
+        return tf.quantization.fake_quant_with_min_max_vars(
+            grid, -store_max * step, store_max * step, num_bits=store, narrow_range=True)
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, GridWeightQuantizer) and type(other) is type(self)
+                and other.num_bits == self.num_bits and other.per_axis == self.per_axis)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+
+class DepthwiseKernelQuantizer(GridWeightQuantizer):
     """Per-output-channel symmetric fake quant of a ``(kh, kw, C, M)`` depthwise kernel.
 
     One range per output channel ``c·M + m`` (TFLite's depthwise channel order): the kernel is
@@ -174,7 +233,7 @@ def weight_quantizer(kind: str, *, bits: int, per_channel: bool) -> _quantizers.
         return DepthwiseKernelQuantizer(num_bits=bits)
     if kind == "transpose" and bits < 8:
         return TransposeKernelQuantizer(num_bits=bits)
-    return _quantizers.LastValueQuantizer(
+    return GridWeightQuantizer(
         num_bits=bits,
         per_axis=per_channel and kind == "conv",
         symmetric=True,
@@ -192,6 +251,7 @@ def activation_quantizer(*, bits: int) -> _quantizers.MovingAverageQuantizer:
 def custom_objects() -> dict[str, type]:
     """Quantizer classes of this module, for ``tfmot.quantization.keras.quantize_scope``."""
     return {
+        "GridWeightQuantizer": GridWeightQuantizer,
         "DepthwiseKernelQuantizer": DepthwiseKernelQuantizer,
         "TransposeKernelQuantizer": TransposeKernelQuantizer,
     }
