@@ -28,9 +28,12 @@ Conv2DTranspose ``(kh, kw, out, in)`` (moving out last needs a transpose) and De
 ``(in, out)`` (the converter transposes it to FULLY_CONNECTED's ``(out, in)``). tfmot's
 default 8-bit scheme makes the same choice for both.
 
-Sub-8-bit weights export because the converter reads a weight fake quant's ``num_bits`` and
-stores int8 values on the b-bit grid -- except for TRANSPOSE_CONV, whose kernel must be int8
-typed (the converter types a 4-bit fake quant ``i4`` and the op rejects it).
+Sub-8-bit weights export because the converter reads a weight fake quant's ``num_bits``: it
+stores b <= 4 as INT4 with step amax/7 and b > 4 as int8 with step amax/127, which is the b-bit
+grid itself only for b = 2, 4, 8; :class:`GridWeightQuantizer` therefore rounds 3-, 5-, 6- and
+7-bit kernels to their grid and declares a storage fake quant whose step is Δ_b (a plain 3-bit
+fake quant came out as {-7, -5, -2, 0, 2, 5, 7} x amax/7). TRANSPOSE_CONV's kernel must be
+int8 typed (the converter types a 4-bit fake quant ``i4`` and the op rejects it).
 :class:`TransposeKernelQuantizer` therefore rounds a transposed-conv kernel to the b-bit grid
 with plain TF ops and then declares it 8-bit, with a range (±127·Δ_b) whose int8 step is the
 b-bit step Δ_b: the values are unchanged and the int8 tensor holds q in [-(2^(b-1)-1),
