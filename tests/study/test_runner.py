@@ -100,6 +100,36 @@ def test_a_folder_of_another_config_is_refused(tmp_path):
         run_study(_Toy(models=("m3",)), tmp_path, log=lambda s: None)
 
 
+def test_a_folder_can_be_extended_with_more_models_and_only_their_cells_run(tmp_path):
+    run_study(_Toy(models=("m1",)), tmp_path, log=lambda s: None)
+    before = read_jsonl(tmp_path / RESULTS_JSONL)
+    grown = _Toy(models=("m1", "m2", "m3"))
+    records = run_study(grown, tmp_path, log=lambda s: None)
+    assert grown.measured == [("m2", "float"), ("m2", "int8"), ("m3", "float"), ("m3", "int8")]
+    assert read_jsonl(tmp_path / RESULTS_JSONL)[:len(before)] == before and len(records) == 6
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["config"] == {"models": ["m1", "m2", "m3"]} and len(config["provenance"]) == 2
+    # the grown folder is now the m1, m2, m3 run: fewer models or another order are refused
+    for models in (("m1", "m2"), ("m2", "m1", "m3")):
+        with pytest.raises(TfquantError, match="different config"):
+            run_study(_Toy(models=models), tmp_path, log=lambda s: None)
+
+
+@pytest.mark.parametrize("new, ok", [
+    ({"config": {"models": ["a", "b"], "seed": 0}, "weights_sha256": {"a": "x", "b": "y"}}, True),
+    ({"config": {"models": ["a"], "seed": 0}, "weights_sha256": {"a": "x"}}, False),  # nothing added
+    ({"config": {"models": ["b", "a"], "seed": 0}, "weights_sha256": {"a": "x", "b": "y"}}, False),  # reordered
+    ({"config": {"models": ["a", "b"], "seed": 1}, "weights_sha256": {"a": "x", "b": "y"}}, False),  # seed changed
+    ({"config": {"models": ["a", "b"], "seed": 0}, "weights_sha256": {"a": "z", "b": "y"}}, False),  # a retrained
+    ({"config": {"models": ["a", "b"], "seed": 0}, "weights_sha256": {"a": "x", "b": "y"}, "cells": {}}, False),
+])
+def test_adds_models_accepts_only_more_models_with_everything_else_equal(new, ok):
+    from tfquant.study.provenance import adds_models
+
+    previous = {"config": {"models": ["a"], "seed": 0}, "weights_sha256": {"a": "x"}, "provenance": []}
+    assert adds_models(previous, new) is ok
+
+
 def test_a_record_for_a_cell_not_to_do_is_a_programming_error(tmp_path):
     class Stray(_Toy):
         def measure(self, todo, log):

@@ -68,12 +68,44 @@ def provenance() -> dict[str, Any]:
     }
 
 
+def adds_models(previous: dict[str, Any], fingerprint: dict[str, Any]) -> bool:
+    """True when ``fingerprint`` is the ``previous`` run's with more zoo models (rows) and
+    nothing else changed: the same keys, the same config but for ``models`` (every old model
+    kept, in its order, new ones after it), the same ``weights_sha256`` for every old model and
+    every other entry equal. A zoo study measures each model on its own, so the old models'
+    records stay valid and only the new models' cells are left to run."""
+    old_cfg, new_cfg = previous.get("config"), fingerprint.get("config")
+    if not isinstance(old_cfg, dict) or not isinstance(new_cfg, dict):
+        return False
+    old_models, new_models = old_cfg.get("models"), new_cfg.get("models")
+    if not isinstance(old_models, list) or not isinstance(new_models, list):
+        return False
+    if new_models[:len(old_models)] != old_models or len(new_models) == len(old_models):
+        return False
+    if set(previous) - {"provenance"} != set(fingerprint):
+        return False
+    if {**old_cfg, "models": None} != {**new_cfg, "models": None}:
+        return False
+    for key in fingerprint:
+        if key == "config":
+            continue
+        if key == "weights_sha256":
+            old_w, new_w = previous.get(key), fingerprint[key]
+            if not isinstance(old_w, dict) or any(old_w.get(m) != new_w.get(m) for m in old_models):
+                return False
+        elif previous.get(key) != fingerprint[key]:
+            return False
+    return True
+
+
 def open_run(out: "str | os.PathLike[str]", fingerprint: dict[str, Any]) -> None:
     """Starts or resumes a run folder: writes ``config.json``, or checks it matches.
 
     ``fingerprint`` (config, weights' hashes, ...) must equal the one stored by the run that
     created the folder, so that an interrupted run resumes only into a run with the same
-    settings; each invocation appends its :func:`provenance` to the stored list.
+    settings; each invocation appends its :func:`provenance` to the stored list. The one
+    accepted change is more models appended to the list (:func:`adds_models`): the folder is
+    extended, the stored fingerprint becomes the new one and only the new models' cells run.
 
     Raises:
       TfquantError: the folder holds a run with a different fingerprint, or a corrupt config.json.
@@ -98,6 +130,8 @@ def open_run(out: "str | os.PathLike[str]", fingerprint: dict[str, Any]) -> None
                 "cannot be resumed; pass a new --run_name or delete that folder"
             )
         changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
+        if changed and adds_models(previous, fingerprint):
+            changed = []
         if changed:
             raise TfquantError(
                 f"{str(out)!r} holds a run with a different {' and '.join(changed)}, so it "
