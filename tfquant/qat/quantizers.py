@@ -99,11 +99,19 @@ class GridKernelQuantizer(_quantizers.LastValueQuantizer):
         del symmetric, narrow_range  # fixed: the TFLite int8 weight scheme
         super().__init__(num_bits=num_bits, per_axis=per_axis, symmetric=True, narrow_range=True)
 
+    stored_exactly: tuple[int, ...] = (2, 4, 8)
+    """Bit widths whose plain fake quant the converter already stores on the b-bit grid."""
+
+    @staticmethod
+    def storage(bits: int) -> tuple[int, float]:
+        """(storage bits, q_max of the storage type) of a b-bit kernel: INT4 up to 4 bits, else int8."""
+        return _storage(bits)
+
     def __call__(
         self, inputs: tf.Tensor, training: bool, weights: dict[str, Any], **kwargs: Any
     ) -> tf.Tensor:
         bits = int(self.num_bits)
-        if bits in (2, 4, 8):
+        if bits in self.stored_exactly:
             return super().__call__(inputs, training, weights, **kwargs)
         levels = float(symmetric_params(1.0, bits=bits, narrow_range=True).qmax)
         if training:
@@ -116,7 +124,7 @@ class GridKernelQuantizer(_quantizers.LastValueQuantizer):
         step = tf.where(amax > 0, amax, tf.ones_like(amax)) / levels
         grid = tf.clip_by_value(tf.round(inputs / step), -levels, levels) * step
         grid = inputs + tf.stop_gradient(grid - inputs)
-        storage_bits, storage_max = _storage(bits)
+        storage_bits, storage_max = self.storage(bits)
         if self.per_axis:
             return tf.quantization.fake_quant_with_min_max_vars_per_channel(
                 grid, -storage_max * step, storage_max * step, num_bits=storage_bits,
@@ -186,19 +194,21 @@ class DepthwiseKernelQuantizer(GridKernelQuantizer):
         return not self.__eq__(other)
 
 
-class TransposeKernelQuantizer(_quantizers.LastValueQuantizer):
+class TransposeKernelQuantizer(GridKernelQuantizer):
     """Per-tensor symmetric b-bit fake quant of a Conv2DTranspose kernel, stored as int8.
 
-    Δ_b = amax / (2^(b-1) - 1) with amax = max|w| (the last training step's, kept in the
-    range variables as tfmot's ``LastValueQuantizer`` does);
-    w_b = Δ_b · clamp(-(2^(b-1)-1), 2^(b-1)-1, round(w / Δ_b)) with a straight-through
-    gradient; then an 8-bit narrow-range fake quant over [-127·Δ_b, 127·Δ_b], which keeps
-    w_b and makes the converter store it as int8 with scale Δ_b.
+    :class:`GridKernelQuantizer` per tensor with int8 storage at every b < 8 (TRANSPOSE_CONV
+    takes only int8 kernels; the converter would type a 4-bit fake quant ``i4``):
+    Δ_b = amax / (2^(b-1) - 1), w_b = Δ_b · clamp(-(2^(b-1)-1), 2^(b-1)-1, round(w / Δ_b))
+    with a straight-through gradient, then an 8-bit narrow-range fake quant over
+    [-127·Δ_b, 127·Δ_b], which keeps w_b and makes the converter store it as int8 with scale Δ_b.
 
     Args:
       num_bits: b, 2..7 (8 bits needs no detour: use ``LastValueQuantizer``).
       per_axis, symmetric, narrow_range: accepted for tfmot's ``from_config``; fixed.
     """
+
+    stored_exactly = (8,)
 
     def __init__(
         self,
@@ -208,33 +218,12 @@ class TransposeKernelQuantizer(_quantizers.LastValueQuantizer):
         narrow_range: bool = True,
     ) -> None:
         del per_axis, symmetric, narrow_range  # fixed: per tensor, symmetric, narrow
-        super().__init__(num_bits=num_bits, per_axis=False, symmetric=True, narrow_range=True)
+        super().__init__(num_bits=num_bits, per_axis=False)
 
-    def __call__(
-        self, inputs: tf.Tensor, training: bool, weights: dict[str, Any], **kwargs: Any
-    ) -> tf.Tensor:
-        # Δ_b is linear in amax: amax times the scale symmetric_params gives amax = 1.
-        unit = symmetric_params(1.0, bits=self.num_bits, narrow_range=True)
-        levels = float(unit.qmax)
-        if training:
-            amax = tf.reduce_max(tf.abs(inputs))
-            weights["min_var"].assign(-amax)
-            weights["max_var"].assign(amax)
-        else:
-            amax = tf.maximum(-weights["min_var"], weights["max_var"])
-        step = tf.where(amax > 0, amax, tf.ones_like(amax)) * float(unit.scale)
-        grid = tf.clip_by_value(tf.round(inputs / step), -levels, levels) * step
-        grid = inputs + tf.stop_gradient(grid - inputs)
-        int8_max = float(symmetric_params(1.0, bits=8, narrow_range=True).qmax)
-        return tf.quantization.fake_quant_with_min_max_vars(
-            grid, -int8_max * step, int8_max * step, num_bits=8, narrow_range=True
-        )
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, TransposeKernelQuantizer) and other.num_bits == self.num_bits
-
-    def __ne__(self, other: object) -> bool:
-        return not self.__eq__(other)
+    @staticmethod
+    def storage(bits: int) -> tuple[int, float]:
+        """Always int8 (TRANSPOSE_CONV's kernel type)."""
+        return _storage(8)
 
 
 def weight_quantizer(kind: str, *, bits: int, per_channel: bool) -> _quantizers.LastValueQuantizer:
