@@ -20,7 +20,7 @@
 #                                     Pareto plots also in results/<run>/pareto/, environment, recipes)
 #   ./run_all.sh --full          the same with the long schedules (full tables, all models,
 #                                full fine-tunes) -> results/full/
-#   ./run_all.sh --tests         the test suite (what .ci/run runs); installs Debian's chromium
+#   ./run_all.sh --tests         the test suite (what .ci/run runs; 2 pytest-xdist workers, TFQUANT_TEST_WORKERS=0: one process); installs Debian's chromium
 #                                (the report test renders report.html in it) when run as root
 #   ./run_all.sh EXPERIMENT ARGS one script of experiments/ with ARGS, e.g.
 #                                  ./run_all.sh ptq_zoo --models cnn,vit
@@ -107,7 +107,13 @@ bootstrap_chromium() {
 if [ "${1:-}" = "--tests" ]; then
   shift
   bootstrap_chromium
-  exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests "$@"
+  # Two worker processes (TFQUANT_TEST_WORKERS; 0 = one process, no xdist), one test file per
+  # worker at a time (--dist loadfile: a file's session fixtures are built once per worker).
+  workers="${TFQUANT_TEST_WORKERS:-2}"
+  if [ "$workers" = "0" ]; then
+    exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests "$@"
+  fi
+  exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider -n "$workers" --dist loadfile tests "$@"
 fi
 # The short experiments' flag, and the QAT tables' (its long schedules have their own flag).
 size=--short
