@@ -47,8 +47,9 @@ MAX_VALUES = 1 << 30
 """Most values one ``deviations_and_histogram`` call takes (its int32 counts cannot overflow)."""
 
 
-def _moments(columns: np.ndarray, channel_sum: np.ndarray) -> tuple[float, float]:
-    """Σ per column into ``channel_sum`` (float64, overwritten); returns (min, max) as float32.
+def _moments(columns: np.ndarray, channel_sum: np.ndarray) -> tuple[float, float, float]:
+    """Σ per column into ``channel_sum`` (float64, overwritten); returns (min, max) as float32 and
+    Σx (float64; saves the caller a ~2 µs numpy sum per batch).
 
     ``columns``: C-contiguous float32 (rows >= 1, C). NaN and ±inf are not caught here: the
     caller checks that Σx is finite (any of them makes it NaN or infinite). The values are
@@ -81,7 +82,7 @@ def _moments(columns: np.ndarray, channel_sum: np.ndarray) -> tuple[float, float
         channel_sum[j] = acc[j]
     for j in range(c, period):
         channel_sum[j % c] += acc[j]
-    return lo.min(), hi.max()
+    return lo.min(), hi.max(), acc.sum()
 
 
 def _deviations_and_histogram(
@@ -129,7 +130,7 @@ def _deviations_and_histogram(
 
 
 @functools.cache
-def kernels() -> tuple[Callable[..., tuple[float, float]], Callable[..., tuple[float, float]]]:
+def kernels() -> tuple[Callable[..., tuple[float, float, float]], Callable[..., tuple[float, float]]]:
     """(moments, deviations_and_histogram), compiled (or loaded from numba's cache) once.
 
     Raises:
