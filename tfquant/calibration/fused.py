@@ -17,8 +17,11 @@ then loaded from numba's cache):
    bin for every value). Per chunk of 1024 values a vectorised loop computes the sums and the
    indices (the quotient is clamped to n - 1 in float64, then truncated to an unsigned index:
    no int64 min, no negative-index check), and a scalar loop counts them into one int32
-   histogram. Bin 0 is counted in 8 extra slots chosen by position and added back at the end,
-   so the runs of zeros after a ReLU do not wait on each other's increments.
+   histogram. Bin 0 is counted in 8 extra slots chosen by position and added back at the end:
+   increments of one bin at irregular distances (the zeros after a ReLU) make the core
+   mispredict which loads depend on which stores. Counting 1024 L1-resident indices, 41% of
+   them random zeros: 0.74 ns a count; with the zeros spread: 0.33; uniform bins: 0.30; one
+   bin only: 0.30.
 
 The float64 sums are accumulated in another order, so they may differ from the reference in
 the last bits; min, max and the histogram counts are the same. (Both square the float32
@@ -117,8 +120,9 @@ def _deviations_and_histogram(
     must be > 0 (the clamp is taken on the float64 quotient, then truncated to an unsigned
     index: the same integer for a quotient >= 0). The indices of a chunk are computed in a
     vectorised loop, then counted in one int32 histogram, except that bin 0 is counted in
-    :data:`_SPREAD` extra slots (slot by position), added to it at the end: the runs of zeros
-    after a ReLU then do not wait on each other's increments. (Spreading the last bin too, for
+    :data:`_SPREAD` extra slots (slot by position), added to it at the end, so that the zeros
+    after a ReLU, irregularly spaced, do not stall the counting loop (see the module docstring).
+    (Spreading the last bin too, for
     saturated values, cost ~0.15 ns a value on the zoo's activations and was dropped.)
     """
     n = values.size
