@@ -150,3 +150,49 @@ def test_any_finite_batches_give_equivalent_statistics(batches):
     _assert_equivalent(compiled, reference)
     assert compiled.histogram.total == sum(b.size for b in batches)
     assert math.isfinite(compiled.m2)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 7, 511, 512, 513, 700, 1300])
+def test_channel_sums_and_extremes_for_any_row_length(channels):
+    # the moments kernel keeps ~512-value periods (a multiple of the channel count) and folds them
+    rng = np.random.default_rng(channels)
+    for rows in (1, 2, 5, 97):
+        x = rng.normal(0.5, 2.0, size=(rows, channels)).astype(np.float32)
+        x[rng.integers(rows), rng.integers(channels)] = 40.0  # the extremes somewhere in the middle or tail
+        x[rng.integers(rows), rng.integers(channels)] = -30.0
+        _assert_equivalent(*_both([x, x[::-1].copy()]))
+
+
+def test_runs_of_zeros_and_an_all_zero_batch_after_the_range_is_set():
+    rng = np.random.default_rng(7)
+    relu6 = np.clip(rng.normal(0, 3, size=(50, 8, 8, 16)), 0, 6).astype(np.float32)  # ~50% zeros, 6.0s
+    relu6[:10] = 0.0  # long runs of zeros, counted in the spread slots of bin 0
+    batches = [relu6, np.zeros((3, 5, 16), np.float32), relu6 * 0.5, np.full((4, 16), 6.0, np.float32)]
+    compiled, reference = _both(batches)
+    _assert_equivalent(compiled, reference)
+    assert compiled.histogram.counts[0] >= np.count_nonzero(relu6 == 0) + 240
+    one_bin = _both(batches, num_bins=1)
+    _assert_equivalent(*one_bin)
+    assert one_bin[0].histogram.counts[0] == sum(b.size for b in batches)
+
+
+def test_values_on_and_next_to_every_edge_get_the_division_s_bin():
+    # bins are min(⌊|x| / w⌋, n - 1) with a float64 division, on edges and one float32 step either side
+    for upper in (6.0, 0.7, 3.3e-3, 1234.5):
+        edges = (np.arange(1, 257, dtype=np.float64) * (np.float32(upper) / 256)).astype(np.float32)
+        x = np.concatenate([np.float32(upper).reshape(1), edges, np.nextafter(edges, np.float32(0)),
+                            np.nextafter(edges, np.float32(np.inf)), -edges])
+        compiled, reference = _both([np.float32(upper).reshape(1), x], num_bins=256)
+        _assert_equivalent(compiled, reference)
+        assert compiled.histogram.upper == float(np.float32(upper)) or compiled.histogram.upper >= float(x.max())
+
+
+@pytest.mark.parametrize("where", [0, 1, 5000, -1])
+def test_non_finite_values_anywhere_are_refused(where):
+    stats = TensorStatistics.empty("t")
+    for bad in (np.nan, np.inf, -np.inf):
+        x = np.ones((2000, 3), np.float32).reshape(-1)
+        x[where] = bad
+        with pytest.raises(TfquantError, match="NaN/Inf"):
+            stats.update(x.reshape(2000, 3))
+    assert stats.count == 0

@@ -110,8 +110,7 @@ class TensorStatistics:
             return
         columns = a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
         channel_sum = np.empty(columns.shape[1], dtype=np.float64)
-        lo32, hi32 = moments(columns, channel_sum)
-        total = float(channel_sum.sum())
+        lo32, hi32, total = moments(columns, channel_sum)
         lo, hi = float(lo32), float(hi32)
         if not (math.isfinite(total) and math.isfinite(lo) and math.isfinite(hi)):
             self._non_finite()
