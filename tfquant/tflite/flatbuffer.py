@@ -250,6 +250,35 @@ def with_outputs(tflite: bytes, indices: list[int]) -> bytes:
     return write(model)
 
 
+def with_taps(tflite: bytes, indices: list[int], custom_code: str) -> bytes:
+    """A copy of the model with a CUSTOM op ``f"{custom_code}{k}"`` reading tensor
+    ``indices[k]`` of the main subgraph right after the op that produces it (first, for a
+    graph input): one input, no outputs, so the memory planner keeps the tensor alive only
+    until the tap has read it and the model's outputs are unchanged."""
+    model = read(tflite)
+    subgraph = model.subgraphs[0]
+    first = len(model.operatorCodes)
+    for k in range(len(indices)):
+        code = schema.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
+        code.customCode, code.version = f"{custom_code}{k}".encode(), 1
+        model.operatorCodes.append(code)
+    after: dict[int, list[int]] = {}  # producer position (-1: graph input) -> taps
+    producer = {int(o): p for p, op in enumerate(subgraph.operators) for o in op.outputs}
+    for k, index in enumerate(indices):
+        after.setdefault(producer.get(int(index), -1), []).append(k)
+    operators = []
+    for position in range(-1, len(subgraph.operators)):
+        if position >= 0:
+            operators.append(subgraph.operators[position])
+        for k in after.get(position, []):
+            tap = schema.OperatorT()
+            tap.opcodeIndex, tap.inputs, tap.outputs = first + k, [int(indices[k])], []
+            operators.append(tap)
+    subgraph.operators = operators
+    return write(model)
+
+
 def one_op_model() -> bytes:
     """A minimal valid model: one float RELU, input ``x`` -> output ``y``, shape [1]."""
     model = schema.ModelT()

@@ -1,0 +1,334 @@
+"""Tensor values read inside LiteRT, where they are produced (LiteRT's C API, through ctypes).
+
+The statistics pass used to make every gathered tensor a model output: outputs cannot share
+the memory arena, so on the zoo ViT (187 tensors, 67 MB a batch of 100) the exposed model
+alone cost 1.8x the plain forward pass. Here each gathered tensor gets a *tap* instead
+(:func:`tfquant.tflite.flatbuffer.with_taps`): a CUSTOM op ``TFQ_STATS_<k>`` placed right
+after the op that produces tensor k, with that tensor as its only input and no output. The
+memory planner keeps the tensor alive only until the tap has run (it is the tensor's last
+reader or sits right after it), so the arena is the plain model's plus nothing, and the tap
+reads the values while they are still in cache.
+
+The Python ``Interpreter`` cannot register a custom op, but ``libLiteRt.so`` (shipped in
+``ai_edge_litert``) exports LiteRT's C API, whose ``CompiledModel`` takes custom op kernels
+as options (``LiteRtAddCustomOpKernelOption``, ``litert/c/litert_custom_op_kernel.h``).
+LiteRT's custom-op dispatcher (``litert/runtime/custom_op_dispatcher.cc``) hands the kernel
+a ``LiteRtTensorBuffer`` *attached to the TFLite tensor's own data* (no copy); the ``Run``
+callback here wraps that memory as a numpy array and calls the observer of tap k. The model
+runs with ``kernel_mode = "builtin"`` (LiteRT's optimized builtin kernels, no XNNPACK: the
+same kernels, hence the same values, as the Interpreter's ``BUILTIN`` runtime).
+
+Layouts are LiteRT 2.x's (``litert_layout.h``, ``litert_model_types.h``: a 72-byte
+``LiteRtRankedTensorType``) as in ai-edge-litert 2.3.0. :func:`available` says whether the
+library and every function used here load; callers fall back to the output-copy path when
+it does not.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from ctypes import POINTER, byref, c_bool, c_char_p, c_int, c_size_t, c_uint, c_void_p
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from tfquant.errors import TfquantError
+from tfquant.tflite.flatbuffer import with_taps
+
+CUSTOM_CODE = "TFQ_STATS_"
+"""Custom code prefix of the taps: tap k is ``TFQ_STATS_<k>``."""
+_ALIGNMENT = 64  # LITERT_HOST_MEMORY_BUFFER_ALIGNMENT
+_MAX_RANK = 8  # LITERT_TENSOR_MAX_RANK
+_OK, _RUNTIME_FAILURE = 0, 3  # LiteRtStatus
+_CPU = 1  # kLiteRtHwAcceleratorCpu
+_HOST_MEMORY = 1  # kLiteRtTensorBufferTypeHostMemory
+_DTYPES = {1: np.float32, 2: np.int32, 3: np.uint8, 4: np.int64, 6: np.bool_, 7: np.int16, 9: np.int8}
+"""LiteRtElementType -> numpy dtype (the types a model input / output / tap can have here)."""
+
+
+class _Layout(ctypes.Structure):
+    _fields_ = [
+        ("rank", c_uint, 7),
+        ("has_strides", c_uint, 1),
+        ("dimensions", ctypes.c_int32 * _MAX_RANK),
+        ("strides", ctypes.c_uint32 * _MAX_RANK),
+    ]
+
+
+class _TensorType(ctypes.Structure):
+    _fields_ = [("element_type", c_int), ("layout", _Layout)]
+
+
+_INIT = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
+_OUTPUT_LAYOUTS = ctypes.CFUNCTYPE(c_int, c_void_p, c_size_t, POINTER(_Layout), c_size_t, POINTER(_Layout))
+_RUN = ctypes.CFUNCTYPE(c_int, c_void_p, c_size_t, POINTER(c_void_p), c_size_t, POINTER(c_void_p))
+_DESTROY = ctypes.CFUNCTYPE(c_int, c_void_p)
+_FREE_PAYLOAD = ctypes.CFUNCTYPE(None, c_void_p)
+
+
+class _CustomOpKernel(ctypes.Structure):  # LiteRtCustomOpKernel
+    _fields_ = [("Init", _INIT), ("GetOutputLayouts", _OUTPUT_LAYOUTS), ("Run", _RUN), ("Destroy", _DESTROY)]
+
+
+_P = c_void_p
+_SIGNATURES = {
+    "LiteRtCreateEnvironment": (c_int, _P, POINTER(_P)),
+    "LiteRtDestroyEnvironment": (_P,),
+    "LiteRtCreateModelFromBuffer": (_P, _P, c_size_t, POINTER(_P)),
+    "LiteRtDestroyModel": (_P,),
+    "LiteRtGetModelSignature": (_P, c_size_t, POINTER(_P)),
+    "LiteRtGetNumSignatureOutputs": (_P, POINTER(c_size_t)),
+    "LiteRtGetSignatureInputTensorByIndex": (_P, c_size_t, POINTER(_P)),
+    "LiteRtGetSignatureOutputTensorByIndex": (_P, c_size_t, POINTER(_P)),
+    "LiteRtGetRankedTensorType": (_P, POINTER(_TensorType)),
+    "LiteRtCreateOptions": (POINTER(_P),),
+    "LiteRtDestroyOptions": (_P,),
+    "LiteRtSetOptionsHardwareAccelerators": (_P, c_int),
+    "LiteRtCreateOpaqueOptions": (c_char_p, _P, _FREE_PAYLOAD, POINTER(_P)),
+    "LiteRtAddOpaqueOptions": (_P, _P),
+    "LiteRtAddCustomOpKernelOption": (_P, c_char_p, c_int, POINTER(_CustomOpKernel), _P),
+    "LiteRtCreateCompiledModel": (_P, _P, _P, POINTER(_P)),
+    "LiteRtDestroyCompiledModel": (_P,),
+    "LiteRtCompiledModelResizeInputTensorNonStrict": (_P, c_size_t, c_size_t, POINTER(c_int), c_size_t),
+    "LiteRtGetCompiledModelOutputTensorLayouts": (_P, c_size_t, c_size_t, POINTER(_Layout), c_bool),
+    "LiteRtCreateTensorBufferFromHostMemory": (POINTER(_TensorType), _P, c_size_t, _P, POINTER(_P)),
+    "LiteRtDestroyTensorBuffer": (_P,),
+    "LiteRtGetTensorBufferHostMemory": (_P, POINTER(_P)),
+    "LiteRtGetTensorBufferTensorType": (_P, POINTER(_TensorType)),
+    "LiteRtRunCompiledModel": (_P, c_size_t, c_size_t, POINTER(_P), c_size_t, POINTER(_P)),
+}
+_VOID = {"LiteRtDestroyEnvironment", "LiteRtDestroyModel", "LiteRtDestroyOptions",
+         "LiteRtDestroyCompiledModel", "LiteRtDestroyTensorBuffer"}
+
+
+def library_path() -> Path:
+    """``libLiteRt.so`` of the installed ai_edge_litert."""
+    import ai_edge_litert
+
+    return Path(ai_edge_litert.__file__).parent / "libLiteRt.so"
+
+
+@functools.cache
+def _lib() -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(library_path()))
+    for fn, argtypes in _SIGNATURES.items():
+        f = getattr(lib, fn)
+        f.argtypes, f.restype = list(argtypes), (None if fn in _VOID else c_int)
+    return lib
+
+
+def available() -> str | None:
+    """None when LiteRT's C API loads with every function used here, else why not."""
+    try:
+        _lib()
+    except (OSError, AttributeError, ImportError) as e:
+        return f"LiteRT's C API does not load ({' '.join(str(e).split())[:160]})"
+    return None
+
+
+def _check(status: int, what: str) -> None:
+    if status != _OK:
+        raise TfquantError(f"LiteRT's C API failed to {what} (status {status})")
+
+
+_memory = ctypes.pythonapi.PyMemoryView_FromMemory
+_memory.argtypes, _memory.restype = [c_void_p, ctypes.c_ssize_t, c_int], ctypes.py_object
+_READ, _WRITE = 0x100, 0x200  # PyBUF_READ, PyBUF_WRITE
+
+
+def _shape(layout: _Layout) -> tuple[int, ...]:
+    return tuple(int(layout.dimensions[d]) for d in range(layout.rank))
+
+
+def _aligned(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A zeroed C-contiguous array whose data starts on a 64-byte boundary."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    raw = np.zeros(nbytes + _ALIGNMENT, dtype=np.uint8)
+    start = -raw.ctypes.data % _ALIGNMENT
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
+
+
+class TappedModel:
+    """A float model compiled by LiteRT's CompiledModel (CPU, builtin kernels) whose tensor
+    ``indices[k]`` is handed to ``observers[k]`` in every :meth:`run`, as a read-only numpy
+    view of LiteRT's own memory, valid only during the call (copy what must outlive it).
+
+    Args:
+      tflite: the model (single input, first axis the batch).
+      indices: main-subgraph tensor indices to observe.
+      observers: one callable per index, called once per run with that tensor's values.
+      num_threads: CPU threads of the builtin kernels.
+
+    Raises:
+      TfquantError: the C API does not load, or LiteRT refuses the model.
+    """
+
+    def __init__(
+        self, tflite: bytes, indices: Sequence[int], observers: Sequence[Callable[[np.ndarray], None]],
+        *, num_threads: int = 1,
+    ) -> None:
+        if len(indices) != len(observers):
+            raise ValueError("one observer per tensor index")
+        why = available()
+        if why:
+            raise TfquantError(f"{why}; gather statistics from model outputs instead")
+        self._lib = lib = _lib()
+        self._observers = list(observers)
+        self._error: BaseException | None = None
+        self._data = with_taps(tflite, list(indices), CUSTOM_CODE)  # outlives the model
+        self._env, self._model, self._options, self._compiled = _P(), _P(), _P(), _P()
+        self._buffers: list[_P] = []
+        self._arrays: list[np.ndarray] = []
+        self._batch_shape: tuple[int, ...] | None = None
+        _check(lib.LiteRtCreateEnvironment(0, None, byref(self._env)), "create an environment")
+        _check(
+            lib.LiteRtCreateModelFromBuffer(self._env, self._data, len(self._data), byref(self._model)),
+            "read the model",
+        )
+        _check(lib.LiteRtCreateOptions(byref(self._options)), "create options")
+        _check(lib.LiteRtSetOptionsHardwareAccelerators(self._options, _CPU), "select the CPU")
+        # CPU options are a TOML payload under the identifier "xnnpack" (litert_cpu_options.cc).
+        self._payload = ctypes.create_string_buffer(f'kernel_mode = "builtin"\nnum_threads = {int(num_threads)}\n'.encode())
+        self._free_payload = _FREE_PAYLOAD(lambda _: None)  # the payload is owned here
+        cpu = _P()
+        _check(
+            lib.LiteRtCreateOpaqueOptions(b"xnnpack", ctypes.cast(self._payload, _P), self._free_payload, byref(cpu)),
+            "create CPU options",
+        )
+        _check(lib.LiteRtAddOpaqueOptions(self._options, cpu), "add CPU options")
+        self._kernel = _CustomOpKernel(
+            _INIT(lambda *_: _OK), _OUTPUT_LAYOUTS(lambda *_: _OK), _RUN(self._run_tap), _DESTROY(lambda *_: _OK)
+        )
+        for k in range(len(indices)):
+            _check(
+                lib.LiteRtAddCustomOpKernelOption(
+                    self._options, f"{CUSTOM_CODE}{k}".encode(), 1, byref(self._kernel), _P(k + 1)
+                ),
+                "register a tap",
+            )
+        _check(
+            lib.LiteRtCreateCompiledModel(self._env, self._model, self._options, byref(self._compiled)),
+            "compile the tapped model",
+        )
+        signature = _P()
+        _check(lib.LiteRtGetModelSignature(self._model, 0, byref(signature)), "read the signature")
+        count = c_size_t()
+        _check(lib.LiteRtGetNumSignatureOutputs(signature, byref(count)), "count the outputs")
+        self._types = [self._tensor_type(lib.LiteRtGetSignatureInputTensorByIndex, signature, 0)]
+        self._types += [
+            self._tensor_type(lib.LiteRtGetSignatureOutputTensorByIndex, signature, i) for i in range(count.value)
+        ]
+
+    def _tensor_type(self, getter: Callable[..., int], signature: _P, i: int) -> _TensorType:
+        tensor, t = _P(), _TensorType()
+        _check(getter(signature, i, byref(tensor)), "find a signature tensor")
+        _check(self._lib.LiteRtGetRankedTensorType(tensor, byref(t)), "read a tensor type")
+        if t.element_type not in _DTYPES:
+            raise TfquantError(f"a model input / output has LiteRT element type {t.element_type}, not supported here")
+        return t
+
+    def _run_tap(self, user_data: int | None, num_inputs: int, inputs: object, *_: object) -> int:
+        """The taps' Run: tensor buffer -> numpy view -> observer (errors kept for :meth:`run`)."""
+        if self._error is not None:
+            return _RUNTIME_FAILURE
+        try:
+            buffer, address, t = inputs[0], _P(), _TensorType()  # type: ignore[index]
+            _check(self._lib.LiteRtGetTensorBufferHostMemory(buffer, byref(address)), "map a tapped tensor")
+            _check(self._lib.LiteRtGetTensorBufferTensorType(buffer, byref(t)), "read a tapped tensor's type")
+            dtype = np.dtype(_DTYPES.get(t.element_type, np.uint8))
+            shape = _shape(t.layout)
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            view = np.frombuffer(_memory(address.value, nbytes, _READ), dtype=dtype).reshape(shape)
+            self._observers[int(user_data) - 1](view)
+        except BaseException as e:  # noqa: BLE001 -- re-raised by run(); nothing may cross the C frame
+            self._error = e
+            return _RUNTIME_FAILURE
+        return _OK
+
+    def _allocate(self, shape: tuple[int, ...]) -> None:
+        """Resizes the input to ``shape`` and makes host buffers for the input and outputs."""
+        lib = self._lib
+        self._release_buffers()
+        dims = (c_int * len(shape))(*shape)
+        _check(
+            lib.LiteRtCompiledModelResizeInputTensorNonStrict(self._compiled, 0, 0, dims, len(shape)),
+            f"resize the input to {shape}",
+        )
+        layouts = (_Layout * (len(self._types) - 1))()
+        _check(
+            lib.LiteRtGetCompiledModelOutputTensorLayouts(self._compiled, 0, len(layouts), layouts, True),
+            "lay the outputs out",
+        )
+        shapes = [shape] + [_shape(layout) for layout in layouts]
+        for t, s in zip(self._types, shapes, strict=True):
+            t.layout.rank, t.layout.has_strides = len(s), 0
+            for d, v in enumerate(s):
+                t.layout.dimensions[d] = v
+            array = _aligned(s, np.dtype(_DTYPES[t.element_type]))
+            buffer = _P()
+            _check(
+                lib.LiteRtCreateTensorBufferFromHostMemory(
+                    byref(t), array.ctypes.data, max(array.nbytes, 1), None, byref(buffer)
+                ),
+                "wrap a host buffer",
+            )
+            self._arrays.append(array)
+            self._buffers.append(buffer)
+        self._batch_shape = shape
+
+    def run(self, batch: np.ndarray) -> None:
+        """Runs the model on ``batch``; every observer sees its tensor once.
+
+        Raises:
+          TfquantError: LiteRT cannot run the model on this shape.
+          Whatever an observer raised (the first one; later taps of that run are skipped).
+        """
+        shape = tuple(int(d) for d in batch.shape)
+        if shape != self._batch_shape:
+            self._allocate(shape)
+        np.copyto(self._arrays[0], batch, casting="same_kind")
+        n = len(self._buffers)
+        buffers = (_P * n)(*self._buffers)
+        status = self._lib.LiteRtRunCompiledModel(self._compiled, 0, 1, buffers, n - 1, ctypes.cast(
+            ctypes.byref(buffers, ctypes.sizeof(_P)), POINTER(_P)))
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        _check(status, "run the tapped model")
+
+    def outputs(self) -> list[np.ndarray]:
+        """The model outputs of the last :meth:`run` (LiteRT writes them in place)."""
+        return self._arrays[1:]
+
+    def _release_buffers(self) -> None:
+        for b in self._buffers:
+            self._lib.LiteRtDestroyTensorBuffer(b)
+        self._buffers, self._arrays, self._batch_shape = [], [], None
+
+    def close(self) -> None:
+        """Frees LiteRT's objects (also done when the object is collected)."""
+        if getattr(self, "_lib", None) is None:
+            return
+        lib, self._lib = self._lib, None
+        for b in self._buffers:
+            lib.LiteRtDestroyTensorBuffer(b)
+        self._buffers = []
+        if self._compiled:
+            lib.LiteRtDestroyCompiledModel(self._compiled)
+        if self._options:
+            lib.LiteRtDestroyOptions(self._options)
+        if self._model:
+            lib.LiteRtDestroyModel(self._model)
+        if self._env:
+            lib.LiteRtDestroyEnvironment(self._env)
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __enter__(self) -> "TappedModel":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
