@@ -254,9 +254,14 @@ def with_taps(tflite: bytes, indices: list[int], custom_code: str) -> bytes:
     """A copy of the model with a CUSTOM op ``f"{custom_code}{k}"`` reading tensor
     ``indices[k]`` of the main subgraph right after the op that produces it (first, for a
     graph input): one input, no outputs, so the memory planner keeps the tensor alive only
-    until the tap has read it and the model's outputs are unchanged."""
+    until the tap has read it. The taps are the model's only results: the main subgraph and
+    its signatures lose their outputs (tap an output to read it), so no tensor is copied out
+    and none needs a buffer sized before the run."""
     model = read(tflite)
     subgraph = model.subgraphs[0]
+    subgraph.outputs = np.array([], dtype=np.int32)
+    for signature in model.signatureDefs or []:
+        signature.outputs = []
     first = len(model.operatorCodes)
     for k in range(len(indices)):
         code = schema.OperatorCodeT()

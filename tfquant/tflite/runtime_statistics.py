@@ -44,6 +44,8 @@ _MAX_RANK = 8  # LITERT_TENSOR_MAX_RANK
 _OK, _RUNTIME_FAILURE = 0, 3  # LiteRtStatus
 _CPU = 1  # kLiteRtHwAcceleratorCpu
 _HOST_MEMORY = 1  # kLiteRtTensorBufferTypeHostMemory
+CPU_OPTIONS = 'kernel_mode = "builtin"\nnum_threads = {num_threads}\n'
+"""LiteRT's CPU options as its TOML payload (identifier ``xnnpack``, litert_cpu_options.cc)."""
 _DTYPES = {1: np.float32, 2: np.int32, 3: np.uint8, 4: np.int64, 6: np.bool_, 7: np.int16, 9: np.int8}
 """LiteRtElementType -> numpy dtype (the types a model input / output / tap can have here)."""
 
@@ -91,7 +93,7 @@ _SIGNATURES = {
     "LiteRtAddCustomOpKernelOption": (_P, c_char_p, c_int, POINTER(_CustomOpKernel), _P),
     "LiteRtCreateCompiledModel": (_P, _P, _P, POINTER(_P)),
     "LiteRtDestroyCompiledModel": (_P,),
-    "LiteRtCompiledModelResizeInputTensorNonStrict": (_P, c_size_t, c_size_t, POINTER(c_int), c_size_t),
+    "LiteRtCompiledModelResizeInputTensor": (_P, c_size_t, c_size_t, POINTER(c_int), c_size_t),
     "LiteRtGetCompiledModelOutputTensorLayouts": (_P, c_size_t, c_size_t, POINTER(_Layout), c_bool),
     "LiteRtCreateTensorBufferFromHostMemory": (POINTER(_TensorType), _P, c_size_t, _P, POINTER(_P)),
     "LiteRtDestroyTensorBuffer": (_P,),
@@ -179,9 +181,7 @@ class TappedModel:
         self._error: BaseException | None = None
         self._data = with_taps(tflite, list(indices), CUSTOM_CODE)  # outlives the model
         self._env, self._model, self._options, self._compiled = _P(), _P(), _P(), _P()
-        self._buffers: list[_P] = []
-        self._arrays: list[np.ndarray] = []
-        self._batch_shape: tuple[int, ...] | None = None
+        self._buffer, self._input, self._batch_shape = _P(), None, None
         _check(lib.LiteRtCreateEnvironment(0, None, byref(self._env)), "create an environment")
         _check(
             lib.LiteRtCreateModelFromBuffer(self._env, self._data, len(self._data), byref(self._model)),
@@ -189,8 +189,7 @@ class TappedModel:
         )
         _check(lib.LiteRtCreateOptions(byref(self._options)), "create options")
         _check(lib.LiteRtSetOptionsHardwareAccelerators(self._options, _CPU), "select the CPU")
-        # CPU options are a TOML payload under the identifier "xnnpack" (litert_cpu_options.cc).
-        self._payload = ctypes.create_string_buffer(f'kernel_mode = "builtin"\nnum_threads = {int(num_threads)}\n'.encode())
+        self._payload = ctypes.create_string_buffer(CPU_OPTIONS.format(num_threads=int(num_threads)).encode())
         self._free_payload = _FREE_PAYLOAD(lambda _: None)  # the payload is owned here
         cpu = _P()
         _check(
@@ -212,22 +211,12 @@ class TappedModel:
             lib.LiteRtCreateCompiledModel(self._env, self._model, self._options, byref(self._compiled)),
             "compile the tapped model",
         )
-        signature = _P()
+        signature, tensor, self._input_type = _P(), _P(), _TensorType()
         _check(lib.LiteRtGetModelSignature(self._model, 0, byref(signature)), "read the signature")
-        count = c_size_t()
-        _check(lib.LiteRtGetNumSignatureOutputs(signature, byref(count)), "count the outputs")
-        self._types = [self._tensor_type(lib.LiteRtGetSignatureInputTensorByIndex, signature, 0)]
-        self._types += [
-            self._tensor_type(lib.LiteRtGetSignatureOutputTensorByIndex, signature, i) for i in range(count.value)
-        ]
-
-    def _tensor_type(self, getter: Callable[..., int], signature: _P, i: int) -> _TensorType:
-        tensor, t = _P(), _TensorType()
-        _check(getter(signature, i, byref(tensor)), "find a signature tensor")
-        _check(self._lib.LiteRtGetRankedTensorType(tensor, byref(t)), "read a tensor type")
-        if t.element_type not in _DTYPES:
-            raise TfquantError(f"a model input / output has LiteRT element type {t.element_type}, not supported here")
-        return t
+        _check(lib.LiteRtGetSignatureInputTensorByIndex(signature, 0, byref(tensor)), "find the input")
+        _check(lib.LiteRtGetRankedTensorType(tensor, byref(self._input_type)), "read the input type")
+        if self._input_type.element_type not in _DTYPES:
+            raise TfquantError(f"the model input has LiteRT element type {self._input_type.element_type}, not supported here")
 
     def _run_tap(self, user_data: int | None, num_inputs: int, inputs: object, *_: object) -> int:
         """The taps' Run: tensor buffer -> numpy view -> observer (errors kept for :meth:`run`)."""
@@ -248,73 +237,55 @@ class TappedModel:
         return _OK
 
     def _allocate(self, shape: tuple[int, ...]) -> None:
-        """Resizes the input to ``shape`` and makes host buffers for the input and outputs."""
+        """Resizes the input to ``shape`` and wraps a 64-byte aligned host array as its buffer."""
         lib = self._lib
-        self._release_buffers()
+        self._release_buffer()
         dims = (c_int * len(shape))(*shape)
         _check(
-            lib.LiteRtCompiledModelResizeInputTensorNonStrict(self._compiled, 0, 0, dims, len(shape)),
+            lib.LiteRtCompiledModelResizeInputTensor(self._compiled, 0, 0, dims, len(shape)),
             f"resize the input to {shape}",
         )
-        layouts = (_Layout * (len(self._types) - 1))()
+        t = self._input_type
+        t.layout.rank, t.layout.has_strides = len(shape), 0
+        for d, v in enumerate(shape):
+            t.layout.dimensions[d] = v
+        array = _aligned(shape, np.dtype(_DTYPES[t.element_type]))
+        buffer = _P()
         _check(
-            lib.LiteRtGetCompiledModelOutputTensorLayouts(self._compiled, 0, len(layouts), layouts, True),
-            "lay the outputs out",
+            lib.LiteRtCreateTensorBufferFromHostMemory(byref(t), array.ctypes.data, max(array.nbytes, 1), None, byref(buffer)),
+            "wrap the input buffer",
         )
-        shapes = [shape] + [_shape(layout) for layout in layouts]
-        for t, s in zip(self._types, shapes, strict=True):
-            t.layout.rank, t.layout.has_strides = len(s), 0
-            for d, v in enumerate(s):
-                t.layout.dimensions[d] = v
-            array = _aligned(s, np.dtype(_DTYPES[t.element_type]))
-            buffer = _P()
-            _check(
-                lib.LiteRtCreateTensorBufferFromHostMemory(
-                    byref(t), array.ctypes.data, max(array.nbytes, 1), None, byref(buffer)
-                ),
-                "wrap a host buffer",
-            )
-            self._arrays.append(array)
-            self._buffers.append(buffer)
-        self._batch_shape = shape
+        self._input, self._buffer, self._batch_shape = array, buffer, shape
 
     def run(self, batch: np.ndarray) -> None:
         """Runs the model on ``batch``; every observer sees its tensor once.
 
         Raises:
           TfquantError: LiteRT cannot run the model on this shape.
-          Whatever an observer raised (the first one; later taps of that run are skipped).
+          Whatever an observer raised (the first one; the later taps of that run are skipped).
         """
         shape = tuple(int(d) for d in batch.shape)
         if shape != self._batch_shape:
             self._allocate(shape)
-        np.copyto(self._arrays[0], batch, casting="same_kind")
-        n = len(self._buffers)
-        buffers = (_P * n)(*self._buffers)
-        status = self._lib.LiteRtRunCompiledModel(self._compiled, 0, 1, buffers, n - 1, ctypes.cast(
-            ctypes.byref(buffers, ctypes.sizeof(_P)), POINTER(_P)))
+        np.copyto(self._input, batch, casting="same_kind")
+        buffers = (_P * 1)(self._buffer)
+        status = self._lib.LiteRtRunCompiledModel(self._compiled, 0, 1, buffers, 0, None)
         if self._error is not None:
             error, self._error = self._error, None
             raise error
-        _check(status, "run the tapped model")
+        _check(status, f"run the tapped model on a batch of shape {shape}")
 
-    def outputs(self) -> list[np.ndarray]:
-        """The model outputs of the last :meth:`run` (LiteRT writes them in place)."""
-        return self._arrays[1:]
-
-    def _release_buffers(self) -> None:
-        for b in self._buffers:
-            self._lib.LiteRtDestroyTensorBuffer(b)
-        self._buffers, self._arrays, self._batch_shape = [], [], None
+    def _release_buffer(self) -> None:
+        if self._buffer:
+            self._lib.LiteRtDestroyTensorBuffer(self._buffer)
+        self._buffer, self._input, self._batch_shape = _P(), None, None
 
     def close(self) -> None:
         """Frees LiteRT's objects (also done when the object is collected)."""
         if getattr(self, "_lib", None) is None:
             return
+        self._release_buffer()
         lib, self._lib = self._lib, None
-        for b in self._buffers:
-            lib.LiteRtDestroyTensorBuffer(b)
-        self._buffers = []
         if self._compiled:
             lib.LiteRtDestroyCompiledModel(self._compiled)
         if self._options:
