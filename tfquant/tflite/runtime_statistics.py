@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from ctypes import POINTER, byref, c_bool, c_char_p, c_int, c_size_t, c_uint, c_void_p
+import os
+from ctypes import POINTER, byref, c_char_p, c_int, c_size_t, c_uint, c_void_p
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -37,6 +38,8 @@ import numpy as np
 from tfquant.errors import TfquantError
 from tfquant.tflite.flatbuffer import with_taps
 
+ENABLED = os.environ.get("TFQUANT_TAPS", "1") != "0"
+"""False when ``TFQUANT_TAPS=0``: callers then gather from model outputs (the fallback path)."""
 CUSTOM_CODE = "TFQ_STATS_"
 """Custom code prefix of the taps: tap k is ``TFQ_STATS_<k>``."""
 _ALIGNMENT = 64  # LITERT_HOST_MEMORY_BUFFER_ALIGNMENT
@@ -81,9 +84,8 @@ _SIGNATURES = {
     "LiteRtCreateModelFromBuffer": (_P, _P, c_size_t, POINTER(_P)),
     "LiteRtDestroyModel": (_P,),
     "LiteRtGetModelSignature": (_P, c_size_t, POINTER(_P)),
-    "LiteRtGetNumSignatureOutputs": (_P, POINTER(c_size_t)),
+    "LiteRtGetNumSignatureInputs": (_P, POINTER(c_size_t)),
     "LiteRtGetSignatureInputTensorByIndex": (_P, c_size_t, POINTER(_P)),
-    "LiteRtGetSignatureOutputTensorByIndex": (_P, c_size_t, POINTER(_P)),
     "LiteRtGetRankedTensorType": (_P, POINTER(_TensorType)),
     "LiteRtCreateOptions": (POINTER(_P),),
     "LiteRtDestroyOptions": (_P,),
@@ -94,7 +96,6 @@ _SIGNATURES = {
     "LiteRtCreateCompiledModel": (_P, _P, _P, POINTER(_P)),
     "LiteRtDestroyCompiledModel": (_P,),
     "LiteRtCompiledModelResizeInputTensor": (_P, c_size_t, c_size_t, POINTER(c_int), c_size_t),
-    "LiteRtGetCompiledModelOutputTensorLayouts": (_P, c_size_t, c_size_t, POINTER(_Layout), c_bool),
     "LiteRtCreateTensorBufferFromHostMemory": (POINTER(_TensorType), _P, c_size_t, _P, POINTER(_P)),
     "LiteRtDestroyTensorBuffer": (_P,),
     "LiteRtGetTensorBufferHostMemory": (_P, POINTER(_P)),
@@ -121,8 +122,15 @@ def _lib() -> ctypes.CDLL:
     return lib
 
 
+class LiteRtError(TfquantError):
+    """LiteRT's C API refused a call (the model, its shape, the options): not the observers."""
+
+
 def available() -> str | None:
-    """None when LiteRT's C API loads with every function used here, else why not."""
+    """None when taps can run (LiteRT's C API loads with every function used here and
+    ``TFQUANT_TAPS`` is not 0), else why not."""
+    if not ENABLED:
+        return "TFQUANT_TAPS=0"
     try:
         _lib()
     except (OSError, AttributeError, ImportError) as e:
@@ -132,7 +140,7 @@ def available() -> str | None:
 
 def _check(status: int, what: str) -> None:
     if status != _OK:
-        raise TfquantError(f"LiteRT's C API failed to {what} (status {status})")
+        raise LiteRtError(f"LiteRT's C API failed to {what} (status {status})")
 
 
 _memory = ctypes.pythonapi.PyMemoryView_FromMemory
@@ -175,7 +183,7 @@ class TappedModel:
             raise ValueError("one observer per tensor index")
         why = available()
         if why:
-            raise TfquantError(f"{why}; gather statistics from model outputs instead")
+            raise LiteRtError(f"{why}; gather statistics from model outputs instead")
         self._lib = lib = _lib()
         self._observers = list(observers)
         self._error: BaseException | None = None
@@ -213,10 +221,14 @@ class TappedModel:
         )
         signature, tensor, self._input_type = _P(), _P(), _TensorType()
         _check(lib.LiteRtGetModelSignature(self._model, 0, byref(signature)), "read the signature")
+        count = c_size_t()
+        _check(lib.LiteRtGetNumSignatureInputs(signature, byref(count)), "count the inputs")
+        self.num_inputs = count.value
+        """Inputs of the model's first signature (:meth:`run` feeds the first)."""
         _check(lib.LiteRtGetSignatureInputTensorByIndex(signature, 0, byref(tensor)), "find the input")
         _check(lib.LiteRtGetRankedTensorType(tensor, byref(self._input_type)), "read the input type")
         if self._input_type.element_type not in _DTYPES:
-            raise TfquantError(f"the model input has LiteRT element type {self._input_type.element_type}, not supported here")
+            raise LiteRtError(f"the model input has LiteRT element type {self._input_type.element_type}, not supported here")
 
     def _run_tap(self, user_data: int | None, num_inputs: int, inputs: object, *_: object) -> int:
         """The taps' Run: tensor buffer -> numpy view -> observer (errors kept for :meth:`run`)."""
@@ -226,7 +238,9 @@ class TappedModel:
             buffer, address, t = inputs[0], _P(), _TensorType()  # type: ignore[index]
             _check(self._lib.LiteRtGetTensorBufferHostMemory(buffer, byref(address)), "map a tapped tensor")
             _check(self._lib.LiteRtGetTensorBufferTensorType(buffer, byref(t)), "read a tapped tensor's type")
-            dtype = np.dtype(_DTYPES.get(t.element_type, np.uint8))
+            if t.element_type not in _DTYPES:
+                raise LiteRtError(f"tapped tensor {int(user_data) - 1} has LiteRT element type {t.element_type}")
+            dtype = np.dtype(_DTYPES[t.element_type])
             shape = _shape(t.layout)
             nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
             view = np.frombuffer(_memory(address.value, nbytes, _READ), dtype=dtype).reshape(shape)
