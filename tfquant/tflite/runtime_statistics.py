@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 import os
 from ctypes import POINTER, byref, c_char_p, c_int, c_size_t, c_uint, c_void_p
 from pathlib import Path
@@ -50,7 +51,8 @@ _HOST_MEMORY = 1  # kLiteRtTensorBufferTypeHostMemory
 CPU_OPTIONS = 'kernel_mode = "builtin"\nnum_threads = {num_threads}\n'
 """LiteRT's CPU options as its TOML payload (identifier ``xnnpack``, litert_cpu_options.cc)."""
 _DTYPES = {1: np.float32, 2: np.int32, 3: np.uint8, 4: np.int64, 6: np.bool_, 7: np.int16, 9: np.int8}
-"""LiteRtElementType -> numpy dtype (the types a model input / output / tap can have here)."""
+"""LiteRtElementType -> numpy dtype (the types a model input or a tapped tensor can have here)."""
+_NUMPY = {k: np.dtype(v) for k, v in _DTYPES.items()}
 
 
 class _Layout(ctypes.Structure):
@@ -148,10 +150,6 @@ _memory.argtypes, _memory.restype = [c_void_p, ctypes.c_ssize_t, c_int], ctypes.
 _READ, _WRITE = 0x100, 0x200  # PyBUF_READ, PyBUF_WRITE
 
 
-def _shape(layout: _Layout) -> tuple[int, ...]:
-    return tuple(int(layout.dimensions[d]) for d in range(layout.rank))
-
-
 def _aligned(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """A zeroed C-contiguous array whose data starts on a 64-byte boundary."""
     nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
@@ -186,6 +184,9 @@ class TappedModel:
             raise LiteRtError(f"{why}; gather statistics from model outputs instead")
         self._lib = lib = _lib()
         self._observers = list(observers)
+        self._host_memory, self._tensor_type = lib.LiteRtGetTensorBufferHostMemory, lib.LiteRtGetTensorBufferTensorType
+        self._address, self._tap_type = _P(), _TensorType()
+        self._address_ref, self._tap_type_ref = byref(self._address), byref(self._tap_type)
         self._error: BaseException | None = None
         self._data = with_taps(tflite, list(indices), CUSTOM_CODE)  # outlives the model
         self._env, self._model, self._options, self._compiled = _P(), _P(), _P(), _P()
@@ -231,20 +232,23 @@ class TappedModel:
             raise LiteRtError(f"the model input has LiteRT element type {self._input_type.element_type}, not supported here")
 
     def _run_tap(self, user_data: int | None, num_inputs: int, inputs: object, *_: object) -> int:
-        """The taps' Run: tensor buffer -> numpy view -> observer (errors kept for :meth:`run`)."""
+        """The taps' Run: tensor buffer -> numpy view -> observer (errors kept for :meth:`run`).
+
+        Called ~10^3-10^4 times a pass, so the ctypes arguments are made once (one model runs
+        on one thread: they are never shared)."""
         if self._error is not None:
             return _RUNTIME_FAILURE
         try:
-            buffer, address, t = inputs[0], _P(), _TensorType()  # type: ignore[index]
-            _check(self._lib.LiteRtGetTensorBufferHostMemory(buffer, byref(address)), "map a tapped tensor")
-            _check(self._lib.LiteRtGetTensorBufferTensorType(buffer, byref(t)), "read a tapped tensor's type")
-            if t.element_type not in _DTYPES:
+            buffer = inputs[0]  # type: ignore[index]
+            if self._host_memory(buffer, self._address_ref) or self._tensor_type(buffer, self._tap_type_ref):
+                raise LiteRtError(f"LiteRT's C API failed to map tapped tensor {int(user_data) - 1}")
+            t = self._tap_type
+            dtype = _NUMPY.get(t.element_type)
+            if dtype is None:
                 raise LiteRtError(f"tapped tensor {int(user_data) - 1} has LiteRT element type {t.element_type}")
-            dtype = np.dtype(_DTYPES[t.element_type])
-            shape = _shape(t.layout)
-            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-            view = np.frombuffer(_memory(address.value, nbytes, _READ), dtype=dtype).reshape(shape)
-            self._observers[int(user_data) - 1](view)
+            shape = t.layout.dimensions[: t.layout.rank]
+            view = np.frombuffer(_memory(self._address.value, math.prod(shape) * dtype.itemsize, _READ), dtype)
+            self._observers[int(user_data) - 1](view.reshape(shape))
         except BaseException as e:  # noqa: BLE001 -- re-raised by run(); nothing may cross the C frame
             self._error = e
             return _RUNTIME_FAILURE
