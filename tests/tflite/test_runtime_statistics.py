@@ -162,3 +162,13 @@ def test_a_two_input_model_is_refused(monkeypatch) -> None:
     tflite = run_converter(keras_model=model)
     with pytest.raises(TfquantError, match="the model has 2 inputs"):
         collect.collect_statistics(tflite, np.zeros((4, 3), np.float32), _activations(tflite))
+
+
+def test_litert_start_up_notices_are_not_printed(float_tflite: bytes, capfd, monkeypatch) -> None:
+    monkeypatch.setenv("TFQUANT_QUIET", "1")
+    tensors = _activations(float_tflite)
+    capfd.readouterr()
+    stats = collect.collect_statistics(float_tflite, calibration(8), tensors)
+    assert stats.gathered_in == "taps"
+    err = capfd.readouterr().err
+    assert not [line for line in err.splitlines() if "INFO:" in line or "WARNING:" in line], err

@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from tfquant import _quiet
 from tfquant.errors import TfquantError
 from tfquant.tflite.flatbuffer import with_taps
 
@@ -75,13 +76,26 @@ _DESTROY = ctypes.CFUNCTYPE(c_int, c_void_p)
 _FREE_PAYLOAD = ctypes.CFUNCTYPE(None, c_void_p)
 
 
+class _Any(ctypes.Structure):  # LiteRtAny (litert_any.h), an int member of its union
+    _fields_ = [("type", c_int), ("int_value", ctypes.c_int64)]
+
+
+class _EnvOption(ctypes.Structure):  # LiteRtEnvOption (litert_environment_options.h)
+    _fields_ = [("tag", c_int), ("value", _Any)]
+
+
+_ANY_INT = 2  # kLiteRtAnyTypeInt
+_ENV_AUTO_REGISTER, _ENV_MIN_LOG_SEVERITY = 24, 25  # kLiteRtEnvOptionTag...
+_LOG_ERROR = 3  # kLiteRtLogSeverityError
+
+
 class _CustomOpKernel(ctypes.Structure):  # LiteRtCustomOpKernel
     _fields_ = [("Init", _INIT), ("GetOutputLayouts", _OUTPUT_LAYOUTS), ("Run", _RUN), ("Destroy", _DESTROY)]
 
 
 _P = c_void_p
 _SIGNATURES = {
-    "LiteRtCreateEnvironment": (c_int, _P, POINTER(_P)),
+    "LiteRtCreateEnvironment": (c_int, POINTER(_EnvOption), POINTER(_P)),
     "LiteRtDestroyEnvironment": (_P,),
     "LiteRtCreateModelFromBuffer": (_P, _P, c_size_t, POINTER(_P)),
     "LiteRtDestroyModel": (_P,),
@@ -191,7 +205,11 @@ class TappedModel:
         self._data = with_taps(tflite, list(indices), CUSTOM_CODE)  # outlives the model
         self._env, self._model, self._options, self._compiled = _P(), _P(), _P(), _P()
         self._buffer, self._input, self._batch_shape = _P(), None, None
-        _check(lib.LiteRtCreateEnvironment(0, None, byref(self._env)), "create an environment")
+        # Only the CPU accelerator (no GPU / NPU library probing); only LiteRT's errors on
+        # stderr unless TFQUANT_QUIET=0.
+        options = [(_ENV_AUTO_REGISTER, _CPU)] + ([(_ENV_MIN_LOG_SEVERITY, _LOG_ERROR)] if _quiet.enabled() else [])
+        env_options = (_EnvOption * len(options))(*(_EnvOption(tag, _Any(_ANY_INT, v)) for tag, v in options))
+        _check(lib.LiteRtCreateEnvironment(len(options), env_options, byref(self._env)), "create an environment")
         _check(
             lib.LiteRtCreateModelFromBuffer(self._env, self._data, len(self._data), byref(self._model)),
             "read the model",
