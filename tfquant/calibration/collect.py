@@ -16,18 +16,22 @@ forward pass on the zoo ViT, the taps ~1.15x) and the LiteRT interpreter runs it
 the builtin kernels and no delegate (a delegate would compute fused partitions whose
 intermediates differ from the builtin graph's), so both give the same statistics
 (``CalibrationStatistics.gathered_in`` says which ran).
+
 A tensor that only rearranges another gathered tensor (RESHAPE, SQUEEZE, EXPAND_DIMS, and
 TRANSPOSEs that keep the last axis: the same values,
-:func:`tfquant.tflite.flatbuffer.value_rearrangements`) is not made an output: it gets a copy
-of its source's statistics (its own pass would sum the same values in another order, so
+:func:`tfquant.tflite.flatbuffer.value_rearrangements`) is not gathered itself: it gets a
+copy of its source's statistics (its own pass would sum the same values in another order, so
 they equal up to the last bits of the float64 sums; a copy in the same flat order with the
 same last dimension is bit for bit what its own pass gives), with its per-channel sums taken
 over the source's values regrouped into its channels when the last dimension differs
-(:class:`~tfquant.calibration.observe.ChannelSums`; 45 of the zoo ViT's 232 tensors). Outputs are never overwritten by an
-in-place kernel or reused by the memory planner, so each batch's values are read as zero-copy views right after ``invoke()`` and folded into
-:class:`~tfquant.calibration.statistics.TensorStatistics` by the statistics pass
-(:func:`tfquant.calibration.observe.statistics_pass`, which the simulation and QAT's range
-initialisation run over Keras models); nothing of size N is kept. (The
+(:class:`~tfquant.calibration.observe.ChannelSums`; 45 of the zoo ViT's 232 tensors).
+
+A tap runs right after the tensor's producer, before any op that could overwrite it in
+place; outputs are never overwritten by an in-place kernel or reused by the memory planner,
+so they are read as zero-copy views right after ``invoke()``. Either way each batch's values
+are folded into :class:`~tfquant.calibration.statistics.TensorStatistics` at once (on the
+output path by :func:`tfquant.calibration.observe.statistics_pass`, which the simulation and
+QAT's range initialisation run over Keras models); nothing of size N is kept. (The
 alternative, ``experimental_preserve_all_tensors``, keeps every tensor alive and made the
 pass ~30% slower on the zoo ResNet.)
 """

@@ -18,10 +18,20 @@ callback here wraps that memory as a numpy array and calls the observer of tap k
 runs with ``kernel_mode = "builtin"`` (LiteRT's optimized builtin kernels, no XNNPACK: the
 same kernels, hence the same values, as the Interpreter's ``BUILTIN`` runtime).
 
-Layouts are LiteRT 2.x's (``litert_layout.h``, ``litert_model_types.h``: a 72-byte
-``LiteRtRankedTensorType``) as in ai-edge-litert 2.3.0. :func:`available` says whether the
-library and every function used here load; callers fall back to the output-copy path when
-it does not.
+The model's own outputs are dropped (the taps are its results): LiteRT 2.3.0's CompiledModel
+sizes output buffers before a resized input's shapes have propagated to them (the ViT's
+logits stayed [1, 10] after a resize to 100: "Custom allocation is too small"), and a model
+without outputs needs none. The environment registers only the CPU accelerator (no GPU /
+NPU library probing) and sets LiteRT's process-wide log level to errors (its start-up
+INFO / WARNING lines are not printed; ``TFQUANT_QUIET=0`` keeps them).
+
+Structures and enums are LiteRT 2.x's C headers (``litert_layout.h``,
+``litert_model_types.h``: a 72-byte ``LiteRtRankedTensorType``; ``litert_any.h``,
+``litert_environment_options.h``, ``litert_custom_op_kernel.h``), checked against
+ai-edge-litert 2.3.0 (tests/tflite/test_runtime_statistics.py: the values a tap sees equal
+the Interpreter's bit for bit; ``kernel_mode = "delegate"`` instead would not).
+:func:`available` says whether the library and every function used here load; callers fall
+back to the output path when they do not.
 """
 
 from __future__ import annotations
@@ -247,7 +257,7 @@ class TappedModel:
         _check(lib.LiteRtGetSignatureInputTensorByIndex(signature, 0, byref(tensor)), "find the input")
         _check(lib.LiteRtGetRankedTensorType(tensor, byref(self._input_type)), "read the input type")
         if self._input_type.element_type not in _DTYPES:
-            raise LiteRtError(f"the model input has LiteRT element type {self._input_type.element_type}, not supported here")
+            raise LiteRtError(f"the model input has LiteRT element type {self._input_type.element_type}")
 
     def _run_tap(self, user_data: int | None, num_inputs: int, inputs: object, *_: object) -> int:
         """The taps' Run: tensor buffer -> numpy view -> observer (errors kept for :meth:`run`).
@@ -288,7 +298,9 @@ class TappedModel:
         array = _aligned(shape, np.dtype(_DTYPES[t.element_type]))
         buffer = _P()
         _check(
-            lib.LiteRtCreateTensorBufferFromHostMemory(byref(t), array.ctypes.data, max(array.nbytes, 1), None, byref(buffer)),
+            lib.LiteRtCreateTensorBufferFromHostMemory(
+                byref(t), array.ctypes.data, max(array.nbytes, 1), None, byref(buffer)
+            ),
             "wrap the input buffer",
         )
         self._input, self._buffer, self._batch_shape = array, buffer, shape
