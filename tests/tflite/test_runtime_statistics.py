@@ -137,7 +137,7 @@ def test_bad_shapes_and_a_missing_library_fall_back_to_the_output_path(float_tfl
     tensors = _activations(float_tflite)
     with pytest.raises(TfquantError, match=r"cannot run the float model on calibration inputs of shape \(8, 5, 5, 2\)"):
         collect.collect_statistics(float_tflite, np.zeros((8, 5, 5, 2), np.float32), tensors)
-    with pytest.raises(rs.LiteRtError, match="resize the input"):
+    with pytest.raises(rs.LiteRtError, match="resize the input|run the tapped model"):
         with rs.TappedModel(float_tflite, sorted(tensors), [lambda a: None] * len(tensors)) as model:
             model.run(np.zeros((8, 5, 5, 2), np.float32))
     rs._lib.cache_clear()

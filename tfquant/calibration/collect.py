@@ -52,7 +52,7 @@ from tfquant.calibration.statistics import DEFAULT_EMA_CONSTANT, TensorStatistic
 from tfquant.errors import TfquantError
 from tfquant.progress import progress
 from tfquant.qtypes import Runtime
-from tfquant.tflite import runtime_statistics
+from tfquant.tflite import flatbuffer, runtime_statistics
 from tfquant.tflite.flatbuffer import value_rearrangements, with_outputs
 from tfquant.tflite.interpreter import make_interpreter
 
@@ -138,7 +138,7 @@ def _observers(
 
 
 def _tapped_pass(
-    float_tflite: bytes, data: np.ndarray, batch_size: int, num_threads: int, gathered: list[int],
+    float_tflite: Any, data: np.ndarray, batch_size: int, num_threads: int, gathered: list[int],
     stats: Mapping[int, TensorStatistics], regrouped: Mapping[tuple[int, int], ChannelSums],
     ema_constant: float,
 ) -> None:
@@ -184,13 +184,14 @@ def collect_statistics(
     if len(data) == 0:
         raise TfquantError("the calibration set is empty; pass at least one example")
     start = time.perf_counter()
-    copies = value_rearrangements(float_tflite, sorted(tensors))
+    model = flatbuffer.read(float_tflite)  # read once: the taps are added to this copy
+    copies = value_rearrangements(model, sorted(tensors))
     gathered = sorted(i for i in tensors if i not in copies)
     where = "outputs"
     if runtime_statistics.available() is None:
         try:
             stats, regrouped = _statistics(tensors, gathered, copies, ema_constant, num_bins)
-            _tapped_pass(float_tflite, data, batch_size, num_threads, gathered, stats, regrouped, ema_constant)
+            _tapped_pass(model, data, batch_size, num_threads, gathered, stats, regrouped, ema_constant)
             where = "taps"
         except runtime_statistics.LiteRtError:
             pass  # LiteRT refused the tapped model: the output path below (its own errors)

@@ -42,7 +42,7 @@ import math
 import os
 from ctypes import POINTER, byref, c_char_p, c_int, c_size_t, c_uint, c_void_p
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -121,7 +121,7 @@ _SIGNATURES = {
     "LiteRtAddCustomOpKernelOption": (_P, c_char_p, c_int, POINTER(_CustomOpKernel), _P),
     "LiteRtCreateCompiledModel": (_P, _P, _P, POINTER(_P)),
     "LiteRtDestroyCompiledModel": (_P,),
-    "LiteRtCompiledModelResizeInputTensor": (_P, c_size_t, c_size_t, POINTER(c_int), c_size_t),
+    "LiteRtCompiledModelResizeInputTensorNonStrict": (_P, c_size_t, c_size_t, POINTER(c_int), c_size_t),
     "LiteRtCreateTensorBufferFromHostMemory": (POINTER(_TensorType), _P, c_size_t, _P, POINTER(_P)),
     "LiteRtDestroyTensorBuffer": (_P,),
     "LiteRtGetTensorBufferHostMemory": (_P, POINTER(_P)),
@@ -188,7 +188,8 @@ class TappedModel:
     view of LiteRT's own memory, valid only during the call (copy what must outlive it).
 
     Args:
-      tflite: the model (single input, first axis the batch).
+      tflite: the model (single input, first axis the batch), as bytes or as read by
+        :func:`tfquant.tflite.flatbuffer.read` (then edited in place: the taps are added).
       indices: main-subgraph tensor indices to observe.
       observers: one callable per index, called once per run with that tensor's values.
       num_threads: CPU threads of the builtin kernels.
@@ -198,7 +199,7 @@ class TappedModel:
     """
 
     def __init__(
-        self, tflite: bytes, indices: Sequence[int], observers: Sequence[Callable[[np.ndarray], None]],
+        self, tflite: bytes | Any, indices: Sequence[int], observers: Sequence[Callable[[np.ndarray], None]],
         *, num_threads: int = 1,
     ) -> None:
         if len(indices) != len(observers):
@@ -288,7 +289,7 @@ class TappedModel:
         self._release_buffer()
         dims = (c_int * len(shape))(*shape)
         _check(
-            lib.LiteRtCompiledModelResizeInputTensor(self._compiled, 0, 0, dims, len(shape)),
+            lib.LiteRtCompiledModelResizeInputTensorNonStrict(self._compiled, 0, 0, dims, len(shape)),
             f"resize the input to {shape}",
         )
         t = self._input_type
