@@ -345,7 +345,10 @@ class TappedModel:
             lib.LiteRtDestroyEnvironment(self._env)
 
     def __del__(self) -> None:
-        self.close()
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 -- at interpreter exit ctypes / numpy may be gone
+            pass
 
     def __enter__(self) -> "TappedModel":
         return self
