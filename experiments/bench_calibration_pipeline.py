@@ -9,7 +9,10 @@ model and a Fashion-MNIST calibration set:
    settings (builtin kernels, same batch size and threads). Target (issue 11): collection
    <= 1.5x the forward pass on every zoo model. With numba installed the pass runs the
    compiled statistics (:mod:`tfquant.calibration.fused`) and, as a third side, the numpy
-   reference (``collect_numpy``: the pass before the kernels). XNNPACK's forward pass is
+   reference (``collect_numpy``: the pass before the kernels). When LiteRT's C API loads,
+   ``collect`` reads the tensors in taps inside LiteRT (:mod:`tfquant.tflite.runtime_statistics`)
+   and ``collect_outputs`` is the same pass with the tensors exposed as model outputs
+   (``TFQUANT_TAPS=0``, the fallback). XNNPACK's forward pass is
    reported too, and the load average at each repeat. Wall
    and CPU seconds of this process are both reported (CPU time is what a loaded machine does
    not distort).
@@ -115,6 +118,8 @@ def main(argv: list[str]) -> int:
                   f"forward pass ({s['collect_over_forward_xnnpack']:.2f}x XNNPACK's); CPU seconds "
                   f"{s['collect_cpu_s']:.3f} vs {s['forward_builtin_cpu_s']:.3f} -> "
                   f"{s['collect_over_forward_builtin_cpu']:.2f}x"
+                  + (f"; tensors as model outputs: CPU {s['collect_outputs_cpu_s']:.3f} s -> "
+                     f"{s['collect_outputs_over_forward_builtin_cpu']:.2f}x" if "collect_outputs_cpu_s" in s else "")
                   + (f"; numpy statistics (before): CPU {s['collect_numpy_cpu_s']:.3f} s -> "
                      f"{s['collect_numpy_over_forward_builtin_cpu']:.2f}x" if "collect_numpy_cpu_s" in s else "")
                   + f"; load {s['load_1min']}", flush=True)
@@ -166,11 +171,13 @@ def statistics_vs_forward(model, x, base: dict) -> dict:
     from tfquant.calibration import collect_statistics, fused
     from tfquant.convert import calibrated
     from tfquant.recipes import Recipe
+    from tfquant.tflite import runtime_statistics
 
     compiled = fused.AVAILABLE
     # (calibrate runs the pass once: the kernels are compiled or loaded before the timing)
     cal = calibrated.calibrate(model, Recipe(mode="int8", calibrator="max", **base), calibration_data=x)
-    sides = ["collect"] + (["collect_numpy"] if fused.AVAILABLE else [])
+    taps = runtime_statistics.available() is None
+    sides = ["collect"] + (["collect_outputs"] if taps else []) + (["collect_numpy"] if fused.AVAILABLE else [])
     times: dict[str, list[float]] = {k: [] for k in (
         "forward_builtin", "forward_xnnpack", "forward_builtin_cpu", *sides, *(f"{s}_cpu" for s in sides))}
     load = [os.getloadavg()[0]]
@@ -180,20 +187,23 @@ def statistics_vs_forward(model, x, base: dict) -> dict:
         times["forward_builtin_cpu"].append(time.process_time() - c0)
         times["forward_xnnpack"].append(forward_pass(cal.float_model, x, FLAGS.batch_size, xnnpack=True))
         for side in sides:  # the compiled statistics, then the numpy reference (the pass before numba)
-            fused.AVAILABLE = side == "collect"
+            fused.AVAILABLE = compiled and side != "collect_numpy"
+            runtime_statistics.ENABLED = side == "collect"
             try:
                 t0, c0 = time.perf_counter(), time.process_time()
-                collect_statistics(cal.float_model, x, cal.tensors, batch_size=FLAGS.batch_size)
+                gathered = collect_statistics(cal.float_model, x, cal.tensors, batch_size=FLAGS.batch_size)
                 times[side].append(time.perf_counter() - t0)
                 times[f"{side}_cpu"].append(time.process_time() - c0)
             finally:
-                fused.AVAILABLE = compiled
+                fused.AVAILABLE, runtime_statistics.ENABLED = compiled, taps
+            assert side != "collect" or gathered.gathered_in == ("taps" if taps else "outputs")
         load.append(os.getloadavg()[0])
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
         **{f"{k}_s": round(v, 4) for k, v in med.items()},
         "tensors": len(cal.tensors),
         "compiled_statistics": compiled,
+        "collect_gathered_in": "taps" if taps else "outputs",
         "load_1min": [round(v, 2) for v in load],
         "target": "collect <= 1.5x forward (builtin)",
     }

@@ -6,21 +6,32 @@ quantizer then turns into int8 / int16x8. Running *it* (rather than the Keras mo
 statistics belong to exactly the tensors that get quantized, after the converter's fusions
 (conv + BN + ReLU is one tensor here, as in the quantized model).
 
-The tensors to gather are made outputs of the model (a copy whose main subgraph lists them as
-outputs), and the LiteRT interpreter runs it with the builtin kernels and no delegate (a
-delegate would compute fused partitions whose intermediates differ from the builtin graph's).
+Each tensor to gather is read inside LiteRT right where it is produced: a tap (a CUSTOM op
+right after its producer, :mod:`tfquant.tflite.runtime_statistics`) hands LiteRT's own
+memory to the tensor's statistics, in LiteRT's CompiledModel with the builtin kernels. Where
+the taps cannot run (LiteRT's C API does not load, LiteRT refuses the tapped model,
+``TFQUANT_TAPS=0``), the tensors are made outputs of the model instead (a copy whose main
+subgraph lists them as outputs; outputs cannot share the memory arena, so this costs ~1.8x a
+forward pass on the zoo ViT, the taps ~1.15x) and the LiteRT interpreter runs it. Both use
+the builtin kernels and no delegate (a delegate would compute fused partitions whose
+intermediates differ from the builtin graph's), so both give the same statistics
+(``CalibrationStatistics.gathered_in`` says which ran).
+
 A tensor that only rearranges another gathered tensor (RESHAPE, SQUEEZE, EXPAND_DIMS, and
 TRANSPOSEs that keep the last axis: the same values,
-:func:`tfquant.tflite.flatbuffer.value_rearrangements`) is not made an output: it gets a copy
-of its source's statistics (its own pass would sum the same values in another order, so
+:func:`tfquant.tflite.flatbuffer.value_rearrangements`) is not gathered itself: it gets a
+copy of its source's statistics (its own pass would sum the same values in another order, so
 they equal up to the last bits of the float64 sums; a copy in the same flat order with the
 same last dimension is bit for bit what its own pass gives), with its per-channel sums taken
 over the source's values regrouped into its channels when the last dimension differs
-(:class:`~tfquant.calibration.observe.ChannelSums`; 45 of the zoo ViT's 232 tensors). Outputs are never overwritten by an
-in-place kernel or reused by the memory planner, so each batch's values are read as zero-copy views right after ``invoke()`` and folded into
-:class:`~tfquant.calibration.statistics.TensorStatistics` by the statistics pass
-(:func:`tfquant.calibration.observe.statistics_pass`, which the simulation and QAT's range
-initialisation run over Keras models); nothing of size N is kept. (The
+(:class:`~tfquant.calibration.observe.ChannelSums`; 45 of the zoo ViT's 232 tensors).
+
+A tap runs right after the tensor's producer, before any op that could overwrite it in
+place; outputs are never overwritten by an in-place kernel or reused by the memory planner,
+so they are read as zero-copy views right after ``invoke()``. Either way each batch's values
+are folded into :class:`~tfquant.calibration.statistics.TensorStatistics` at once (on the
+output path by :func:`tfquant.calibration.observe.statistics_pass`, which the simulation and
+QAT's range initialisation run over Keras models); nothing of size N is kept. (The
 alternative, ``experimental_preserve_all_tensors``, keeps every tensor alive and made the
 pass ~30% slower on the zoo ResNet.)
 """
@@ -41,6 +52,7 @@ from tfquant.calibration.statistics import DEFAULT_EMA_CONSTANT, TensorStatistic
 from tfquant.errors import TfquantError
 from tfquant.progress import progress
 from tfquant.qtypes import Runtime
+from tfquant.tflite import flatbuffer, runtime_statistics
 from tfquant.tflite.flatbuffer import value_rearrangements, with_outputs
 from tfquant.tflite.interpreter import make_interpreter
 
@@ -57,6 +69,9 @@ class CalibrationStatistics:
       batch_size: examples per interpreter invocation (the moving average's batch).
       ema_constant: c of the moving-average min/max.
       seconds: wall time of the pass.
+      gathered_in: ``"taps"`` (read inside LiteRT where each tensor is produced,
+        :mod:`tfquant.tflite.runtime_statistics`) or ``"outputs"`` (the tensors made model
+        outputs and read after each ``invoke()``).
     """
 
     tensors: Mapping[str, TensorStatistics]
@@ -64,6 +79,7 @@ class CalibrationStatistics:
     batch_size: int
     ema_constant: float
     seconds: float
+    gathered_in: str = "outputs"
 
 
 def _batches(
@@ -89,6 +105,55 @@ def _batches(
         interpreter.set_tensor(input_index, batch)
         interpreter.invoke()
         yield [interpreter.tensor(index)() for index in indices]
+
+
+def _check_inputs(count: int) -> None:
+    if count != 1:
+        raise TfquantError(
+            f"the model has {count} inputs; calibration feeds exactly one, so calibrate a "
+            "single-input model"
+        )
+
+
+def _statistics(
+    tensors: Mapping[int, str], gathered: list[int], copies: Mapping[int, tuple[int, int | None]],
+    ema_constant: float, num_bins: int,
+) -> tuple[dict[int, TensorStatistics], dict[tuple[int, int], ChannelSums]]:
+    """Empty statistics of the gathered tensors, and the regrouped channel sums of copies."""
+    stats = {index: TensorStatistics.empty(tensors[index], num_bins=num_bins) for index in gathered}
+    regrouped = {(source, c): ChannelSums(c) for source, c in copies.values() if c is not None}
+    return stats, regrouped
+
+
+def _observers(
+    stats: Mapping[int, TensorStatistics], regrouped: Mapping[tuple[int, int], ChannelSums], ema_constant: float
+) -> list[Observer]:
+    """One observer per gathered tensor (its statistics, plus the channel sums of its copies)."""
+    observers: list[Observer] = []
+    for index, s in stats.items():
+        observe = functools.partial(s.update, ema_constant=ema_constant)
+        extra = [o for (source, _), o in regrouped.items() if source == index]
+        observers.append(fan_out(observe, *extra) if extra else observe)
+    return observers
+
+
+def _tapped_pass(
+    float_tflite: Any, data: np.ndarray, batch_size: int, num_threads: int, gathered: list[int],
+    stats: Mapping[int, TensorStatistics], regrouped: Mapping[tuple[int, int], ChannelSums],
+    ema_constant: float,
+) -> None:
+    """The pass with every gathered tensor read by a tap inside LiteRT (no output copies).
+
+    Raises:
+      runtime_statistics.LiteRtError: LiteRT refused the tapped model or a batch shape
+        (the caller then takes the output path, whose errors name the problem).
+    """
+    observers = _observers(stats, regrouped, ema_constant)
+    with runtime_statistics.TappedModel(float_tflite, gathered, observers, num_threads=num_threads) as model:
+        _check_inputs(model.num_inputs)
+        starts = range(0, len(data), batch_size)
+        for begin in progress(starts, desc=f"statistics pass ({len(data)} examples)", unit="batch"):
+            model.run(data[begin : begin + batch_size])
 
 
 def collect_statistics(
@@ -119,26 +184,26 @@ def collect_statistics(
     if len(data) == 0:
         raise TfquantError("the calibration set is empty; pass at least one example")
     start = time.perf_counter()
-    copies = value_rearrangements(float_tflite, sorted(tensors))
+    model = flatbuffer.read(float_tflite)  # read once: the taps are added to this copy
+    copies = value_rearrangements(model, sorted(tensors))
     gathered = sorted(i for i in tensors if i not in copies)
-    interpreter = make_interpreter(
-        with_outputs(float_tflite, gathered), runtime=Runtime.BUILTIN, num_threads=num_threads
-    )
-    inputs = interpreter.get_input_details()
-    if len(inputs) != 1:
-        raise TfquantError(
-            f"the model has {len(inputs)} inputs; calibration feeds exactly one, so calibrate a "
-            "single-input model"
+    where = "outputs"
+    if runtime_statistics.available() is None:
+        try:
+            stats, regrouped = _statistics(tensors, gathered, copies, ema_constant, num_bins)
+            _tapped_pass(model, data, batch_size, num_threads, gathered, stats, regrouped, ema_constant)
+            where = "taps"
+        except runtime_statistics.LiteRtError:
+            pass  # LiteRT refused the tapped model: the output path below (its own errors)
+    if where == "outputs":
+        stats, regrouped = _statistics(tensors, gathered, copies, ema_constant, num_bins)
+        interpreter = make_interpreter(
+            with_outputs(float_tflite, gathered), runtime=Runtime.BUILTIN, num_threads=num_threads
         )
-    stats = {index: TensorStatistics.empty(tensors[index], num_bins=num_bins) for index in gathered}
-    regrouped = {(source, c): ChannelSums(c) for source, c in copies.values() if c is not None}
-    observers: list[Observer] = []
-    for index, s in stats.items():
-        observe = functools.partial(s.update, ema_constant=ema_constant)
-        extra = [o for (source, _), o in regrouped.items() if source == index]
-        observers.append(fan_out(observe, *extra) if extra else observe)
-    statistics_pass(_batches(interpreter, data, batch_size, gathered), observers)
-    del interpreter
+        _check_inputs(len(interpreter.get_input_details()))
+        observers = _observers(stats, regrouped, ema_constant)
+        statistics_pass(_batches(interpreter, data, batch_size, gathered), observers)
+        del interpreter
     for index, (source, c) in copies.items():  # the same values: the same statistics
         stats[index] = dataclasses.replace(copy.deepcopy(stats[source]), name=tensors[index])
         if c is not None:  # ... grouped into other channels
@@ -151,4 +216,5 @@ def collect_statistics(
         batch_size=batch_size,
         ema_constant=ema_constant,
         seconds=time.perf_counter() - start,
+        gathered_in=where,
     )

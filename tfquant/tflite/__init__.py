@@ -15,6 +15,8 @@ this package). Modules:
 * ``converter``        -- the one ``TFLiteConverter`` call (options, captured output, one-line
                           errors) and the converter's quantize-only step.
 * ``runtime_check``    -- does an int16x8 model run in the installed LiteRT (child process)?
+* ``runtime_statistics`` -- taps: tensors read inside LiteRT's CompiledModel where they are
+                          produced (LiteRT's C API via ctypes), for the statistics pass.
 * ``tfmot_internals``  -- the tfmot internals QAT's custom scheme needs, re-exported.
 * ``keras_internals``  -- the ``tf_keras.src`` functions tfquant needs, one function each.
 
