@@ -111,6 +111,11 @@ _KNOWN_FIXES = (
         "size is unknown: rebuild it with a fixed batch, e.g. i = keras.Input(shape, "
         "batch_size=1, dtype=...); keras.Model(i, model(i)).save(...), and convert that",
     ),
+    (
+        re.compile(r"Got value of type FLOAT\d* but expected type U?INT\d+ for input"),
+        "the model's input is integer (e.g. token ids) and calibration feeds float inputs, so "
+        "int8 / int16x8 cannot calibrate it; use --mode dynamic (int8 weights) or fp16",
+    ),
 )
 """Converter failures with a known cause: (pattern of the key line, the fix to print)."""
 
