@@ -103,7 +103,8 @@ def quantize(
       model: a path (.keras, .h5, SavedModel dir), ``zoo:NAME`` or a Keras model.
       mode: ``fp32``, ``fp16``, ``dynamic``, ``int8`` or ``int16x8``.
       calibration_data: a dataset spec (``npz:PATH``, ``folder:PATH``, ``tfds:NAME``,
-        ``fashion_mnist``) or an array of images in [0, 1] (NHWC); needed by int8 / int16x8.
+        ``fashion_mnist``) or an array of the model's inputs (images in [0, 1], NHWC, or any
+        (N, ...) float array for a non-image model); needed by int8 / int16x8.
         No labels needed.
       out: write ``out`` (.tflite) and ``out`` with ``.recipe.json`` beside it, atomically.
       num_calibration_examples: calibration set size; None: 1000, or every example when
@@ -239,9 +240,10 @@ def _calibration_images(
         )
         return x, source
     x = np.asarray(source, dtype=np.float32)
-    if x.ndim != 4 or len(x) == 0:
+    if x.ndim < 2 or len(x) == 0:
         raise TfquantError(
-            f"calibration_data array has shape {x.shape}; pass images (N, H, W, C) with N >= 1"
+            f"calibration_data array has shape {x.shape}; pass the model's inputs, one per row "
+            "((N, H, W, C) images, or (N, ...) for other inputs) with N >= 1"
         )
     if requested is not None:
         if requested > len(x):

@@ -209,7 +209,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_qat(args: argparse.Namespace) -> int:
     """Quantization-aware fine-tuning (tfmot), then int8 export and a fidelity check."""
-    from tfquant import data
+    from tfquant import api, data
     from tfquant import qat
     from tfquant.convert.metadata import QAT_METADATA_NAME, embed_bytes
     from tfquant.io_utils import write_bytes_atomic, write_text_atomic
@@ -221,15 +221,26 @@ def cmd_qat(args: argparse.Namespace) -> int:
     model = _load_model(args.model, args.custom_objects)
     contract = _input_contract(args)
     zoo_name = args.model[len(ZOO_PREFIX):] if args.model.startswith(ZOO_PREFIX) else None
-    options = dict(data_dir=args.data_dir, image_size=args.image_size, normalization=contract)
+    hw = api._keras_input_hw(model)  # noqa: SLF001
+
+    def options(spec: str) -> dict:
+        # As in convert / evaluate: images decoded from files are resized to the model's input.
+        size = args.image_size or api._decoded_image_size(spec, hw)  # noqa: SLF001
+        return dict(data_dir=args.data_dir, image_size=size, normalization=contract)
+
     x_cal = data.calibration_set(
-        args.calibration_data, args.num_calibration_examples, seed=args.calibration_seed, **options
+        args.calibration_data, args.num_calibration_examples, seed=args.calibration_seed,
+        **options(args.calibration_data),
     )
     _calibration_note(args.calibration_data, len(x_cal), args.num_calibration_examples)
-    x_train, y_train, _ = data.load_numpy(args.train_data, "train", limit=args.limit_train, **options)
+    x_train, y_train, _ = data.load_numpy(
+        args.train_data, "train", limit=args.limit_train, **options(args.train_data)
+    )
     x_test = y_test = None
     if args.eval_data:
-        x_test, y_test, _ = data.load_numpy(args.eval_data, "test", limit=args.limit_eval, **options)
+        x_test, y_test, _ = data.load_numpy(
+            args.eval_data, "test", limit=args.limit_eval, **options(args.eval_data)
+        )
     outcome = qat.run_qat(
         model, x_train, y_train, x_cal,
         weight_bits=args.weight_bits, weight_granularity=args.weight_granularity,

@@ -63,7 +63,7 @@ def test_load_pipeline_from_npz(tmp_path: Path) -> None:
         ({"inputs": _x(2), "labels": np.arange(2)}, "needs 'x_test' and 'y_test' or 'x' and 'y'"),
         ({"x": _x(2)}, "has 'x' but no labels 'y'"),
         ({"x_test": _x(2), "x": _x(2), "y": np.arange(2)}, "has 'x_test' but no labels 'y_test'"),
-        ({"x": _x(2)[..., 0], "y": np.arange(2)}, "expected 4-D NHWC"),
+        ({"x": np.zeros(2, np.float32), "y": np.arange(2)}, "expected one model input per row"),
         ({"x": (_x(2) * 255).astype(np.uint8), "y": np.arange(2)}, "expected preprocessed float32"),
         ({"x": _x(3), "y": np.arange(2)}, "x has 3 examples but y has 2"),
         ({"x": _x(2), "y": np.array([0.0, 1.0])}, "expected integer class labels"),

@@ -42,11 +42,14 @@ def test_scalar_input() -> None:
         predict(model, np.zeros(3, np.float32))
 
 
-def test_integer_non_quantized_input() -> None:
+def test_integer_non_quantized_input_gets_rounded_ids_and_integer_output_is_refused() -> None:
     import tensorflow as tf
 
     model = _from_function(lambda t: tf.cast(t, tf.float32) * 2.0, tf.TensorSpec([None, 3], tf.int32))
-    with pytest.raises(TfquantError, match=r"input .* has dtype int32.*float32/float16 and quantized int8/uint8/int16"):
+    ids = np.array([[1.0, 2.2, 2.8], [0.0, 5.0, 7.0]], np.float32)  # token ids stored as floats
+    np.testing.assert_array_equal(predict(model, ids), 2.0 * np.rint(ids))
+    model = _from_function(lambda t: tf.cast(t * 2.0, tf.int32), tf.TensorSpec([None, 3], tf.float32))
+    with pytest.raises(TfquantError, match=r"output .* has dtype int32.*float32/float16, quantized int8/uint8/int16"):
         predict(model, np.zeros((2, 3), np.float32))
 
 

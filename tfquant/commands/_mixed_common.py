@@ -30,6 +30,7 @@ def load_inputs(args: argparse.Namespace) -> dict[str, Any]:
 
     contract = api.input_contract(preprocess=args.preprocess, input_mean=args.input_mean, input_std=args.input_std)
     model = api.load_model(args.model, custom_objects=args.custom_objects)
+    _check_classifier(args.model, model)
     image_size = args.image_size
     hw = api._keras_input_hw(model)  # noqa: SLF001
     cal_size = image_size or api._decoded_image_size(args.calibration_data, hw)  # noqa: SLF001
@@ -41,3 +42,17 @@ def load_inputs(args: argparse.Namespace) -> dict[str, Any]:
     if len(x_eval) < 2:
         raise TfquantError(f"--eval_data {args.eval_data!r} has {len(x_eval)} test example(s); pass at least 2")
     return {"model": model, "x_cal": x_cal, "x_eval": x_eval, "y_eval": y_eval, "input": contract}
+
+
+def _check_classifier(name: str, model: Any) -> None:
+    """Refuses, before the statistics pass, a model whose top-1 cannot be measured: not one
+    output of class scores (batch, K >= 2), e.g. two heads, an image or a regression value."""
+    outs = list(getattr(model, "outputs", None) or [])
+    shape = tuple(outs[0].shape) if len(outs) == 1 else ()
+    if len(outs) != 1 or len(shape) != 2 or shape[1] is None or shape[1] < 2:
+        shapes = ", ".join(str(tuple(o.shape)) for o in outs)
+        raise TfquantError(
+            f"model {name!r} has {len(outs)} output(s) {shapes}; sensitivity and autoquant rank by "
+            "top-1 accuracy, which needs one output of class scores (batch, num_classes): quantize "
+            "this model with tfquant convert instead"
+        )

@@ -19,5 +19,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from tfquant.report import PARETO_DIR, build_report
 
     out = build_report(args.run_dir)
-    print(f"report: {out} (Pareto plots in {out.parent / PARETO_DIR}/)")
+    pareto = out.parent / PARETO_DIR
+    # A folder with no interpreter-measured variants gets no plots: do not point at them.
+    where = f" (Pareto plots in {pareto}/)" if pareto.is_dir() and any(pareto.glob("*.png")) else ""
+    print(f"report: {out}{where}")
     return 0

@@ -8,7 +8,8 @@ A dataset is named by a spec string (``--dataset`` / ``--calibration_data`` on t
 * ``tfds:NAME[/CONFIG][:VERSION]`` - a TensorFlow Datasets classification dataset that is
   already prepared (``data_dir`` is then the TFDS data dir); nothing is downloaded. Split
   ``test`` reads ``validation`` for datasets without a test split (e.g. ``imagenet2012``).
-* ``npz:PATH`` - arrays ``x`` (float32 NHWC in [0, 1]) and ``y`` (integer labels), or
+* ``npz:PATH`` - arrays ``x`` (float32 NHWC in [0, 1], or any float (N, ...) array that a
+  non-image model takes) and ``y`` (integer labels), or
   ``x_<split>`` / ``y_<split>`` per split; ``x`` alone serves calibration.
 * ``folder:PATH`` - images in ``PATH/<split>/<class>/*`` or ``PATH/<class>/*``; a folder of
   images with no class folders serves calibration.
@@ -324,6 +325,11 @@ def _finish(
     normalization: Normalization | None,
 ) -> np.ndarray:
     """Resizes and normalises in-memory inputs, then checks they are finite."""
+    if image_size is not None and x.ndim != 4:
+        raise TfquantError(
+            f"{spec} split {source.split!r} holds inputs of shape {tuple(x.shape[1:])}, not "
+            "(H, W, C) images, so they cannot be resized; leave out image_size (--image_size)"
+        )
     x = resize_np(x, image_size)
     if normalization is not None:
         x = normalization.apply_np(x)

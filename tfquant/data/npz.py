@@ -1,13 +1,16 @@
 """Preprocessed arrays from an .npz file (``npz:PATH``).
 
-Layout: arrays ``x`` (float NHWC images scaled to [0, 1]; the input contract, if any, is
+Layout: arrays ``x`` (the model's input, one row per example: float NHWC images scaled to
+[0, 1], or any float ``(N, ...)`` array for a model whose input is not an image, e.g. ``(N,
+20)`` tabular features or ``(N, 128, 40)`` spectrograms; the input contract, if any, is
 applied on top) and ``y`` (integer class labels) serve every split; ``x_<split>`` /
 ``y_<split>`` (e.g. ``x_train``, ``y_test``) take precedence for that split. Write one with::
 
     np.savez("data.npz", x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
 
 Labels are optional where none are needed: calibration reads an npz holding only ``x``
-(``labels_required=False``); evaluation and training need ``y`` and say so.
+(``labels_required=False``) and ignores any ``y`` (so a regression target of float values
+does not stop it); evaluation and training need integer ``y`` and say so.
 
 The number of classes is ``1 + max label`` over every ``y*`` array in the file, so all
 splits agree on it.
@@ -32,7 +35,7 @@ class NpzSplit:
     """One validated split of an .npz file.
 
     Attributes:
-      x: float32 (N, H, W, C).
+      x: float32 (N, ...): NHWC images, or a non-image model's input.
       y: int64 (N,), or None for an unlabelled file read with ``labels_required=False``.
       num_classes: ``1 + max label`` over all label arrays in the file (0 without labels).
     """
@@ -50,12 +53,12 @@ def load_npz(
     Args:
       path: the .npz file.
       split: ``train``, ``test``, ...: ``x_<split>`` if present, else ``x``.
-      labels_required: False accepts a file without labels (calibration): ``y`` is then
-        None when the file holds no label array for the split.
+      labels_required: False (calibration) reads ``x`` only: ``y`` is then None, whatever
+        label arrays the file holds.
 
     Raises:
-      TfquantError: the file is missing or unreadable, a key is missing, ``x`` is not 4-D
-        float, ``x`` and ``y`` differ in length, ``y`` is not 1-D non-negative integers, or
+      TfquantError: the file is missing or unreadable, a key is missing, ``x`` is not float
+        of rank >= 2, ``x`` and ``y`` differ in length, ``y`` is not 1-D non-negative integers, or
         ``x`` holds NaN/Inf.
     """
     p = Path(path)
@@ -66,6 +69,8 @@ def load_npz(
         with np.load(p, allow_pickle=False) as f:
             keys = sorted(f.files)
             x_key, y_key = _keys_for(keys, split, where, labels_required=labels_required)
+            if not labels_required:
+                y_key = None  # calibration needs no labels: do not read or check them
             x = f[x_key]
             y = f[y_key] if y_key is not None else None
             labels = [f[k] for k in keys if k == "y" or k.startswith("y_")]
@@ -127,10 +132,10 @@ def _keys_for(
 
 
 def _check_x(x: np.ndarray, where: str) -> np.ndarray:
-    if x.ndim != 4:
+    if x.ndim < 2:
         raise TfquantError(
-            f"{where}: x has shape {x.shape}, expected 4-D NHWC (N, H, W, C); "
-            "add a channel axis with x[..., None] for grayscale images"
+            f"{where}: x has shape {x.shape}, expected one model input per row: (N, H, W, C) "
+            "images, or (N, ...) for other inputs; use x.reshape(N, 1) for one feature per example"
         )
     if x.dtype.kind != "f":
         raise TfquantError(

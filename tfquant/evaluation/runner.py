@@ -27,6 +27,8 @@ from tfquant.tflite.interpreter import tensor_shape
 
 _QUANTIZED_BITS = {np.dtype(np.int8): 8, np.dtype(np.uint8): 8, np.dtype(np.int16): 16}
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
+# Unquantized integer inputs (token ids of a text model): fed the float examples rounded.
+_INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,11 +71,11 @@ class TensorIO:
                 scale=scales.reshape(()), zero_point=(zero_points - offset).reshape(()),
                 bits=_QUANTIZED_BITS[dtype],
             )
-        elif dtype not in _FLOAT_DTYPES:
+        elif dtype not in _FLOAT_DTYPES and not (role == "input" and dtype in _INDEX_DTYPES):
             raise TfquantError(
                 f"{role} {details['name']!r} of {label} has dtype {dtype.name}; the evaluator "
-                "handles float32/float16 and quantized int8/uint8/int16 tensors: re-export the "
-                "model with one of those I/O types"
+                "handles float32/float16, quantized int8/uint8/int16 and (inputs) int32/int64 "
+                "index tensors: re-export the model with one of those I/O types"
             )
         return cls(
             index=int(details["index"]), name=str(details["name"]), dtype=dtype,
@@ -83,6 +85,8 @@ class TensorIO:
     def to_tensor(self, x: np.ndarray) -> np.ndarray:
         """Float examples -> what the tensor stores (cast, or quantized with Δ and z)."""
         if self.params is None:
+            if self.dtype in _INDEX_DTYPES and x.dtype != self.dtype:
+                return np.rint(x).astype(self.dtype)  # token ids stored as floats
             return x if x.dtype == self.dtype else x.astype(self.dtype)
         q = quantize(x, self.params)
         if self.offset:

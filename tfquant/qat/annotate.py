@@ -265,6 +265,10 @@ def _why_unsupported(
         if spec.is_tfmot_default:
             return None
         return "tfmot's separable-conv transform ignores bit widths and granularity"
+    if registry.rescaling_has_offset(layer):
+        return ("Rescaling with an offset runs as MUL + ADD with no range between them; state the "
+                "offset as the input contract (--input_mean / --input_std) and keep Rescaling(scale) "
+                "only, or quantize without training (tfquant convert)")
     if base.supports(layer) or ours.supports(layer):
         return None
     if cls is L.Activation:

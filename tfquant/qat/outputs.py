@@ -22,6 +22,8 @@ from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 import numpy as np
 import tf_keras as keras
 
+from tfquant.errors import TfquantError
+
 PROBE_EXAMPLES = 32
 DEFAULT_TOLERANCE = 0.02
 
@@ -73,3 +75,27 @@ def outputs_probabilities(
     if p.ndim != 2 or p.shape[1] < 2:
         return False
     return bool(p.min() >= -tolerance and np.all(np.abs(p.sum(axis=1) - 1.0) <= tolerance))
+
+
+def check_classifier(model: keras.Model) -> None:
+    """Raises TfquantError unless ``model`` has one output of shape (batch, K), K >= 2.
+
+    QAT fine-tunes with cross-entropy on integer class labels, which needs exactly that; a
+    second output (e.g. a box head), an image output (an autoencoder) or a single regression
+    value would otherwise fail deep inside training or be trained against the wrong loss.
+    """
+    outs = list(getattr(model, "outputs", None) or [])
+    name = getattr(model, "name", "the model")
+    fix = ("quantize it without training instead (tfquant convert / sensitivity), or fine-tune a "
+           "single-output classifier")
+    if len(outs) != 1:
+        raise TfquantError(
+            f"model {name!r} has {len(outs)} outputs; QAT fine-tunes a classifier with one "
+            f"output (class scores, cross-entropy on integer labels): {fix}"
+        )
+    shape = tuple(outs[0].shape)
+    if len(shape) != 2 or shape[1] is None or shape[1] < 2:
+        raise TfquantError(
+            f"model {name!r} outputs shape {shape}, not (batch, num_classes); QAT fine-tunes a "
+            f"classifier with cross-entropy on integer labels: {fix}"
+        )

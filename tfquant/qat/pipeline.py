@@ -357,6 +357,7 @@ def run_qat(
         raise TfquantError("x_eval and y_eval go together; pass both or neither")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise TfquantError(f"epochs must be a positive integer, got {epochs!r}; e.g. 2")
+    outputs.check_classifier(model)
     orig = original_training(learning_rate, original, model_path, batch_size)
     plan = None
     if bit_budget is not None:

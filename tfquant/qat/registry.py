@@ -10,7 +10,9 @@ DepthwiseConv2D             :class:`WeightLayerConfig`, per-channel over C·M ch
 Dense, Conv2DTranspose      :class:`WeightLayerConfig`, per-tensor kernel always
 ReLU, LeakyReLU, Add,       :class:`OutputConfig`
 Concatenate, UpSampling2D,
-average pooling
+average pooling,
+Rescaling (no offset),
+Normalization
 **Multiply** (SE gates)     :class:`OutputConfig` (not in tfmot's registry)
 **TF-op layers**            :class:`OutputConfig`, or :class:`PassThroughConfig` for
                             reshape / transpose / squeeze / expand_dims / identity
@@ -39,6 +41,7 @@ from typing import Callable
 
 from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 
+import numpy as np
 import tf_keras as keras
 import tensorflow_model_optimization as tfmot
 from tfquant.tflite.tfmot_internals import (
@@ -74,6 +77,8 @@ _OUTPUT_LAYERS: frozenset[type] = frozenset(
         L.GlobalAveragePooling1D,
         L.GlobalAveragePooling2D,
         L.GlobalAveragePooling3D,
+        L.Rescaling,  # x·scale, no offset (see rescaling_has_offset)
+        L.Normalization,  # (x - mean) / sqrt(var) at the input (EfficientNet)
     }
 )
 PASS_THROUGH_LAYERS: frozenset[type] = frozenset(
@@ -106,6 +111,13 @@ TRANSFORMED_LAYERS: frozenset[type] = frozenset(
 )
 
 _EXTRA_FACTORIES: dict[type, ConfigFactory] = {}
+
+
+def rescaling_has_offset(layer: keras.layers.Layer) -> bool:
+    """A ``Rescaling`` with a non-zero offset: it runs as MUL then ADD, and no output fake
+    quant reaches the tensor between them, so its int8 export would keep both in float."""
+    offset = getattr(layer, "offset", 0.0)
+    return type(layer) is L.Rescaling and bool(np.any(np.asarray(offset, np.float64) != 0.0))
 
 
 def register_layer_config(layer_class: type, factory: ConfigFactory) -> None:
@@ -146,6 +158,8 @@ class QatRegistry(quantize_registry.QuantizeRegistry):
         cls = type(layer)
         if cls is L.Activation:
             return configs.supports_activation_layer(layer)
+        if rescaling_has_offset(layer):
+            return False
         return (
             cls in _EXTRA_FACTORIES
             or cls in _WEIGHT_LAYERS

@@ -104,6 +104,27 @@ def key_message(error: BaseException, log: str) -> str:
     return " ".join(first.split())[:300]
 
 
+_KNOWN_FIXES = (
+    (
+        re.compile(r"TensorList\w*'? op requires element_shape to be static"),
+        "the model has a recurrent layer (GRU / LSTM / SimpleRNN) over an input whose batch "
+        "size is unknown: rebuild it with a fixed batch, e.g. i = keras.Input(shape, "
+        "batch_size=1, dtype=...); keras.Model(i, model(i)).save(...), and convert that",
+    ),
+    (
+        re.compile(r"Got value of type FLOAT\d* but expected type U?INT\d+ for input"),
+        "the model's input is integer (e.g. token ids) and calibration feeds float inputs, so "
+        "int8 / int16x8 cannot calibrate it; use --mode dynamic (int8 weights) or fp16",
+    ),
+)
+"""Converter failures with a known cause: (pattern of the key line, the fix to print)."""
+
+
+def _fix_for(key: str, hint: str) -> str:
+    """The fix for a known converter failure, else the caller's generic ``hint``."""
+    return next((fix for pattern, fix in _KNOWN_FIXES if pattern.search(key)), hint)
+
+
 def run_captured(call: Callable[[], Any], *, failure: str, hint: str) -> Any:
     """Runs ``call()`` with the converter's output captured; a failure is one TfquantError.
 
@@ -123,7 +144,8 @@ def run_captured(call: Callable[[], Any], *, failure: str, hint: str) -> Any:
         except Exception as e:  # ConverterError, RuntimeError, ValueError ...
             error = e
     if error is not None:
-        raise TfquantError(f"{failure}: {key_message(error, ''.join(log))}; {hint}") from None
+        key = key_message(error, "".join(log))
+        raise TfquantError(f"{failure}: {key}; {_fix_for(key, hint)}") from None
     return result
 
 
