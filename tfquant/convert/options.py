@@ -67,6 +67,8 @@ def run_converter(
     int8 and int16x8 only.
     """
     model = source.keras_model
+    if recipe.mode.needs_calibration and model is not None:
+        _refuse_looped_recurrent_layers(model, recipe.mode)
     if recipe.mode is Mode.INT16X8 and model is not None:
         # Exact in float: LayerNormalization (LiteRT has no int16 SQUARED_DIFFERENCE kernel)
         # and hard-swish (the converter cannot quantize the fused HARD_SWISH to 16x8) are
@@ -80,6 +82,35 @@ def run_converter(
         failure=f"TFLite converter failed for mode {recipe.mode}",
         hint=HINTS[recipe.mode],
     )
+
+
+def looped_recurrent_layers(model: Any) -> list[str]:
+    """Names of ``model``'s recurrent layers that convert to a WHILE loop: every
+    ``keras.layers.RNN`` (GRU, SimpleRNN, RNN over any cell, also inside Bidirectional) that
+    is not unrolled, except LSTM (the converter fuses it into UNIDIRECTIONAL_SEQUENCE_LSTM)."""
+    import tf_keras as keras
+
+    found = []
+    for layer in model.submodules:
+        if (isinstance(layer, keras.layers.RNN) and not isinstance(layer, keras.layers.LSTM)
+                and not getattr(layer, "unroll", False)):
+            found.append(layer.name)
+    return found
+
+
+def _refuse_looped_recurrent_layers(model: Any, mode: Mode) -> None:
+    """TensorFlow 2.21's calibrator (``tf.lite`` ``_feed_tensors``) crashes the process with a
+    segmentation fault on a WHILE loop from a GRU / SimpleRNN layer (measured: GRU, SimpleRNN
+    and Bidirectional(GRU) with a fixed batch, int8 and int16x8; LSTM and ``unroll=True``
+    convert), so such a model is refused before the converter runs."""
+    names = looped_recurrent_layers(model)
+    if names:
+        shown = ", ".join(repr(n) for n in names[:3]) + (" ..." if len(names) > 3 else "")
+        raise TfquantError(
+            f"mode {mode} cannot calibrate recurrent layer(s) {shown}: they convert to a WHILE "
+            "loop, on which TensorFlow's calibrator crashes; rebuild them with unroll=True "
+            "(or use LSTM), or use --mode dynamic or fp16"
+        )
 
 
 def check_int16x8_runs(tflite: bytes) -> None:
