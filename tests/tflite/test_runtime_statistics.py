@@ -21,7 +21,13 @@ from tfquant.tflite import flatbuffer
 from tfquant.tflite import runtime_statistics as rs
 from tfquant.tflite.interpreter import make_interpreter
 
-pytestmark = pytest.mark.skipif(rs.available() is not None, reason=f"taps unavailable: {rs.available()}")
+pytestmark = pytest.mark.skipif(not rs.ENABLED, reason="TFQUANT_TAPS=0: the taps are switched off on purpose")
+
+
+def test_the_pinned_litert_ships_the_c_api_the_taps_use() -> None:
+    """ai-edge-litert 2.3.0 is pinned and carries libLiteRt.so: if the taps cannot load, that is
+    a defect to see here (the pass would silently fall back to the slower output path)."""
+    assert rs.available() is None, rs.available()
 
 
 def _activations(tflite: bytes) -> dict[int, str]:
