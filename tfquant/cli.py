@@ -74,6 +74,13 @@ def _floats_list(text: str) -> tuple[float, ...]:
     return values
 
 
+def _names_list(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected layer names separated by commas (e.g. ln_1,ln_2), got {text!r}")
+    return names
+
+
 def _add_out_data_input_flags(p: argparse.ArgumentParser, *, sidecar: str, func: Any) -> None:
     """--out OUT.tflite (OUT.<sidecar>.json beside it), the data and input-contract flags, and
     the command's function."""
@@ -250,6 +257,7 @@ def cmd_qat(args: argparse.Namespace) -> int:
         original=DEFAULT_CONFIGS.get(zoo_name) if zoo_name else None,
         model_path=None if zoo_name else args.model,
         bit_budget=args.bit_budget, bit_allocation=args.bit_allocation,
+        skip_layers=args.skip_layers,
     )
     record = outcome.record.replace(
         model=args.model, train_data=args.train_data, eval_data=args.eval_data,
@@ -397,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--num_calibration_examples", type=_positive_int, default=None,
                    help="calibration set size (default: 1000, or all examples when the source has fewer)")
     q.add_argument("--calibration_seed", type=int, default=0)
+    q.add_argument("--skip_layers", type=_names_list, default=(), metavar="NAME[,NAME...]",
+                   help="Keras layers to leave unquantized (they run in float in the .tflite), e.g. "
+                        "the LayerNormalization / Conv1D / custom layers QAT refuses")
     q.add_argument("--seed", type=int, default=0, help="makes the run repeatable")
     q.add_argument("--limit_train", type=_positive_int, default=None, help="only the first N training examples")
     q.add_argument("--eval_data", default=None, help="DATASET whose test split checks QAT-Keras vs .tflite agreement")

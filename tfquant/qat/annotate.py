@@ -178,6 +178,11 @@ def float_kernels(qat_model: Any) -> list[str]:
     return out
 
 
+def skip_hint(names: Sequence[str]) -> str:
+    """How to leave ``names`` unquantized, in the Python API and on the command line."""
+    return f"skip_layers={list(names)!r} (qat --skip_layers {','.join(names)})"
+
+
 def _float_kernel_error(model: keras.Model, names: list[str]) -> TfquantError:
     shown = ", ".join(repr(n) for n in names[:_MAX_NAMED])
     more = f" and {len(names) - _MAX_NAMED} more" if len(names) > _MAX_NAMED else ""
@@ -186,7 +191,7 @@ def _float_kernel_error(model: keras.Model, names: list[str]) -> TfquantError:
         f"weight fake quant: {shown}{more}; tfmot's layout transforms gave them a no-op "
         "config. Give the layer class a config with tfquant.qat.register_layer_config, "
         "insert the activation into the layer (activation='relu') instead of a separate "
-        f"layer, or leave them unquantized on purpose with skip_layers={names!r}"
+        f"layer, or leave them unquantized on purpose with {skip_hint(names)}"
     )
 
 
@@ -287,7 +292,7 @@ def _unsupported_error(
     return TfquantError(
         f"cannot quantize {len(bad)} layer(s) of model {model.name!r}: {named}{more}; give "
         "each class a config with tfquant.qat.register_layer_config, replace it with "
-        f"supported layers, or leave it unquantized with skip_layers={skip!r}"
+        f"supported layers, or leave it unquantized with {skip_hint(skip)}"
     )
 
 
@@ -305,13 +310,13 @@ def _tfmot_error(e: Exception, model: keras.Model) -> TfquantError:
         return TfquantError(
             f"tfmot cannot quantize layer {name!r} ({cls}) of model {model.name!r}; give the "
             "class a config with tfquant.qat.register_layer_config or leave it "
-            f"unquantized with skip_layers=[{name!r}]"
+            f"unquantized with {skip_hint([name])}"
         )
     return TfquantError(
         f"tfmot could not quantize model {model.name!r} ({type(e).__name__}: {text[:200]}); "
         "tfmot rebuilds the model from its config, so register custom layers "
         "(keras.utils.register_keras_serializable or keras.utils.custom_object_scope), or "
-        "leave the layer it names unquantized with skip_layers=[...]"
+        "leave the layer it names unquantized with skip_layers=[...] (qat --skip_layers NAME)"
     )
 
 

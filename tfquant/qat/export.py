@@ -131,7 +131,8 @@ def export_tflite(qat_model: keras.Model, *, allow_float_ops: bool = False) -> b
         keras_model=qat_model,
         options=ConverterOptions(optimize=True),
         failure=f"TFLite converter failed on QAT model {qat_model.name!r}",
-        hint="replace the op in the model or leave its layer unquantized with skip_layers=[...]",
+        hint="replace the op in the model or leave its layer unquantized with skip_layers=[...] "
+             "(qat --skip_layers NAME)",
     )
     if not allow_float_ops:
         floats = float_ops(tflite)

@@ -34,7 +34,7 @@ import dataclasses
 import os
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 
@@ -161,6 +161,7 @@ def train_qat(
     checkpoint_dir: "str | os.PathLike[str] | None" = None,
     verbose: bool = True,
     prepare: "Callable[[keras.Model, bool], list[keras.callbacks.Callback]] | None" = None,
+    skip_layers: Sequence[str] = (),
 ) -> TrainedQat:
     """Quantize, check, fine-tune and (optionally) re-estimate BN: the training half of QAT.
 
@@ -179,6 +180,8 @@ def train_qat(
 
     ``prepare(qat_model, from_logits)``, when given, runs after step 3 and returns extra
     fine-tuning callbacks (per-layer bit widths: :mod:`tfquant.qat.bit_allocation`).
+    ``skip_layers``: names of layers left unquantized (they stay float in the QAT model and
+    in the export).
 
     Raises:
       TfquantError: a BN fold the schedule's ``bn_correction`` contradicts, the errors of
@@ -194,10 +197,11 @@ def train_qat(
     if fold is BnFold.TFMOT:  # validates the calibration data against the model
         qat_model = quantize_for_training(
             model, weight_bits=spec.weight_bits, activation_bits=spec.activation_bits,
-            weight_granularity=spec.weight_granularity, calibration_data=x_calibration)
+            weight_granularity=spec.weight_granularity, calibration_data=x_calibration,
+            skip_layers=skip_layers)
     else:
         qat_model = quantize_folded_for_training(model, schedule, spec=spec,
-                                                 calibration_data=x_calibration)
+                                                 calibration_data=x_calibration, skip_layers=skip_layers)
     unquantized = float_kernels(qat_model)
     if unquantized:
         raise TfquantError(
@@ -289,6 +293,20 @@ def _split_held_out(
     return x[fit], y[fit], x[held], y[held]
 
 
+def _check_skip_layers(skip_layers: Sequence[str], bit_budget: float | None) -> tuple[str, ...]:
+    """``skip_layers`` as a tuple of names (the names themselves are checked against the model
+    by :func:`~tfquant.qat.quantize_for_training`)."""
+    if isinstance(skip_layers, str):
+        raise TfquantError(f"skip_layers must be a list of layer names, got the string {skip_layers!r}; "
+                           f"pass [{skip_layers!r}]")
+    names = tuple(str(n) for n in skip_layers)
+    if names and bit_budget is not None:
+        raise TfquantError(
+            "--skip_layers and --bit_budget cannot be combined (the per-layer bit allocation "
+            "assumes every Conv/Dense kernel is quantized); drop one of them")
+    return names
+
+
 def run_qat(
     model: keras.Model,
     x_train: np.ndarray,
@@ -311,6 +329,7 @@ def run_qat(
     verbose: bool = True,
     bit_budget: float | None = None,
     bit_allocation: str = "qbitopt",
+    skip_layers: Sequence[str] = (),
 ) -> QatOutcome:
     """Quantization-aware fine-tuning of a float classifier, int8 export, and a check against float.
 
@@ -346,6 +365,10 @@ def run_qat(
       bit_budget: Average weight bits over all kernels (parameter-weighted, met exactly);
         each layer gets its own b in {2..8} by ``bit_allocation`` (``fixed``, ``oneshot``,
         ``qbitopt``; :mod:`tfquant.qat.bit_allocation`), ``weight_bits`` is ignored.
+      skip_layers: Names of layers to leave unquantized: they run in float in the QAT model
+        and in the .tflite (the export then allows float ops). For layers QAT cannot
+        quantize (LayerNormalization, MultiHeadAttention, Conv1D, custom layers: the error
+        names them), at the cost of float ops (and the quantize / dequantize around them).
 
     Returns:
       A :class:`QatOutcome`.
@@ -358,6 +381,7 @@ def run_qat(
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise TfquantError(f"epochs must be a positive integer, got {epochs!r}; e.g. 2")
     outputs.check_classifier(model)
+    skip_layers = _check_skip_layers(skip_layers, bit_budget)
     orig = original_training(learning_rate, original, model_path, batch_size)
     plan = None
     if bit_budget is not None:
@@ -397,9 +421,10 @@ def run_qat(
         reestimate=reestimate, log_dir=log_dir, checkpoint_dir=checkpoint_dir, verbose=verbose,
         prepare=(plan.prepare(model, x_fit, y_fit, epochs * -(-len(x_fit) // schedule.batch_size))
                  if plan is not None else None),
+        skip_layers=skip_layers,
     )
     qat_model = trained.qat_model
-    tflite = export_tflite(qat_model)
+    tflite = export_tflite(qat_model, allow_float_ops=bool(skip_layers))
     train_seconds = time.perf_counter() - start
     fidelity = None
     float_acc = qat_acc = None
@@ -446,6 +471,7 @@ def run_qat(
         accuracy_data=check_what,
         warnings=tuple(warnings),
         fidelity=json_ready(fidelity) if fidelity is not None else None,
+        skip_layers=skip_layers,
     )
     if plan is not None:
         record = record.replace(**plan.record_fields(qat_model))

@@ -62,6 +62,7 @@ class QatRecord:
       layer_bits, layer_params: Layer name -> its kernel's final bits / parameter count.
       mean_weight_bits: The achieved parameter-weighted mean (equals ``bit_budget``).
       allocation_history: QBitOpt's solves (step, bits, mean_bits, changed).
+      skip_layers: Layers left unquantized (``--skip_layers``): they run in float in the .tflite.
     """
 
     model: str | None = None
@@ -98,6 +99,7 @@ class QatRecord:
     layer_params: Mapping[str, int] | None = None
     mean_weight_bits: float | None = None
     allocation_history: tuple[Mapping[str, Any], ...] | None = None
+    skip_layers: tuple[str, ...] = ()
 
     def replace(self, **changes: Any) -> "QatRecord":
         """A copy with ``changes`` applied."""
@@ -108,6 +110,7 @@ class QatRecord:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out = {k: v for k, v in out.items() if v is not None or k not in _OPTIONAL_KEYS}
         out["warnings"] = list(self.warnings)
+        out["skip_layers"] = list(self.skip_layers)
         out["version"] = QAT_RECORD_VERSION
         return json_ready(out)
 
@@ -128,4 +131,5 @@ class QatRecord:
                               version=QAT_RECORD_VERSION, required=required,
                               hint="re-run qat with this tfquant")
         data["warnings"] = tuple(data.get("warnings", ()))
+        data["skip_layers"] = tuple(data.get("skip_layers", ()))
         return cls(**data)

@@ -125,7 +125,7 @@ def _holds_ref(value: Any, layer_names: set[str]) -> bool:
 def _unsupported(name: str, why: str) -> TfquantError:
     return TfquantError(
         f"TF-op layer {name!r} cannot be quantized ({why}); replace it with a Keras layer "
-        f"or leave it unquantized with skip_layers=[{name!r}]"
+        f"or leave it unquantized with skip_layers=[{name!r}] (qat --skip_layers {name})"
     )
 
 
