@@ -149,9 +149,14 @@ def quantize(
             recipe = recipe.replace(input=contract)
     if out is not None and not os.fspath(out).endswith(".tflite"):
         raise TfquantError(f"out must end in .tflite, got {os.fspath(out)!r}")
-    keras_model = load_model(model, custom_objects=custom_objects)
+    savedmodel = _plain_savedmodel(model)
+    if savedmodel is not None:  # converted from its serving_default signature, no Keras model
+        keras_model, model_hw = None, _input_hw(savedmodel.input_shapes or [])
+    else:
+        keras_model = load_model(model, custom_objects=custom_objects)
+        model_hw = _keras_input_hw(keras_model)
     if image_size is None and isinstance(calibration_data, str):
-        image_size = _decoded_image_size(calibration_data, _keras_input_hw(keras_model))
+        image_size = _decoded_image_size(calibration_data, model_hw)
     calibration = None
     if recipe.mode.needs_calibration:
         source = calibration_data if calibration_data is not None else recipe.calibration_data
@@ -180,7 +185,7 @@ def quantize(
     from tfquant import convert
 
     start = time.perf_counter()
-    tflite = convert.convert(keras_model, recipe, calibration_data=calibration)
+    tflite = convert.convert(keras_model if savedmodel is None else model, recipe, calibration_data=calibration)
     seconds = time.perf_counter() - start
     recipe = convert.read_recipe(tflite) or recipe  # with the per-channel bits, if chosen
     path = convert.save(tflite, out, recipe) if out is not None else None
@@ -202,11 +207,31 @@ def calibration_note(source: str, n_used: int, requested: int | None) -> str | N
 
 def _keras_input_hw(model: Any) -> tuple[int, int] | None:
     """(H, W) of a Keras model's single 4-D input when both are fixed, else None."""
-    inputs = getattr(model, "inputs", None) or []
-    if len(inputs) != 1 or len(inputs[0].shape) != 4:
+    return _input_hw([tuple(t.shape) for t in getattr(model, "inputs", None) or []])
+
+
+def _input_hw(shapes: Sequence[Sequence[int | None]]) -> tuple[int, int] | None:
+    """(H, W) of a single 4-D (NHWC) input when both are fixed, else None."""
+    if len(shapes) != 1 or len(shapes[0]) != 4:
         return None
-    h, w = inputs[0].shape[1], inputs[0].shape[2]
+    h, w = shapes[0][1], shapes[0][2]
     return (int(h), int(w)) if h is not None and w is not None else None
+
+
+def _plain_savedmodel(model: Any) -> Any:
+    """The loaded :class:`~tfquant.convert.source.Source` when ``model`` is the path of a
+    SavedModel that Keras did not write (``tf.saved_model.save``, TF Hub exports), else None."""
+    if not isinstance(model, (str, os.PathLike)) or os.fspath(model).startswith(ZOO_PREFIX):
+        return None
+    path = Path(model)
+    if not path.is_dir():
+        return None
+    from tfquant.convert.loading import is_keras_savedmodel, is_savedmodel_dir
+    from tfquant.convert.source import load_source
+
+    if not is_savedmodel_dir(path) or is_keras_savedmodel(path):
+        return None
+    return load_source(path)
 
 
 def _decoded_image_size(spec: str, model_hw: tuple[int, int] | None) -> tuple[int, int] | None:

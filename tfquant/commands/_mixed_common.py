@@ -25,14 +25,20 @@ def add_flags(p: argparse.ArgumentParser) -> None:
 
 
 def load_inputs(args: argparse.Namespace) -> dict[str, Any]:
-    """The Keras model, the calibration images and the evaluation arrays the flags name."""
+    """The model (a Keras model, or the path of a SavedModel Keras did not write), the
+    calibration images and the evaluation arrays the flags name."""
     from tfquant import api, data
 
     contract = api.input_contract(preprocess=args.preprocess, input_mean=args.input_mean, input_std=args.input_std)
-    model = api.load_model(args.model, custom_objects=args.custom_objects)
-    _check_classifier(args.model, model)
+    savedmodel = api._plain_savedmodel(args.model)  # noqa: SLF001
+    if savedmodel is not None:  # not written by Keras: converted from its serving signature
+        model, hw = args.model, api._input_hw(savedmodel.input_shapes or [])  # noqa: SLF001
+        _check_classifier(args.model, savedmodel.output_shapes or [])
+    else:
+        model = api.load_model(args.model, custom_objects=args.custom_objects)
+        _check_classifier(args.model, [tuple(o.shape) for o in getattr(model, "outputs", None) or []])
+        hw = api._keras_input_hw(model)  # noqa: SLF001
     image_size = args.image_size
-    hw = api._keras_input_hw(model)  # noqa: SLF001
     cal_size = image_size or api._decoded_image_size(args.calibration_data, hw)  # noqa: SLF001
     eval_size = image_size or api._decoded_image_size(args.eval_data, hw)  # noqa: SLF001
     x_cal = data.calibration_set(args.calibration_data, args.num_calibration_examples, seed=args.calibration_seed,
@@ -44,13 +50,12 @@ def load_inputs(args: argparse.Namespace) -> dict[str, Any]:
     return {"model": model, "x_cal": x_cal, "x_eval": x_eval, "y_eval": y_eval, "input": contract}
 
 
-def _check_classifier(name: str, model: Any) -> None:
+def _check_classifier(name: str, outs: list[tuple[int | None, ...]]) -> None:
     """Refuses, before the statistics pass, a model whose top-1 cannot be measured: not one
     output of class scores (batch, K >= 2), e.g. two heads, an image or a regression value."""
-    outs = list(getattr(model, "outputs", None) or [])
-    shape = tuple(outs[0].shape) if len(outs) == 1 else ()
+    shape = tuple(outs[0]) if len(outs) == 1 else ()
     if len(outs) != 1 or len(shape) != 2 or shape[1] is None or shape[1] < 2:
-        shapes = ", ".join(str(tuple(o.shape)) for o in outs)
+        shapes = ", ".join(str(tuple(o)) for o in outs)
         raise TfquantError(
             f"model {name!r} has {len(outs)} output(s) {shapes}; sensitivity and autoquant rank by "
             "top-1 accuracy, which needs one output of class scores (batch, num_classes): quantize "

@@ -48,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
     if args.allow_qat and not args.train_data:
         raise TfquantError("--allow_qat fine-tunes on labelled data; add --train_data DATASET")
     inputs = _mixed_common.load_inputs(args)
+    if args.allow_qat and isinstance(inputs["model"], str):
+        raise TfquantError(
+            f"--allow_qat fine-tunes Keras layers, and SavedModel {args.model!r} was not written by "
+            "Keras; pass the Keras model (.keras / .h5), or drop --allow_qat")
     qat = _qat_function(args, inputs) if args.allow_qat else None
     base = Recipe(mode="int8", calibrator="max", num_calibration_examples=len(inputs["x_cal"]),
                   calibration_seed=args.calibration_seed, calibration_data=args.calibration_data,

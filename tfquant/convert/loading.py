@@ -98,9 +98,10 @@ def load_model(
     p = check_model_path(path)
     if p.is_dir() and not is_keras_savedmodel(p):
         raise TfquantError(
-            f"SavedModel {str(p)!r} was not written by Keras (no {_KERAS_SAVEDMODEL_MARKER}); "
-            "pass the path to tfquant.convert.convert(), which converts its serving_default "
-            "signature"
+            f"SavedModel {str(p)!r} was not written by Keras (no {_KERAS_SAVEDMODEL_MARKER}), so it "
+            "has no Keras layers to load: tfquant convert / sensitivity / autoquant (and "
+            "tfquant.convert.convert()) take it as it is, from its serving_default signature; "
+            "QAT needs the Keras model (.keras / .h5)"
         )
     objects = {**application_custom_objects(), **load_custom_objects(custom_objects)}
     try:

@@ -69,6 +69,15 @@ def run_converter(
     model = source.keras_model
     if recipe.mode.needs_calibration and model is not None:
         _refuse_looped_recurrent_layers(model, recipe.mode)
+    if recipe.mode.needs_calibration and source.tensorlist_loops:
+        loops = source.tensorlist_loops
+        shown = ", ".join(repr(n) for n in loops[:3]) + (" ..." if len(loops) > 3 else "")
+        raise TfquantError(
+            f"mode {recipe.mode} cannot calibrate the SavedModel's WHILE loop(s) over TensorLists "
+            f"({shown}: a GRU / SimpleRNN that is not unrolled, or a tf.while_loop over a "
+            "TensorArray), on which TensorFlow's calibrator crashes; re-export with unroll=True "
+            "(or LSTM), or use --mode dynamic or fp16"
+        )
     if recipe.mode is Mode.INT16X8 and model is not None:
         # Exact in float: LayerNormalization (LiteRT has no int16 SQUARED_DIFFERENCE kernel)
         # and hard-swish (the converter cannot quantize the fused HARD_SWISH to 16x8) are

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
@@ -49,8 +50,11 @@ def _keras_input_shapes(model: tf.keras.Model) -> list[tuple[int | None, ...]]:
     return [tuple(t.shape) for t in inputs]
 
 
-def _savedmodel_input_shapes(path: Path) -> list[tuple[int | None, ...]]:
-    """Loads the SavedModel (so a broken one fails clearly) and returns its input shapes."""
+def _savedmodel_inputs(
+    path: Path,
+) -> tuple[list[tuple[int | None, ...]], list[tuple[int | None, ...]], tuple[str, ...]]:
+    """Loads the SavedModel (so a broken one fails clearly); returns the input and output
+    shapes of its serving signature and its :func:`tensorlist_loops`."""
     try:
         with captured_output():
             loaded = tf.saved_model.load(str(path))
@@ -65,7 +69,34 @@ def _savedmodel_input_shapes(path: Path) -> list[tuple[int | None, ...]]:
             f"SavedModel {str(path)!r} has no 'serving_default' signature; re-export it with "
             "signatures={'serving_default': fn}"
         )
-    return [tuple(spec.shape) for spec in signature.structured_input_signature[1].values()]
+    shapes = [tuple(spec.shape) for spec in signature.structured_input_signature[1].values()]
+    outputs = [tuple(spec.shape) for spec in tf.nest.flatten(signature.structured_outputs)]
+    return shapes, outputs, tensorlist_loops(signature)
+
+
+def tensorlist_loops(function: "tf.types.experimental.ConcreteFunction") -> tuple[str, ...]:
+    """The WHILE loops of ``function`` whose body reads or writes a TensorList: the loop of a
+    GRU / SimpleRNN / ``keras.layers.RNN`` that is not unrolled, or a ``tf.while_loop`` over a
+    ``tf.TensorArray``. TensorFlow 2.21's calibrator crashes the process (segmentation fault)
+    on each of them (measured on SavedModels of a GRU, a SimpleRNN, a Bidirectional(GRU) and a
+    TensorArray loop; a loop without TensorLists and an LSTM calibrate). Functions that
+    implement an LSTM (``api_implements: lstm_...``) are skipped: the converter fuses them into
+    UNIDIRECTIONAL_SEQUENCE_LSTM. Returns the loops' node names (or their functions' names)."""
+    graph = function.graph.as_graph_def()
+    functions = {f.signature.name: f for f in graph.library.function}
+    found = []
+    for f in graph.library.function:
+        implements = f.attr["api_implements"].s.decode() if "api_implements" in f.attr else ""
+        if implements.startswith("lstm"):
+            continue
+        for node in f.node_def:
+            if node.op not in ("While", "StatelessWhile"):
+                continue
+            body = functions.get(node.attr["body"].func.name)
+            if body is not None and any(n.op.startswith("TensorList") for n in body.node_def):
+                found.append(node.name if "/" in node.name
+                             else re.sub(r"^__inference_|_\d+$", "", f.signature.name))
+    return tuple(sorted(set(found)))
 
 
 @dataclasses.dataclass
@@ -75,6 +106,10 @@ class Source:
     keras_model: "tf.keras.Model | None" = None
     savedmodel_dir: Path | None = None
     input_shapes: list[tuple[int | None, ...]] | None = None
+    tensorlist_loops: tuple[str, ...] = ()
+    """A SavedModel's WHILE loops over TensorLists (:func:`tensorlist_loops`)."""
+    output_shapes: list[tuple[int | None, ...]] | None = None
+    """A SavedModel's output shapes (None for a Keras model: read its ``outputs``)."""
 
     def input_shape(self) -> tuple[int | None, ...]:
         """The single input's shape, batch dimension first."""
@@ -91,7 +126,9 @@ def load_source(
         path = check_model_path(model)
         if path.is_dir() and not is_keras_savedmodel(path):
             # Loaded here, so a broken one gets a clear error whatever the mode.
-            return Source(savedmodel_dir=path, input_shapes=_savedmodel_input_shapes(path))
+            shapes, outputs, loops = _savedmodel_inputs(path)
+            return Source(savedmodel_dir=path, input_shapes=shapes, tensorlist_loops=loops,
+                          output_shapes=outputs)
         return Source(keras_model=load_model(path, custom_objects=custom_objects))
     if not isinstance(model, tf.keras.Model):
         raise TfquantError(
