@@ -210,7 +210,8 @@ def test_the_byte_edit_equals_the_object_api_edit(float_tflite: bytes) -> None:
 
 
 def test_buffers_outside_the_flatbuffer_take_the_object_api(float_tflite: bytes) -> None:
-    """The large-model layout (Buffer.offset: an absolute file position) is not moved as bytes."""
+    """The large-model layout (Buffer.offset, Operator.large_custom_options_offset: absolute
+    file positions) is not moved as bytes: the object API edits it."""
     from tfquant.tflite import flatbuffer_edit
 
     model = flatbuffer.read(float_tflite)
@@ -226,3 +227,7 @@ def test_buffers_outside_the_flatbuffer_take_the_object_api(float_tflite: bytes)
     tapped = flatbuffer.read(flatbuffer.with_taps(external, [0], "T_"))
     assert bytes(tapped.buffers[index].data) == data
     assert len(tapped.subgraphs[0].operators) == len(model.subgraphs[0].operators) + 1
+    model = flatbuffer.read(float_tflite)  # custom options stored outside the flatbuffer
+    for offset, declined in ((1, False), (2**40, True)):
+        model.subgraphs[0].operators[0].largeCustomOptionsOffset = offset
+        assert (flatbuffer_edit.add_taps(flatbuffer.write(model), [0], "T_") is None) == declined

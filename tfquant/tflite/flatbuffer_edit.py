@@ -2,10 +2,13 @@
 
 :func:`tfquant.tflite.flatbuffer.read` unpacks the whole model into Python objects
 (``schema.ModelT``) and :func:`~tfquant.tflite.flatbuffer.write` packs every object back:
-on the zoo ViT (290 ops, 379 tensors, 382 buffers) that is 35 ms + 23 ms, ~22% of a
-1000-image statistics pass whose forward pass costs 266 ms. The statistics pass needs
-neither: it only *adds* tap ops (:func:`with_taps`) and only *reads* the main subgraph's
-ops and tensors (:func:`read_graph`).
+on the zoo ViT (290 ops, 379 tensors, 382 buffers) that is 35 ms + 23 ms, a quarter of
+the statistics pass's overhead over a 1000-image forward pass (0.26 s). The statistics pass
+needs neither: it only *adds* tap ops (:func:`with_taps`) and only *reads* the main
+subgraph's ops and tensors (:func:`read_graph`). Measured side by side in one process (CPU,
+medians of 7; BUILD_NOTES.md, "Statistics pass set-up without the object API"):
+ViT set-up 58 -> 4.8 ms (read + rearrangements 34 -> 2.0, taps 22.5 -> 1.3, LiteRT 1.5),
+mobilenet_v2 11.5 -> 1.3 ms, mobilenet_v1 5.8 -> 0.8 ms.
 
 :func:`with_taps`: a flatbuffer's offsets are unsigned and point forward, and a builder
 writes back to front, so the old buffer is placed verbatim at the end of a new
@@ -14,8 +17,9 @@ the new tables are built in front of it: the tap ``OperatorCode`` / ``Operator``
 new subgraph 0 (operators with the taps interleaved, no outputs), new ``SignatureDef`` s
 (no outputs) and a new ``Model`` root. Every other table, vector and string (tensors,
 buffers and their data, subgraphs 1.., metadata, the ops themselves) is referenced where it
-already is; the old root and subgraph 0 stay in the file unreferenced (the ViT's new model
-is 618 kB + ~11 kB). Field layouts are TFLite's ``schema.fbs`` as generated in
+already is; the old root and subgraph 0 stay in the file unreferenced (the ViT with 187 taps:
+618 kB -> 632 kB, the object API's 628 kB). The tap tables themselves are written as raw
+bytes with one shared vtable per kind (:func:`_tap_tables`). Field layouts are TFLite's ``schema.fbs`` as generated in
 ``ai_edge_litert.schema_py_generated``; a table with more fields than that schema knows,
 buffers stored outside the flatbuffer (``Buffer.offset`` > 1, external buffers: their
 offsets are absolute file positions) or a non-TFLite buffer give None, and the caller takes
@@ -92,6 +96,22 @@ def _ints(buf: bytes, vector: int) -> np.ndarray:
     return np.frombuffer(buf, "<i4", _u32(buf, vector), vector + 4) if vector else np.zeros(0, np.int32)
 
 
+def _scalar(buf: bytes, table: int, slot: int, code: str, default: int) -> int:
+    at = _field(buf, table, slot)
+    return struct.unpack_from("<" + code, buf, at)[0] if at else default
+
+
+def _vector(buf: bytes, table: int, slot: int, dtype: str) -> np.ndarray | None:
+    """The object API's value of a vector field: None when absent, else a numpy array."""
+    at = _target(buf, table, slot)
+    return np.frombuffer(buf, dtype, _u32(buf, at), at + 4) if at else None
+
+
+def _string(buf: bytes, table: int, slot: int) -> bytes | None:
+    at = _target(buf, table, slot)
+    return buf[at + 4 : at + 4 + _u32(buf, at)] if at else None
+
+
 def _check_fields(buf: bytes, table: int, kinds: tuple[str, ...]) -> None:
     if _num_fields(buf, table) > len(kinds):
         raise _Unsupported("a table has fields this schema does not know")
@@ -138,15 +158,18 @@ def _copy_table(
     return builder.EndObject()
 
 
-def _external_data(buf: bytes, model: int) -> bool:
-    """Whether some buffer's data lives outside the flatbuffer (large-model layout)."""
+def _external_data(buf: bytes, model: int, subgraphs: np.ndarray) -> bool:
+    """Whether some buffer or custom options live outside the flatbuffer (the large-model
+    layout: absolute file positions, which moving the flatbuffer would break)."""
     if any(_field(buf, model, slot) for slot in _MODEL_EXTERNAL):
         return True
     for buffer in _tables(buf, _target(buf, model, 4)).tolist():
-        at = _field(buf, buffer, 1)  # Buffer.offset
-        if at and struct.unpack_from("<Q", buf, at)[0] > 1:
+        if _scalar(buf, buffer, 1, "Q", 0) > 1:  # Buffer.offset
             return True
-    return False
+    return any(
+        _scalar(buf, op, 9, "Q", 0) > 1  # Operator.large_custom_options_offset
+        for subgraph in subgraphs.tolist() for op in _tables(buf, _target(buf, subgraph, 3)).tolist()
+    )
 
 
 def with_taps(tflite: bytes | Any, indices: Sequence[int], custom_code: str) -> bytes:
@@ -157,8 +180,8 @@ def with_taps(tflite: bytes | Any, indices: Sequence[int], custom_code: str) -> 
     its signatures lose their outputs (tap an output to read it), so no tensor is copied out
     and none needs a buffer sized before the run.
 
-    Bytes are edited as bytes (:func:`add_taps`; 4 ms instead of the object API's 58 on the
-    zoo ViT); where that editor declines, and for a model already read
+    Bytes are edited as bytes (:func:`add_taps`; 1.3 ms instead of the object API's 22.5 on
+    the zoo ViT, and no 34 ms read before); where that editor declines, and for a model already read
     (:func:`tfquant.tflite.flatbuffer.read`, then edited in place), :func:`add_taps_unpacked`.
     """
     if isinstance(tflite, (bytes, bytearray, memoryview)):
@@ -220,9 +243,9 @@ def _with_taps(buf: bytes, indices: list[int], custom_code: str) -> bytes:
         raise _Unsupported("not a TFLite flatbuffer under 2 GB")
     model = _u32(buf, 0)
     _check_fields(buf, model, _MODEL)
-    if _external_data(buf, model):
-        raise _Unsupported("buffers outside the flatbuffer")
     subgraphs = _tables(buf, _target(buf, model, 2))
+    if _external_data(buf, model, subgraphs):
+        raise _Unsupported("data outside the flatbuffer")
     codes = _tables(buf, _target(buf, model, 1))
     signatures = _tables(buf, _target(buf, model, 7))
     if not len(subgraphs):
@@ -231,7 +254,7 @@ def _with_taps(buf: bytes, indices: list[int], custom_code: str) -> bytes:
     operators = _tables(buf, _target(buf, subgraph, 3))
     after = _after_producers([_ints(buf, _target(buf, op, 2)).tolist() for op in operators.tolist()], indices)
 
-    builder = flatbuffers.Builder(len(buf) + 1024 + 96 * len(indices) + 4 * len(operators))
+    builder = flatbuffers.Builder(len(buf) + 1024 + 96 * len(indices) + 4 * (len(operators) + len(codes)))
     builder.Prep(_ALIGN, len(buf))  # the old buffer's first byte lands 16-byte aligned
     builder.head -= len(buf)
     builder.Bytes[builder.head : builder.head + len(buf)] = buf
@@ -313,22 +336,6 @@ class _Lazy(Sequence[Any]):
         if i not in self._items:
             self._items[i] = self._make(i)
         return self._items[i]
-
-
-def _scalar(buf: bytes, table: int, slot: int, code: str, default: int) -> int:
-    at = _field(buf, table, slot)
-    return struct.unpack_from("<" + code, buf, at)[0] if at else default
-
-
-def _vector(buf: bytes, table: int, slot: int, dtype: str) -> np.ndarray | None:
-    """The object API's value of a vector field: None when absent, else a numpy array."""
-    at = _target(buf, table, slot)
-    return np.frombuffer(buf, dtype, _u32(buf, at), at + 4) if at else None
-
-
-def _string(buf: bytes, table: int, slot: int) -> bytes | None:
-    at = _target(buf, table, slot)
-    return buf[at + 4 : at + 4 + _u32(buf, at)] if at else None
 
 
 class GraphTensor:
