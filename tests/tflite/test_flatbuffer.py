@@ -98,3 +98,34 @@ def test_non_tflite_bytes_are_rejected(value: object, needle: str) -> None:
 def test_missing_file_is_an_error(tmp_path) -> None:
     with pytest.raises(TfquantError, match="does not exist"):
         flatbuffer.model_bytes(tmp_path / "nope.tflite")
+
+
+@pytest.mark.parametrize("which", ["float", "int8"])
+def test_read_graph_matches_the_object_api(which: str, float_tflite: bytes, int8_tflite: bytes) -> None:
+    """read_graph's lazy view gives read()'s ops, operator codes, tensors and buffer data
+    (read() drops the converter's unused empty buffers: buffer indices differ, data not)."""
+    tflite = float_tflite if which == "float" else int8_tflite
+    graph, model = flatbuffer.read_graph(tflite), flatbuffer.read(tflite)
+
+    def same(a: object, b: object) -> bool:
+        return (a is None) == (b is None) and (a is None or np.array_equal(np.asarray(a), np.asarray(b)))
+
+    assert [(c.builtinCode, c.deprecatedBuiltinCode, c.customCode, c.version) for c in graph.operatorCodes] == [
+        (c.builtinCode, c.deprecatedBuiltinCode, c.customCode, c.version) for c in model.operatorCodes]
+    g, m = graph.subgraphs[0], model.subgraphs[0]
+    assert len(graph.subgraphs) == len(model.subgraphs) and same(g.inputs, m.inputs) and same(g.outputs, m.outputs)
+    assert len(g.operators) == len(m.operators) > 3 and len(g.tensors) == len(m.tensors)
+    for a, b in zip(g.operators, m.operators):
+        assert a.opcodeIndex == b.opcodeIndex and same(a.inputs, b.inputs) and same(a.outputs, b.outputs)
+        assert flatbuffer.op_name(graph, a) == flatbuffer.op_name(model, b)
+    for i, (a, b) in enumerate(zip(g.tensors, m.tensors)):
+        assert (a.name, a.type) == (b.name, b.type)
+        assert same(a.shape, b.shape) and same(a.shapeSignature, b.shapeSignature)
+        assert same(graph.buffers[a.buffer].data, model.buffers[b.buffer].data)
+        if graph.buffers[a.buffer].data is not None and flatbuffer.type_name(a.type) in flatbuffer._NUMPY_TYPES:
+            np.testing.assert_array_equal(flatbuffer.tensor_data(graph, i), flatbuffer.tensor_data(model, i))
+    indices = list(range(len(m.tensors)))
+    assert flatbuffer.value_rearrangements(graph, indices) == flatbuffer.value_rearrangements(model, indices)
+    assert g.tensors[-1] is g.tensors[len(g.tensors) - 1]
+    with pytest.raises(IndexError):
+        g.tensors[len(g.tensors)]

@@ -178,3 +178,56 @@ def test_litert_start_up_notices_are_not_printed(float_tflite: bytes, capfd, mon
     assert stats.gathered_in == "taps"
     err = capfd.readouterr().err
     assert not [line for line in err.splitlines() if "INFO:" in line or "WARNING:" in line], err
+
+
+def _tree(value: object) -> object:
+    """An object-API model as plain data (numpy arrays and lists as lists)."""
+    if isinstance(value, (np.ndarray, list, tuple)):
+        return [_tree(v) for v in value]
+    if hasattr(value, "__dict__"):
+        return {k: _tree(v) for k, v in vars(value).items()}
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def test_the_byte_edit_equals_the_object_api_edit(float_tflite: bytes) -> None:
+    """The taps added as bytes (old tables reused in place) parse to the object-API edit's
+    model: the same operator codes, ops, tensors, buffer data, metadata and signatures."""
+    from tfquant.tflite import flatbuffer_edit
+
+    model = flatbuffer.read(float_tflite)
+    graph_input, graph_output = int(model.subgraphs[0].inputs[0]), int(model.subgraphs[0].outputs[0])
+    indices = sorted(_activations(float_tflite))[::-1] + [graph_input, graph_output]  # any order, repeats
+    edited = flatbuffer_edit.add_taps(float_tflite, indices, "T_")
+    assert edited is not None and flatbuffer.with_taps(float_tflite, indices, "T_") == edited
+    expected = flatbuffer.read(flatbuffer_edit.add_taps_unpacked(float_tflite, indices, "T_"))
+    tapped = flatbuffer.read(edited)
+    assert len(tapped.operatorCodes) == len(model.operatorCodes) + len(indices)
+    assert _tree(tapped) == _tree(expected)
+    assert tapped.signatureDefs and not tapped.signatureDefs[0].outputs
+    assert [flatbuffer.name(m.name) for m in tapped.metadata] == [flatbuffer.name(m.name) for m in model.metadata]
+    assert len(edited) % 16 == 0 and edited[4:8] == flatbuffer.FILE_IDENTIFIER
+    make_interpreter(edited, runtime=Runtime.BUILTIN, allocate=False)  # LiteRT's loader accepts it
+
+
+def test_buffers_outside_the_flatbuffer_take_the_object_api(float_tflite: bytes) -> None:
+    """The large-model layout (Buffer.offset, Operator.large_custom_options_offset: absolute
+    file positions) is not moved as bytes: the object API edits it."""
+    from tfquant.tflite import flatbuffer_edit
+
+    model = flatbuffer.read(float_tflite)
+    index = max(range(len(model.buffers)), key=lambda b: 0 if model.buffers[b].data is None else len(model.buffers[b].data))
+    data = np.asarray(model.buffers[index].data, np.uint8).tobytes()
+    model.buffers[index].data, model.buffers[index].size = None, len(data)
+    model.buffers[index].offset = 2**40  # a placeholder of the same width, so the same length
+    start = -(-len(flatbuffer.write(model)) // 16) * 16
+    model.buffers[index].offset = start
+    external = flatbuffer.write(model).ljust(start, b"\0") + data
+    assert bytes(flatbuffer.read(external).buffers[index].data) == data  # the reader resolves it
+    assert flatbuffer_edit.add_taps(external, [0], "T_") is None
+    tapped = flatbuffer.read(flatbuffer.with_taps(external, [0], "T_"))
+    assert bytes(tapped.buffers[index].data) == data
+    assert len(tapped.subgraphs[0].operators) == len(model.subgraphs[0].operators) + 1
+    model = flatbuffer.read(float_tflite)  # custom options stored outside the flatbuffer
+    for offset, declined in ((1, False), (2**40, True)):
+        model.subgraphs[0].operators[0].largeCustomOptionsOffset = offset
+        assert (flatbuffer_edit.add_taps(flatbuffer.write(model), [0], "T_") is None) == declined

@@ -184,14 +184,13 @@ def collect_statistics(
     if len(data) == 0:
         raise TfquantError("the calibration set is empty; pass at least one example")
     start = time.perf_counter()
-    model = flatbuffer.read(float_tflite)  # read once: the taps are added to this copy
-    copies = value_rearrangements(model, sorted(tensors))
+    copies = value_rearrangements(flatbuffer.read_graph(float_tflite), sorted(tensors))
     gathered = sorted(i for i in tensors if i not in copies)
     where = "outputs"
     if runtime_statistics.available() is None:
         try:
             stats, regrouped = _statistics(tensors, gathered, copies, ema_constant, num_bins)
-            _tapped_pass(model, data, batch_size, num_threads, gathered, stats, regrouped, ema_constant)
+            _tapped_pass(float_tflite, data, batch_size, num_threads, gathered, stats, regrouped, ema_constant)
             where = "taps"
         except runtime_statistics.LiteRtError:
             pass  # LiteRT refused the tapped model: the output path below (its own errors)

@@ -48,7 +48,7 @@ import numpy as np
 
 from tfquant import _quiet
 from tfquant.errors import TfquantError
-from tfquant.tflite.flatbuffer import with_taps
+from tfquant.tflite.flatbuffer_edit import with_taps
 
 ENABLED = os.environ.get("TFQUANT_TAPS", "1") != "0"
 """False when ``TFQUANT_TAPS=0``: callers then gather from model outputs (the fallback path)."""
