@@ -263,6 +263,9 @@ def _why_unsupported(
     """None if QAT can quantize ``layer``, else a short reason."""
     if isinstance(layer, keras.Model):
         return "a nested model; flatten it into the outer functional model"
+    fused = _fused_activation_problem(layer)
+    if fused is not None:
+        return fused
     cls = type(layer)
     if cls is L.BatchNormalization:
         return None if _bn_supported(layer) else "a BatchNormalization not right after a conv/dense"
@@ -279,6 +282,41 @@ def _why_unsupported(
     if cls is L.Activation:
         return f"activation {configs.activation_name(layer)!r} has no TFLite int8 equivalent"
     return "no quantize config"
+
+
+# What tfmot's QuantizeAwareActivation quantizes inside a conv / dense layer (its
+# _PRE_QUANT_ACTIVATIONS, _POST_QUANT_ACTIVATIONS and 'relu6', tfmot 0.8.1); any other fused
+# activation stops quantize_apply with "Only some Keras activations ... are supported".
+_FUSED_ACTIVATIONS = frozenset({"linear", "relu", "relu6", "softmax", "sigmoid", "tanh", "gelu", "swish"})
+
+
+def _fused_activation_problem(layer: keras.layers.Layer) -> str | None:
+    """Why the activation fused into a conv / dense layer cannot be quantized, or None.
+
+    tfmot accepts a fused swish (``activation='swish'`` / ``'silu'``) but quantizes only its
+    output: no fake quant sits between the kernel and the swish, so the converter leaves the
+    conv, its LOGISTIC and MUL in float, which ``export_tflite`` refuses -- after the whole
+    fine-tune (measured: Conv2D, DepthwiseConv2D and Dense; EfficientNet's squeeze-excite convs
+    are such layers). A separate ``Activation('swish')`` layer quantizes (the conv's output gets
+    its own range). Other activations outside :data:`_FUSED_ACTIVATIONS` (elu, selu, softplus,
+    leaky_relu, mish, ...) stop tfmot with a message that does not name the layer.
+    """
+    kinds = (L.Conv1D, L.Conv2D, L.Conv3D, L.Conv2DTranspose, L.DepthwiseConv1D, L.DepthwiseConv2D,
+             L.SeparableConv1D, L.SeparableConv2D, L.Dense)
+    if not isinstance(layer, kinds):
+        return None
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return None
+    name = getattr(activation, "__name__", type(activation).__name__)
+    if name in ("swish", "silu"):
+        return ("a fused swish activation, which the export would leave in float with the layer (no "
+                "range between the kernel and the swish); build it with activation=None followed by "
+                "a separate Activation('swish') layer")
+    if name not in _FUSED_ACTIVATIONS:
+        return (f"a fused activation {name!r}, which tfmot cannot quantize (it takes "
+                f"{', '.join(sorted(_FUSED_ACTIVATIONS - {'swish'}))})")
+    return None
 
 
 def _unsupported_error(
