@@ -16,7 +16,8 @@ import tfquant._env  # noqa: F401  (before TensorFlow)
 from tfquant.calibration import collect
 from tfquant.convert import calibrated
 from tfquant.recipes import Recipe
-from tfquant.tflite.flatbuffer import value_copies, value_rearrangements
+from tfquant.tflite.flatbuffer import value_copies
+from tfquant.tflite.rearrangements import value_rearrangements
 
 N = 70  # not a multiple of the batch size: the last batch is smaller
 
@@ -49,7 +50,7 @@ def _permute_model():
     x = layers.Conv2D(8, 3, padding="same")(inputs)
     x = layers.Permute((2, 1, 3))(x)  # keeps the last axis: a rearrangement
     x = layers.Dense(6)(x)
-    x = layers.Permute((1, 3, 2))(x)  # moves the last axis: gathered itself
+    x = layers.Permute((1, 3, 2))(x)  # moves the last axis: channels regrouped
     x = layers.Reshape((4, 36))(x)
     x = layers.Dense(5, activation="relu")(x)
     return tf.keras.Model(inputs, layers.Dense(3)(layers.Flatten()(x)))
@@ -84,7 +85,7 @@ def test_rearranged_statistics_equal_the_gathered_ones_up_to_the_order_of_the_su
     x = np.random.default_rng(2).standard_normal((N, 6, 4, 3)).astype(np.float32)
     cal, new, old = _gathered_and_rearranged(_permute_model(), x, monkeypatch)
     rearranged = value_rearrangements(cal.float_model, sorted(cal.tensors))
-    regrouped = [i for i, (_, c) in rearranged.items() if c is not None]
+    regrouped = [i for i, r in rearranged.items() if r.channel_index is not None]
     assert regrouped and len(rearranged) > len(regrouped), rearranged  # a transpose and a flatten
     for index in rearranged:
         a, b = new.tensors[cal.tensors[index]], old.tensors[cal.tensors[index]]
