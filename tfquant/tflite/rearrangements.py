@@ -11,8 +11,9 @@ The mapping is kept as a *view* of R (the way ``numpy`` composes reshapes and tr
 
 * S: R's shape split into finer axes, with size-1 axes dropped (a reshape may split an axis
   of R, never merge two: merged axes stay separate axes of S whose indices run together);
-  S[0] is the batch B when R's first dimension is dynamic (``shapeSignature`` -1), a symbol
-  that is never split;
+  S[0] is R's first dimension when it is dynamic (``shapeSignature`` -1): a symbol N (the
+  batch, or batch·T for a tensor flattened to rows), times a fraction once a reshape splits a
+  static inner factor off it (R = [N, C] reshaped to [N/T, T, C]); no channel axis holds it;
 * P: the order in which Y's flat (row-major) order reads S's axes (R.reshape(S).transpose(P)
   is Y's values in Y's flat order);
 * each axis of Y is a run of consecutive axes of that transposed view.
@@ -28,9 +29,13 @@ as the size left over. A RESHAPE whose new shape is computed at run time (Keras'
 flattens [B, T, C] to [B·T, C] with SHAPE -> GATHER -> REDUCE_PROD -> PACK, signature
 [-1, -1]) is followed by evaluating that small graph with B as a symbol (SHAPE of a tensor of
 the chain, GATHER with constant indices, REDUCE_PROD, CONCATENATION, PACK, CAST; each on 1-D
-vectors or scalars, so their axis is 0 and no op options are needed). Anything else (a -1
-in any other dimension of R, a non-constant permutation, another op in the shape's graph, a
-channel axis that contains the batch) leaves the tensor gathered.
+vectors or scalars, so their axis is 0 and no op options are needed). Where no view can be
+derived (a -1 in another dimension of R, another op in the shape's graph), the simpler rule
+that needs only static last dimensions still holds (:func:`_flat_rearrangements`:
+TRANSPOSEs that keep the last axis last, reshapes in R's flat order, channel = R's flat
+index mod C). Anything else (a non-constant permutation, a channel axis that contains the
+batch, a reshape after a transpose of a tensor with a dynamic inner dimension) leaves the
+tensor gathered.
 
 Only these model attributes are read: ``subgraphs[0].operators[i].opcodeIndex / inputs /
 outputs``, ``tensors[i].type / shape / shapeSignature / buffer``, :func:`flatbuffer.op_name`
@@ -40,7 +45,6 @@ and :func:`flatbuffer.tensor_data`.
 from __future__ import annotations
 
 import dataclasses
-import math
 from fractions import Fraction
 from typing import Any, Sequence
 
@@ -222,7 +226,73 @@ def value_rearrangements(tflite: bytes | Any, indices: list[int]) -> dict[int, R
             result[index] = Rearrangement(view.root, None, channels)
         else:
             result[index] = Rearrangement(view.root, channel_index, channels)
-    return result
+    return _with_flat_copies(result, _flat_rearrangements(model, wanted), subgraph)
+
+
+def _flat_rearrangements(model: Any, wanted: set[int]) -> dict[int, tuple[int, int | None]]:
+    """The rule that needs no static shape but the last dimension, for tensors that are not
+    views (e.g. with a dynamic inner dimension): a chain of reshapes (same flat order) and
+    TRANSPOSEs that keep the last axis last (every value keeps its last-axis index) from R;
+    a reshape after a transpose that moved other axes is not followed.
+
+    Returns:
+      tensor -> (R, C): C None when the channels are R's own, else the static last dimension
+      of a reshape in R's flat order (channel = R's flat index mod C).
+    """
+    subgraph = model.subgraphs[0]
+    rule: dict[int, tuple[int, int | None, bool]] = {}  # tensor -> (root, C, flat order is R's)
+    for op in subgraph.operators:
+        kind = flatbuffer.op_name(model, op)
+        if kind not in REARRANGING_OPS or len(op.outputs) != 1 or len(op.inputs) < 1:
+            continue
+        src, dst = int(op.inputs[0]), int(op.outputs[0])
+        if src < 0 or subgraph.tensors[src].type != subgraph.tensors[dst].type:
+            continue
+        if src in rule:
+            root, channels, flat = rule[src]
+        elif src in wanted:
+            root, channels, flat = src, None, True
+        else:
+            continue
+        if kind == "TRANSPOSE":
+            perm = _constant(model, op.inputs[1] if len(op.inputs) > 1 else -1)
+            order = [] if perm is None else [int(a) for a in perm.reshape(-1)]
+            if order and order[-1] == len(order) - 1:
+                rule[dst] = (root, channels, flat and order == sorted(order))
+        elif flat:
+            last, root_last = _static_last_dim(subgraph.tensors[dst]), _static_last_dim(subgraph.tensors[root])
+            if last is not None:
+                rule[dst] = (root, None if last == root_last else last, True)
+    return {i: (root, channels) for i, (root, channels, _) in rule.items() if i in wanted}
+
+
+def _static_last_dim(tensor: Any) -> int | None:
+    signature = _signature(tensor)
+    return signature[-1] if signature and signature[-1] > 0 else None
+
+
+def _with_flat_copies(
+    views: dict[int, Rearrangement], flat: dict[int, tuple[int, int | None]], subgraph: Any
+) -> dict[int, Rearrangement]:
+    """The views, plus the flat rule's copies that are not views, as long as no copy is the
+    source of another (such a flat copy is gathered instead)."""
+    result = dict(views)
+    for index, (root, channels) in flat.items():
+        if index not in result:
+            last = _static_last_dim(subgraph.tensors[root]) or 0
+            index_of = None if channels is None else np.arange(channels, dtype=np.int64)
+            result[index] = Rearrangement(root, index_of, channels or last)
+    while True:
+        sources = {r.source for r in result.values()}
+        clash = sorted(i for i in result if i in sources)
+        if not clash:
+            return result
+        for i in clash:
+            if i not in views:
+                del result[i]
+            else:  # a view's tensor is the source of flat copies: gather those
+                for j in [j for j, r in result.items() if r.source == i and j not in views]:
+                    del result[j]
 
 
 def _product(sizes: Any) -> Size:
@@ -353,7 +423,8 @@ def _evaluate(
         return chosen if isinstance(positions, list) else chosen[0]
     if kind == "REDUCE_PROD":
         values, axes = args
-        if not isinstance(values, list) or [a[0] for a in (axes if isinstance(axes, list) else [axes])] not in ([0], [-1]):
+        axis = [a[0] for a in (axes if isinstance(axes, list) else [axes])]
+        if not isinstance(values, list) or axis not in ([0], [-1]):
             return None
         if any(v[0] < 0 for v in values):
             return None
