@@ -195,3 +195,16 @@ def test_channel_sums_skip_batches_of_another_layout() -> None:
     observer(np.ones(5, np.float32))
     observer(np.ones((2, 6), np.float32))
     assert observer.sums is None
+
+
+def test_with_a_dynamic_inner_dimension_only_the_flat_rule_holds(kernels) -> None:
+    """No view of [B, T, 8] with T unknown: a transpose that keeps the last axis and a reshape
+    in its flat order are still copies (channel = flat index mod C); a reshape after a
+    transpose of the other axes is not."""
+    g = Graph()
+    r = g.tensor([-1, -1, 8])
+    kept = g.transpose(r, [1, 0, 2], [-1, -1, 8])
+    flat = g.reshape(r, [-1, 4])
+    after = g.reshape(kept, [-1, 4])
+    expected = {kept: (r, lambda x: x.transpose(1, 0, 2)), flat: (r, lambda x: x.reshape(-1, 4))}
+    _check(g, [r, kept, flat, after], expected, {r: lambda n: (n, 5, 8)})
