@@ -58,7 +58,7 @@ REARRANGING_OPS = flatbuffer.VALUE_COPY_OPS | {"TRANSPOSE"}
 _SHAPE_OPS = frozenset({"SHAPE", "GATHER", "REDUCE_PROD", "CONCATENATION", "PACK", "CAST"})
 """Ops of a run-time shape computation that :func:`value_rearrangements` evaluates."""
 
-Size = tuple[Fraction, int]
+Size = tuple[int | Fraction, int]
 """A dimension c·Bᵏ: k = 0, a static size c; k = 1, c times the batch B (c may be a fraction:
 a model that flattens [B, T, C] to [B·T, C] has R = [B·T, C] and a reshape back to B)."""
 
@@ -67,7 +67,7 @@ a model that flattens [B, T, C] to [B·T, C] has R = [B·T, C] and a reshape bac
 class _Batch:
     """The dynamic axis of a split shape: ``coefficient`` times R's first dimension."""
 
-    coefficient: Fraction
+    coefficient: int | Fraction
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,21 +123,21 @@ class _View:
                     return None
                 a = split[order[t]]
                 if isinstance(a, _Batch):
-                    ratio = c / a.coefficient if k == 1 else Fraction(0)
+                    ratio = Fraction(c) / a.coefficient if k == 1 else Fraction(0)
                     if ratio.denominator == 1 and ratio >= 1:  # the whole axis
-                        c, k = ratio, 0
-                    elif ratio > 0 and ratio.numerator == 1:  # its outer part: c·B = (q·B / m)
-                        self._split(split, order, t, [_Batch(c), int(1 / ratio)])
-                        c, k = Fraction(1), 0
+                        c, k = int(ratio), 0
+                    elif ratio > 0 and ratio.numerator == 1:  # its outer part: c·N = (q·N / m)
+                        self._split(split, order, t, [_Batch(c), ratio.denominator])
+                        c, k = 1, 0
                     else:
                         return None
                 elif k == 1:  # the batch axis comes later in this run: all of this axis
-                    c /= a
-                elif c.denominator == 1 and c % a == 0:
-                    c /= a
-                elif c.denominator == 1 and a % c == 0:  # dims end inside this axis: split it
-                    self._split(split, order, t, [int(c), a // int(c)])
-                    c = Fraction(1)
+                    c = _number(Fraction(c) / a)
+                elif isinstance(c, int) and c % a == 0:
+                    c //= a
+                elif isinstance(c, int) and a % c == 0:  # dims end inside this axis: split it
+                    self._split(split, order, t, [c, a // c])
+                    c = 1
                 else:
                     return None
                 run.append(t)
@@ -190,9 +190,10 @@ def value_rearrangements(tflite: bytes | Any, indices: list[int]) -> dict[int, R
     wanted = {int(i) for i in indices}
     producers = {int(o): op for op in subgraph.operators for o in op.outputs}
     views: dict[int, _View] = {}
-    for op in subgraph.operators:
-        kind = flatbuffer.op_name(model, op)
-        if kind not in REARRANGING_OPS or len(op.outputs) != 1 or len(op.inputs) < 1:
+    kinds = [(op, flatbuffer.op_name(model, op)) for op in subgraph.operators]
+    rearranging = [(op, kind) for op, kind in kinds if kind in REARRANGING_OPS]
+    for op, kind in rearranging:
+        if len(op.outputs) != 1 or len(op.inputs) < 1:
             continue
         src, dst = int(op.inputs[0]), int(op.outputs[0])
         if src < 0 or subgraph.tensors[src].type != subgraph.tensors[dst].type:
@@ -226,10 +227,12 @@ def value_rearrangements(tflite: bytes | Any, indices: list[int]) -> dict[int, R
             result[index] = Rearrangement(view.root, None, channels)
         else:
             result[index] = Rearrangement(view.root, channel_index, channels)
-    return _with_flat_copies(result, _flat_rearrangements(model, wanted), subgraph)
+    return _with_flat_copies(result, _flat_rearrangements(model, rearranging, wanted), subgraph)
 
 
-def _flat_rearrangements(model: Any, wanted: set[int]) -> dict[int, tuple[int, int | None]]:
+def _flat_rearrangements(
+    model: Any, rearranging: list[tuple[Any, str]], wanted: set[int]
+) -> dict[int, tuple[int, int | None]]:
     """The rule that needs no static shape but the last dimension, for tensors that are not
     views (e.g. with a dynamic inner dimension): a chain of reshapes (same flat order) and
     TRANSPOSEs that keep the last axis last (every value keeps its last-axis index) from R;
@@ -241,9 +244,8 @@ def _flat_rearrangements(model: Any, wanted: set[int]) -> dict[int, tuple[int, i
     """
     subgraph = model.subgraphs[0]
     rule: dict[int, tuple[int, int | None, bool]] = {}  # tensor -> (root, C, flat order is R's)
-    for op in subgraph.operators:
-        kind = flatbuffer.op_name(model, op)
-        if kind not in REARRANGING_OPS or len(op.outputs) != 1 or len(op.inputs) < 1:
+    for op, kind in rearranging:  # (op, its name) for the ops of REARRANGING_OPS, in order
+        if len(op.outputs) != 1 or len(op.inputs) < 1:
             continue
         src, dst = int(op.inputs[0]), int(op.outputs[0])
         if src < 0 or subgraph.tensors[src].type != subgraph.tensors[dst].type:
@@ -295,8 +297,14 @@ def _with_flat_copies(
                     del result[j]
 
 
+def _number(x: int | Fraction) -> int | Fraction:
+    """An integral fraction as an int (ints keep the common, static case fast)."""
+    return int(x) if isinstance(x, Fraction) and x.denominator == 1 else x
+
+
 def _product(sizes: Any) -> Size:
-    c, k = Fraction(1), 0
+    c: int | Fraction = 1
+    k = 0
     for a in sizes:
         if isinstance(a, _Batch):
             c, k = c * a.coefficient, k + 1
@@ -304,7 +312,7 @@ def _product(sizes: Any) -> Size:
             c, k = c * a[0], k + a[1]
         else:
             c *= int(a)
-    return c, k
+    return _number(c), k
 
 
 def _signature(tensor: Any) -> list[int] | None:
@@ -333,7 +341,7 @@ def _root_view(tensor: Any, index: int) -> _View | None:
     runs: list[list[int]] = []
     for axis, d in enumerate(signature):
         if d < 0 and axis == 0:
-            split.append(_Batch(Fraction(1)))
+            split.append(_Batch(1))
         elif d != 1:
             split.append(d)
         runs.append([len(split) - 1] if (d < 0 or d != 1) else [])
@@ -351,14 +359,14 @@ def _dims(tensor: Any, total: Size) -> list[Size] | None:
 
 def _fill(dims: Sequence[int | Size], total: Size) -> list[Size] | None:
     """Dimensions with a -1 replaced by the size left over of ``total``."""
-    sizes = [(Fraction(int(d)), 0) if not isinstance(d, tuple) else (Fraction(d[0]), d[1]) for d in dims]
+    sizes = [(int(d), 0) if not isinstance(d, tuple) else d for d in dims]
     known = _product(s for s in sizes if s[0] >= 0)
     missing = [i for i, s in enumerate(sizes) if s[0] < 0]
     if len(missing) > 1 or known[0] == 0:
         return None
     if missing:
-        sizes[missing[0]] = (total[0] / known[0], total[1] - known[1])
-    if _product(sizes) != total or any(k not in (0, 1) or (k == 0 and c.denominator != 1) for c, k in sizes):
+        sizes[missing[0]] = (_number(Fraction(total[0]) / known[0]), total[1] - known[1])
+    if _product(sizes) != total or any(k not in (0, 1) or (k == 0 and not isinstance(c, int)) for c, k in sizes):
         return None
     return sizes
 
