@@ -182,7 +182,9 @@ def test_what_cannot_be_derived_is_gathered() -> None:
     unknown_shape = g.op("RESHAPE", [r, g.op("ADD", [g.const([0, 0]), g.const([0, 0])], [2], out_kind=2)],
                          [-1, -1])
     other_type = g.op("RESHAPE", [r, g.const([-1, 48])], [-1, 48], out_kind=schema.TensorType.FLOAT16)
-    wanted = [dynamic, moved, r, computed, unknown_shape, other_type]
+    static = g.tensor([1, 6, 8])  # a static batch of 1 may be run with 100: [8, 6, 1] -> [8, 6, 100]
+    reversed_static = g.transpose(static, [2, 1, 0], [8, 6, 1])
+    wanted = [dynamic, moved, r, computed, unknown_shape, other_type, static, reversed_static]
     assert value_rearrangements(g.model, wanted) == {}
 
 

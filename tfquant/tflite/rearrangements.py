@@ -11,8 +11,8 @@ The mapping is kept as a *view* of R (the way ``numpy`` composes reshapes and tr
 
 * S: R's shape split into finer axes, with size-1 axes dropped (a reshape may split an axis
   of R, never merge two: merged axes stay separate axes of S whose indices run together);
-  S[0] is R's first dimension when it is dynamic (``shapeSignature`` -1): a symbol N (the
-  batch, or batch·T for a tensor flattened to rows), times a fraction once a reshape splits a
+  S[0] is R's first dimension, a symbol N (``shapeSignature`` -1: the batch, or batch·T for
+  a tensor flattened to rows; a static first dimension is not trusted to stay so), times a fraction once a reshape splits a
   static inner factor off it (R = [N, C] reshaped to [N/T, T, C]); no channel axis holds it;
 * P: the order in which Y's flat (row-major) order reads S's axes (R.reshape(S).transpose(P)
   is Y's values in Y's flat order);
@@ -332,19 +332,22 @@ def _fits(view: _View, tensor: Any) -> bool:
 
 
 def _root_view(tensor: Any, index: int) -> _View | None:
-    """R as a view of itself: its first dimension the batch when dynamic; None when another
-    dimension is dynamic or the shape is unknown."""
+    """R as a view of itself, its first dimension the symbol N (whatever its size at run time:
+    a model with a static batch may still be run on other batch sizes, so a static first
+    dimension is not trusted either; the views of such a model then fail to match their static
+    signatures, and its tensors keep the flat rule); None when another dimension is dynamic
+    or the shape is unknown."""
     signature = _signature(tensor)
     if signature is None or any(d < 0 for d in signature[1:]) or 0 in signature:
         return None
-    split: list[int | str] = []
+    split: list[int | _Batch] = []
     runs: list[list[int]] = []
     for axis, d in enumerate(signature):
-        if d < 0 and axis == 0:
+        if axis == 0:
             split.append(_Batch(1))
         elif d != 1:
             split.append(d)
-        runs.append([len(split) - 1] if (d < 0 or d != 1) else [])
+        runs.append([len(split) - 1] if axis == 0 or d != 1 else [])
     return _View(index, split, list(range(len(split))), runs)
 
 
