@@ -16,7 +16,9 @@ import tfquant._env  # noqa: F401  (before TensorFlow)
 from tfquant.calibration import collect
 from tfquant.convert import calibrated
 from tfquant.recipes import Recipe
-from tfquant.tflite.flatbuffer import value_copies, value_rearrangements
+from tfquant.tflite import flatbuffer
+from tfquant.tflite.flatbuffer import value_copies
+from tfquant.tflite.rearrangements import value_rearrangements
 
 N = 70  # not a multiple of the batch size: the last batch is smaller
 
@@ -49,7 +51,7 @@ def _permute_model():
     x = layers.Conv2D(8, 3, padding="same")(inputs)
     x = layers.Permute((2, 1, 3))(x)  # keeps the last axis: a rearrangement
     x = layers.Dense(6)(x)
-    x = layers.Permute((1, 3, 2))(x)  # moves the last axis: gathered itself
+    x = layers.Permute((1, 3, 2))(x)  # moves the last axis: channels regrouped
     x = layers.Reshape((4, 36))(x)
     x = layers.Dense(5, activation="relu")(x)
     return tf.keras.Model(inputs, layers.Dense(3)(layers.Flatten()(x)))
@@ -84,7 +86,7 @@ def test_rearranged_statistics_equal_the_gathered_ones_up_to_the_order_of_the_su
     x = np.random.default_rng(2).standard_normal((N, 6, 4, 3)).astype(np.float32)
     cal, new, old = _gathered_and_rearranged(_permute_model(), x, monkeypatch)
     rearranged = value_rearrangements(cal.float_model, sorted(cal.tensors))
-    regrouped = [i for i, (_, c) in rearranged.items() if c is not None]
+    regrouped = [i for i, r in rearranged.items() if r.channel_index is not None]
     assert regrouped and len(rearranged) > len(regrouped), rearranged  # a transpose and a flatten
     for index in rearranged:
         a, b = new.tensors[cal.tensors[index]], old.tensors[cal.tensors[index]]
@@ -110,3 +112,69 @@ def test_a_reshape_that_changes_the_last_dimension_is_not_a_copy() -> None:
     for dst, src in value_copies(cal.float_model, sorted(cal.tensors)).items():
         a, b = stats.tensors[cal.tensors[dst]], stats.tensors[cal.tensors[src]]
         assert a.channel_sum.size == b.channel_sum.size
+
+
+def _attention_model(tokens: int | None = 6):
+    """[B, T, H·D] -> [B, T, H, D] -> [B, H, T, D] -> [B, H, D, T] (the last axis moves) -> back
+    -> [B, T, H·D]; a multi-head attention; squeeze / expand_dims."""
+    import tensorflow as tf
+
+    layers = tf.keras.layers
+    tf.keras.utils.set_random_seed(5)
+    inputs = tf.keras.Input((tokens, 8))
+    x = layers.Dense(8)(inputs)
+    heads = layers.Reshape((tokens or -1, 2, 4))(x)
+    bhtd = layers.Permute((2, 1, 3))(heads)
+    bhdt = layers.Permute((1, 3, 2))(bhtd)  # the last axis moves
+    back = layers.Permute((3, 1, 2))(bhdt)  # [B, T, H, D]
+    merged = layers.Reshape((tokens or -1, 8))(back)
+    z = layers.MultiHeadAttention(num_heads=2, key_dim=4)(merged, merged)
+    expanded = layers.Lambda(lambda t: tf.expand_dims(t, -1))(layers.Dense(4)(z))
+    squeezed = layers.Lambda(lambda t: tf.squeeze(t, -1))(layers.Dense(1)(expanded))
+    if tokens:  # reshapes after the transposes; dense layers over their last axes
+        ends = [squeezed, layers.Dense(3)(bhdt), layers.Dense(3)(layers.Reshape((8, 6))(bhdt)),
+                layers.Dense(3)(layers.Reshape((4, 12))(bhdt))]
+        pooled = layers.Concatenate()([layers.Flatten()(e) for e in ends])
+    else:
+        pooled = layers.GlobalAveragePooling1D()(squeezed)
+    outputs = layers.Dense(3)(pooled)
+    return tf.keras.Model(inputs, outputs)
+
+
+def test_attention_like_rearrangements_equal_their_own_statistics(monkeypatch) -> None:
+    """Transposes that move the last axis, reshapes after transposes, squeeze / expand_dims:
+    every field of every copy equals what gathering the tensor itself gives (float64 sums to
+    1e-9), and they are copies indeed."""
+    x = np.random.default_rng(5).standard_normal((N, 6, 8)).astype(np.float32)
+    cal, new, old = _gathered_and_rearranged(_attention_model(), x, monkeypatch)
+    rearranged = value_rearrangements(cal.float_model, sorted(cal.tensors))
+    model = flatbuffer.read(cal.float_model)
+    kinds = {int(op.outputs[0]): flatbuffer.op_name(model, op) for op in model.subgraphs[0].operators}
+    moved = {kinds[i] for i, r in rearranged.items() if r.channel_index is not None}
+    assert {"TRANSPOSE", "RESHAPE"} <= moved, rearranged  # the last axis moved; a reshape after it
+    assert "EXPAND_DIMS" in {kinds[i] for i in rearranged} or "RESHAPE" in {kinds[i] for i in rearranged}
+    for index in rearranged:
+        a, b = new.tensors[cal.tensors[index]], old.tensors[cal.tensors[index]]
+        assert (a.min, a.max, a.ema_min, a.ema_max, a.count, a.histogram.upper) == (
+            b.min, b.max, b.ema_min, b.ema_max, b.count, b.histogram.upper), index
+        np.testing.assert_array_equal(a.histogram.counts, b.histogram.counts)
+        np.testing.assert_allclose([a.mean, a.m2, a.sum_abs_dev], [b.mean, b.m2, b.sum_abs_dev], rtol=1e-9)
+        assert a.channel_sum.shape == b.channel_sum.shape, index
+        np.testing.assert_allclose(a.channel_sum, b.channel_sum, rtol=1e-9, atol=1e-9)
+
+
+def test_a_dynamic_inner_dimension_is_gathered_itself(monkeypatch) -> None:
+    """With T unknown before the model runs ([-1, -1, 8]), the transposes' channels cannot be
+    derived: those tensors are gathered themselves, and the statistics stay the same."""
+    x = np.random.default_rng(6).standard_normal((N, 6, 8)).astype(np.float32)
+    cal, new, old = _gathered_and_rearranged(_attention_model(tokens=None), x, monkeypatch)
+    rearranged = value_rearrangements(cal.float_model, sorted(cal.tensors))
+    model = flatbuffer.read(cal.float_model)
+    perms = {int(op.outputs[0]): flatbuffer.tensor_data(model, int(op.inputs[1]))
+             for op in model.subgraphs[0].operators if flatbuffer.op_name(model, op) == "TRANSPOSE"}
+    moving = [i for i, perm in perms.items() if i in cal.tensors and perm[-1] != perm.size - 1]
+    assert moving and not set(moving) & set(rearranged), (moving, rearranged)
+    for name in cal.tensors.values():
+        a, b = new.tensors[name], old.tensors[name]
+        assert (a.min, a.max, a.count) == (b.min, b.max, b.count)
+        np.testing.assert_allclose(a.channel_sum, b.channel_sum, rtol=1e-9, atol=1e-9)

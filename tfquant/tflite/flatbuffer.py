@@ -180,64 +180,6 @@ def value_copies(tflite: bytes, indices: list[int]) -> dict[int, int]:
     return copies
 
 
-def value_rearrangements(tflite: bytes | Any, indices: list[int]) -> dict[int, tuple[int, int | None]]:
-    """Tensors of ``indices`` that hold the values of another tensor of ``indices``, reordered.
-
-    A chain of RESHAPE / SQUEEZE / EXPAND_DIMS (same values, same flat order) and TRANSPOSEs
-    that keep the last axis last (same values; every value keeps its last-axis index) from a
-    tensor R of ``indices`` holds R's values, so every statistic of the flattened values is
-    R's (the floating-point sums up to their order of addition). Only the channels of the last
-    axis may differ: after a reshape to last dimension C, channel = (R's flat index) mod C; a
-    transpose keeps its input's rule; a reshape after such a transpose is not followed.
-
-    Returns:
-      tensor -> (R, C): R a tensor of ``indices`` that is not itself in the result; C None when
-      the channels are R's own (:func:`value_copies` are such tensors), else the number of
-      channels, taken as (R's flat index) mod C.
-
-    ``tflite`` may also be the model already read (:func:`read`; it is not changed).
-    """
-    model = read(tflite) if isinstance(tflite, (bytes, bytearray)) else tflite
-    subgraph = model.subgraphs[0]
-    wanted = {int(i) for i in indices}
-    # tensor -> (root, channels rule, flat order is the root's)
-    rule: dict[int, tuple[int, int | None, bool]] = {}
-    for op in subgraph.operators:
-        kind = op_name(model, op)
-        if kind not in VALUE_COPY_OPS and kind != "TRANSPOSE" or len(op.outputs) != 1 or len(op.inputs) < 1:
-            continue
-        src, dst = int(op.inputs[0]), int(op.outputs[0])
-        if src < 0 or subgraph.tensors[src].type != subgraph.tensors[dst].type:
-            continue
-        if src in rule:
-            root, channels, flat = rule[src]
-        elif src in wanted:
-            root, channels, flat = src, None, True
-        else:
-            continue
-        if kind == "TRANSPOSE":
-            try:
-                perm = [int(a) for a in tensor_data(model, int(op.inputs[1])).reshape(-1)]
-            except (TfquantError, IndexError):
-                continue
-            if not perm or perm[-1] != len(perm) - 1:
-                continue
-            rule[dst] = (root, channels, flat and perm == sorted(perm))
-        elif flat:
-            last, root_last = _static_last_dim(subgraph.tensors[dst]), _static_last_dim(subgraph.tensors[root])
-            if last is not None:
-                rule[dst] = (root, None if last == root_last else last, True)
-    return {i: (root, channels) for i, (root, channels, _) in rule.items() if i in wanted and root not in rule}
-
-
-def _static_last_dim(tensor: Any) -> int | None:
-    """The last dimension when it is known before the model runs (not -1 in the signature)."""
-    signature = getattr(tensor, "shapeSignature", None)
-    if signature is not None and len(signature) > 0 and int(signature[-1]) < 0:
-        return None
-    return _last_dim(tensor)
-
-
 def _last_dim(tensor: Any) -> int | None:
     """The tensor's last dimension (None when its shape is unknown or a scalar's)."""
     shape = getattr(tensor, "shape", None)
