@@ -125,7 +125,9 @@ def test_read_graph_matches_the_object_api(which: str, float_tflite: bytes, int8
         if graph.buffers[a.buffer].data is not None and flatbuffer.type_name(a.type) in flatbuffer._NUMPY_TYPES:
             np.testing.assert_array_equal(flatbuffer.tensor_data(graph, i), flatbuffer.tensor_data(model, i))
     indices = list(range(len(m.tensors)))
-    assert flatbuffer.value_rearrangements(graph, indices) == flatbuffer.value_rearrangements(model, indices)
+    from tfquant.tflite.rearrangements import value_rearrangements
+
+    assert value_rearrangements(graph, indices) == value_rearrangements(model, indices)
     assert g.tensors[-1] is g.tensors[len(g.tensors) - 1]
     with pytest.raises(IndexError):
         g.tensors[len(g.tensors)]

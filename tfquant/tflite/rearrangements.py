@@ -88,6 +88,13 @@ class Rearrangement:
     channel_index: np.ndarray | None
     channels: int
 
+    def __eq__(self, other: object) -> bool:  # the index array compared by value
+        if not isinstance(other, Rearrangement):
+            return NotImplemented
+        a, b = self.channel_index, other.channel_index
+        same_index = a is None and b is None or a is not None and b is not None and np.array_equal(a, b)
+        return (self.source, self.channels) == (other.source, other.channels) and same_index
+
 
 @dataclasses.dataclass
 class _View:
