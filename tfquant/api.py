@@ -302,7 +302,8 @@ def evaluate(
     data_dir: str | os.PathLike[str] | None = None,
     image_size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Top-1 accuracy, size (and latency) of a .tflite in the LiteRT interpreter; ``evaluate``.
+    """Top-1 accuracy (or, for a model whose output is not class scores, its regression
+    error), size (and latency) of a .tflite in the LiteRT interpreter; ``evaluate``.
 
     The input contract is the one given (``preprocess`` or ``input_mean`` / ``input_std``),
     else the one recorded in the model by ``convert`` / ``qat``, else none ([0, 1] images).
@@ -310,7 +311,10 @@ def evaluate(
     the model's input height and width.
 
     Returns:
-      The record ``evaluate --output`` writes: ``accuracy``, ``n_examples``, ``size_bytes``,
+      The record ``evaluate --output`` writes: ``task`` (``classification``: top-1
+      ``accuracy`` on integer or one-hot labels; ``regression``: ``mae``, ``rmse``,
+      ``max_abs_error`` against float targets, ``accuracy`` None, see
+      :mod:`tfquant.evaluation.regression`), ``n_examples``, ``size_bytes``,
       ``runtime``, ``threads``, ``executed_in`` (``tflite``), ``input`` and ``input_source``
       (``flags``, ``recorded in the model`` or ``none``), ``recipe``, and with
       ``latency_runs`` > 0 ``latency_ms_median`` / ``_p90`` / ``_min``.
@@ -337,20 +341,33 @@ def evaluate(
         contract_source = "recorded in the model" if contract is not None else "none"
     x, y, info = data.load_numpy(
         dataset, split, data_dir=data_dir, image_size=image_size, limit=limit,
-        normalization=contract,
+        normalization=contract, targets=True,
     )
-    acc = evaluation.evaluate_accuracy(
-        tflite, x, y, runtime=rt, num_threads=num_threads, batch_size=batch_size,
-        delegate_path=delegate_path,
-    )
+    from tfquant.evaluation import regression
+
+    outputs = interpreter.get_output_details()
+    labels = regression.as_class_labels(tuple(outputs[0]["shape"]) if len(outputs) == 1 else (), y)
+    measured: dict[str, Any]
+    if labels is not None or np.asarray(y).dtype.kind in "iu" and len(outputs) != 1:
+        acc = evaluation.evaluate_accuracy(
+            tflite, x, labels if labels is not None else y, runtime=rt, num_threads=num_threads,
+            batch_size=batch_size, delegate_path=delegate_path,
+        )
+        measured = {"task": "classification", "accuracy": acc.accuracy, "n_examples": acc.n_examples}
+    else:
+        reg = regression.evaluate_regression(
+            tflite, x, y, runtime=rt, num_threads=num_threads, batch_size=batch_size,
+            delegate_path=delegate_path,
+        )
+        measured = {"task": "regression", "accuracy": None, "mae": reg.mae, "rmse": reg.rmse,
+                    "max_abs_error": reg.max_abs_error, "n_examples": reg.n_examples}
     result: dict[str, Any] = {
         "tflite_path": os.fspath(tflite),
         "dataset": dataset,
         "split": info.split,
         "runtime": rt.value,
         "threads": num_threads,
-        "accuracy": acc.accuracy,
-        "n_examples": acc.n_examples,
+        **measured,
         "size_bytes": evaluation.file_size(tflite),
         "executed_in": "tflite",
         "input": contract.to_dict() if contract is not None else None,

@@ -296,8 +296,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         latency_runs=args.latency_runs, delegate_path=args.delegate_path,
         data_dir=args.data_dir, image_size=args.image_size,
     )
+    measured = (f"top-1 {result['accuracy']:.4f}" if result["task"] == "classification" else
+                f"MAE {result['mae']:.4g}, RMSE {result['rmse']:.4g} (max {result['max_abs_error']:.4g})")
     line = (
-        f"{Path(args.tflite).name}: top-1 {result['accuracy']:.4f} on {result['n_examples']} "
+        f"{Path(args.tflite).name}: {measured} on {result['n_examples']} "
         f"{args.dataset}/{result['split']} examples ({result['runtime']}, {args.num_threads} thread(s)), "
         f"{result['size_bytes']:,} bytes"
     )

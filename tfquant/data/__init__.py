@@ -179,8 +179,12 @@ def load_numpy(
     image_size: tuple[int, int] | None = None,
     limit: int | None = None,
     normalization: Normalization | None = None,
+    targets: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, DatasetInfo]:
     """The whole split as arrays (x float32 NHWC, y int64). For evaluation of small/medium sets.
+
+    ``targets``: an npz ``y`` may also hold float regression targets ``(N, ...)`` (float32);
+    the other sources always give integer labels.
 
     Fashion-MNIST is decoded once per process and cached; without resizing or
     normalisation the returned arrays are read-only views of that cache (copy them before
@@ -190,7 +194,7 @@ def load_numpy(
       TfquantError: bad spec or arguments, missing or invalid data, empty split, NaN/Inf.
     """
     parsed = parse_spec(spec)
-    size, source = _open(spec, parsed, split, data_dir, image_size, limit)
+    size, source = _open(spec, parsed, split, data_dir, image_size, limit, targets=targets)
     if isinstance(source, tfds_source.TfdsSplit):
         ds = source.dataset(
             batch_size=_NUMPY_BATCH, image_size=size, normalization=normalization, limit=limit
@@ -272,6 +276,7 @@ def _open(
     limit: int | None,
     *,
     labels_required: bool = True,
+    targets: bool = False,
 ) -> tuple[tuple[int, int] | None, _Source]:
     """Validates the common arguments and opens ``split``; raises if it is empty."""
     size = check_image_size(image_size)
@@ -286,7 +291,7 @@ def _open(
     elif isinstance(parsed, TfdsSpec):
         source = tfds_source.open_split(parsed, split, data_dir=_opt_str(data_dir))
     elif isinstance(parsed, NpzSpec):
-        s = npz.load_npz(parsed.path, split, labels_required=labels_required)
+        s = npz.load_npz(parsed.path, split, labels_required=labels_required, targets=targets)
         source = _Arrays(s.x, s.y, s.num_classes, split)
     else:
         f = image_folder.load_folder(

@@ -46,7 +46,7 @@ class NpzSplit:
 
 
 def load_npz(
-    path: str | os.PathLike[str], split: str, *, labels_required: bool = True
+    path: str | os.PathLike[str], split: str, *, labels_required: bool = True, targets: bool = False
 ) -> NpzSplit:
     """Reads and validates ``split`` of an .npz file.
 
@@ -55,6 +55,9 @@ def load_npz(
       split: ``train``, ``test``, ...: ``x_<split>`` if present, else ``x``.
       labels_required: False (calibration) reads ``x`` only: ``y`` is then None, whatever
         label arrays the file holds.
+      targets: ``y`` may also be float regression targets of any shape ``(N, ...)`` (the
+        evaluation of a model whose output is not class scores); integer labels are checked
+        as usual.
 
     Raises:
       TfquantError: the file is missing or unreadable, a key is missing, ``x`` is not float
@@ -89,7 +92,11 @@ def load_npz(
         return NpzSplit(x=x, y=None, num_classes=0)
     where = f"{where} split {split!r} ({x_key}, {y_key})"
     x = _check_x(x, where)
-    y = _check_y(y, where, y_key)
+    if targets and y.dtype.kind == "f" and y.ndim >= 1:
+        check_finite(y, f"{where} targets")
+        y = y.astype(np.float32, copy=False)
+    else:
+        y = _check_y(y, where, y_key)
     if len(x) != len(y):
         raise TfquantError(
             f"{where}: {x_key} has {len(x)} examples but {y_key} has {len(y)}; "
