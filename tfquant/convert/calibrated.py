@@ -147,7 +147,8 @@ def calibrate(
     if not recipe.mode.needs_calibration:
         raise TfquantError(f"mode {recipe.mode} has no calibration; use mode int8 or int16x8")
     source = load_source(model)
-    x = representative.validate_calibration_data(calibration_data, recipe, source.input_shape())
+    x = representative.validate_calibration_data(calibration_data, recipe, source.input_shape(),
+                                                 source.input_dtype())
     start = time.perf_counter()
     one = representative.representative_dataset(x[:1], batch_dim=source.input_shape()[0], batch_size=1)
     with stage(f"calibrate ({recipe.mode}): float model with the tensors to quantize"):

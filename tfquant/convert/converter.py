@@ -172,7 +172,7 @@ def convert(
     dataset = None
     if recipe.mode.needs_calibration:
         x = representative.validate_calibration_data(
-            calibration_data, recipe, source.input_shape()
+            calibration_data, recipe, source.input_shape(), source.input_dtype()
         )
         dataset = representative.representative_dataset(
             x,

@@ -241,7 +241,8 @@ def calibrate_mixed(
     if not recipe.mode.needs_calibration:
         raise TfquantError(f"mode {recipe.mode} has no calibration; use mode int8 or int16x8")
     source = load_source(model, custom_objects=custom_objects)
-    x = representative.validate_calibration_data(calibration_data, recipe, source.input_shape())
+    x = representative.validate_calibration_data(calibration_data, recipe, source.input_shape(),
+                                                 source.input_dtype())
     start = time.perf_counter()
     tflite, names = float_model(source.keras_model if source.keras_model is not None else model)
     convert_seconds = time.perf_counter() - start

@@ -39,7 +39,7 @@ def _fmt(shape: Sequence[int | str | None]) -> str:
 
 
 def validate_calibration_data(
-    calibration_data: object, recipe: Recipe, input_shape: Shape
+    calibration_data: object, recipe: Recipe, input_shape: Shape, input_dtype: "np.dtype | None" = None
 ) -> np.ndarray:
     """Checks user calibration data against the recipe and the model input.
 
@@ -48,9 +48,12 @@ def validate_calibration_data(
       recipe: the recipe being applied; ``num_calibration_examples`` must equal N so the
         recipe embedded in the model tells the truth about its calibration set.
       input_shape: the model input shape including the batch dimension (``None`` = any).
+      input_dtype: the model input's dtype; an integer one (token ids of an Embedding) takes
+        float or integer data holding whole numbers in its range, returned in that dtype (the
+        converter's calibrator and LiteRT feed the input as it is).
 
     Returns:
-      The data as a C-contiguous float32 array.
+      The data as a C-contiguous float32 array (the input's integer dtype for an integer input).
 
     Raises:
       TfquantError: data missing, not numeric floating point, empty, NaN/Inf, wrong shape,
@@ -70,7 +73,10 @@ def validate_calibration_data(
             f"calibration_data could not be read as an array ({e}); pass a numpy array of "
             f"shape {expected}"
         ) from None
-    if x.dtype.kind != "f":
+    integer_input = input_dtype is not None and np.dtype(input_dtype).kind in "iu"
+    if integer_input and x.dtype.kind in "iuf" and x.ndim >= 1 and x.shape[0] > 0:
+        x = _integer_inputs(x, np.dtype(input_dtype))
+    elif x.dtype.kind != "f":
         raise TfquantError(
             f"calibration_data has dtype {x.dtype}; pass float32 inputs preprocessed exactly "
             "like the training data (e.g. uint8 images / 255.0)"
@@ -88,7 +94,7 @@ def validate_calibration_data(
             "reshape the data to (N, *input_shape) (the first axis counts examples), or for "
             "images pass --image_size H,W (image_size=) to resize them"
         )
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    x = np.ascontiguousarray(x, dtype=x.dtype if integer_input else np.float32)
     finite = np.isfinite(x)
     if not finite.all():
         bad = np.flatnonzero(~finite.reshape(len(x), -1).all(axis=1))
@@ -103,6 +109,23 @@ def validate_calibration_data(
             f"recipe.replace(num_calibration_examples={len(x)})"
         )
     return x
+
+
+def _integer_inputs(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Integer model inputs (token ids) as ``dtype``: whole numbers in its range, else an error."""
+    if x.dtype.kind == "f":
+        finite = np.isfinite(x)
+        if not finite.all() or not np.array_equal(x, np.round(x)):
+            raise TfquantError(
+                f"the model input is {dtype} (e.g. token ids) but calibration_data holds values that "
+                "are not whole numbers (or NaN/Inf); pass the ids the model takes, as integers")
+    info = np.iinfo(dtype)
+    lo, hi = x.min(), x.max()
+    if lo < info.min or hi > info.max:
+        raise TfquantError(
+            f"the model input is {dtype} but calibration_data spans [{lo}, {hi}]; pass ids in "
+            f"[{info.min}, {info.max}]")
+    return x.astype(dtype)
 
 
 def batch_indices(n: int, batch_size: int) -> Iterator[np.ndarray]:
@@ -123,7 +146,8 @@ def representative_dataset(
     """Returns the converter's ``representative_dataset`` callable for validated data.
 
     Args:
-      x: float32 calibration examples (N, ...).
+      x: validated calibration examples (N, ...): float32, or the integer dtype of an
+        integer model input.
       batch_dim: the model's batch dimension: ``None`` (dynamic: examples are fed in batches
         of ``min(batch_size, N)``) or a fixed size (batches of exactly that size).
       batch_size: examples per invocation for a dynamic batch dimension.

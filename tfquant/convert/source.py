@@ -11,6 +11,8 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
+
 from tfquant import _env  # noqa: F401  (must run before TensorFlow is imported)
 
 import tensorflow as tf
@@ -52,9 +54,9 @@ def _keras_input_shapes(model: tf.keras.Model) -> list[tuple[int | None, ...]]:
 
 def _savedmodel_inputs(
     path: Path,
-) -> tuple[list[tuple[int | None, ...]], list[tuple[int | None, ...]], tuple[str, ...]]:
+) -> tuple[list[tuple[int | None, ...]], list[tuple[int | None, ...]], tuple[str, ...], list[np.dtype]]:
     """Loads the SavedModel (so a broken one fails clearly); returns the input and output
-    shapes of its serving signature and its :func:`tensorlist_loops`."""
+    shapes of its serving signature, its :func:`tensorlist_loops` and its input dtypes."""
     try:
         with captured_output():
             loaded = tf.saved_model.load(str(path))
@@ -69,9 +71,10 @@ def _savedmodel_inputs(
             f"SavedModel {str(path)!r} has no 'serving_default' signature; re-export it with "
             "signatures={'serving_default': fn}"
         )
-    shapes = [tuple(spec.shape) for spec in signature.structured_input_signature[1].values()]
+    specs = list(signature.structured_input_signature[1].values())
+    shapes = [tuple(spec.shape) for spec in specs]
     outputs = [tuple(spec.shape) for spec in tf.nest.flatten(signature.structured_outputs)]
-    return shapes, outputs, tensorlist_loops(signature)
+    return shapes, outputs, tensorlist_loops(signature), [np.dtype(spec.dtype.as_numpy_dtype) for spec in specs]
 
 
 def tensorlist_loops(function: "tf.types.experimental.ConcreteFunction") -> tuple[str, ...]:
@@ -110,12 +113,22 @@ class Source:
     """A SavedModel's WHILE loops over TensorLists (:func:`tensorlist_loops`)."""
     output_shapes: list[tuple[int | None, ...]] | None = None
     """A SavedModel's output shapes (None for a Keras model: read its ``outputs``)."""
+    input_dtypes: list[np.dtype] | None = None
+    """The inputs' dtypes (float32, or an integer type for token ids)."""
 
     def input_shape(self) -> tuple[int | None, ...]:
         """The single input's shape, batch dimension first."""
         if self.input_shapes is None:
             self.input_shapes = _keras_input_shapes(self.keras_model)
         return _single_input(self.input_shapes, "the model")
+
+    def input_dtype(self) -> np.dtype:
+        """The single input's dtype (an integer type for token ids)."""
+        if self.input_dtypes is None:
+            inputs = getattr(self.keras_model, "inputs", None) or []
+            self.input_dtypes = [np.dtype(t.dtype.as_numpy_dtype) for t in inputs]
+        self.input_shape()  # one input, else the error that says so
+        return self.input_dtypes[0]
 
 
 def load_source(
@@ -126,9 +139,9 @@ def load_source(
         path = check_model_path(model)
         if path.is_dir() and not is_keras_savedmodel(path):
             # Loaded here, so a broken one gets a clear error whatever the mode.
-            shapes, outputs, loops = _savedmodel_inputs(path)
+            shapes, outputs, loops, dtypes = _savedmodel_inputs(path)
             return Source(savedmodel_dir=path, input_shapes=shapes, tensorlist_loops=loops,
-                          output_shapes=outputs)
+                          output_shapes=outputs, input_dtypes=dtypes)
         return Source(keras_model=load_model(path, custom_objects=custom_objects))
     if not isinstance(model, tf.keras.Model):
         raise TfquantError(
