@@ -112,7 +112,7 @@ class TensorStatistics:
         channel_sum = np.empty(columns.shape[1], dtype=np.float64)
         lo32, hi32, total = moments(columns, channel_sum)
         lo, hi = float(lo32), float(hi32)
-        if not math.isfinite(total + lo + hi):  # |Σx| < 2^30·2^128: a sum of finite ones is finite
+        if not math.isfinite(total + lo + hi):  # finite ones (|Σx| <= n·2^128) sum to a finite value
             self._non_finite()
         mean_b = total / n
         histogram = self.histogram
