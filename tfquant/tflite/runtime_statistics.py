@@ -363,6 +363,7 @@ class TappedModel:
         if getattr(self, "_lib", None) is None:
             return
         self._release_buffer()
+        self._views = [None] * len(getattr(self, "_views", ()))  # views of the arena, about to be freed
         lib, self._lib = self._lib, None
         if self._compiled:
             lib.LiteRtDestroyCompiledModel(self._compiled)
