@@ -93,6 +93,38 @@ def test_taps_see_exactly_the_interpreter_values(float_tflite: bytes) -> None:
         np.testing.assert_array_equal(seen[i][1], expected[i])
 
 
+def test_cached_views_follow_every_run_and_batch_shape(float_tflite: bytes) -> None:
+    """Each tap keeps its numpy view while LiteRT's (address, type) stays the same: the view
+    must still show each run's own values, and be made again when the batch shape changes."""
+    indices = sorted(_activations(float_tflite))
+    x = calibration(40)
+    interpreter = make_interpreter(
+        flatbuffer.with_outputs(float_tflite, indices), runtime=Runtime.BUILTIN, num_threads=1
+    )
+    input_index = interpreter.get_input_details()[0]["index"]
+    batches = [x[:5], x[5:10], x[10:13], x[13:18], x[18:40]]
+    expected = []
+    for b in batches:
+        interpreter.resize_tensor_input(input_index, b.shape, strict=False)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(input_index, b)
+        interpreter.invoke()
+        expected.append({i: interpreter.get_tensor(i) for i in indices})
+    seen: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {i: [] for i in indices}
+    observers = [lambda a, i=i: seen[i].append((a, a.copy())) for i in indices]
+    with rs.TappedModel(float_tflite, indices, observers) as model:
+        for b in batches:
+            model.run(b)
+    for i in indices:
+        assert len(seen[i]) == len(batches)
+        for (view, values), want in zip(seen[i], expected, strict=True):
+            assert not view.flags.writeable
+            np.testing.assert_array_equal(values, want[i])
+        views = [view for view, _ in seen[i]]
+        assert views[1] is views[0]  # the same shape at the same address: the cached view
+        assert views[2] is not views[1] and views[2].shape[0] == 3  # a new shape: a new view
+
+
 def test_statistics_equal_the_output_path(cnn, monkeypatch) -> None:
     from tfquant.convert import calibrated
     from tfquant.recipes import Recipe

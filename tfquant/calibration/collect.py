@@ -146,7 +146,10 @@ def _observers(stats: Mapping[int, TensorStatistics], regrouped: Regrouped, ema_
     """One observer per gathered tensor (its statistics, plus the channel sums of its copies)."""
     observers: list[Observer] = []
     for index, s in stats.items():
-        observe = functools.partial(s.update, ema_constant=ema_constant)
+        # The bound method when it can (a partial with a keyword costs ~0.3 µs a call more).
+        observe = s.update if ema_constant == DEFAULT_EMA_CONSTANT else functools.partial(
+            s.update, ema_constant=ema_constant
+        )
         extra = [o for (source, _), o in regrouped.items() if source == index]
         observers.append(fan_out(observe, *extra) if extra else observe)
     return observers

@@ -112,14 +112,20 @@ class TensorStatistics:
         channel_sum = np.empty(columns.shape[1], dtype=np.float64)
         lo32, hi32, total = moments(columns, channel_sum)
         lo, hi = float(lo32), float(hi32)
-        if not (math.isfinite(total) and math.isfinite(lo) and math.isfinite(hi)):
+        if not math.isfinite(total + lo + hi):  # finite ones (|Σx| <= n·2^128) sum to a finite value
             self._non_finite()
         mean_b = total / n
         histogram = self.histogram
-        histogram.cover(max(hi, -lo))
-        if histogram.upper == 0.0:  # every value so far is 0 (so are the deviations)
+        histogram.cover(hi if hi >= -lo else -lo)
+        upper = histogram.upper
+        if upper == 0.0:  # every value so far is 0 (so are the deviations)
             histogram.counts[0] += n
             m2_b = abs_dev_b = 0.0
+        elif n <= fused.MAX_VALUES:  # one call (the batches of the statistics pass)
+            counts = histogram.counts
+            m2_b, abs_dev_b = deviations_and_histogram(
+                a.reshape(-1), np.float32(mean_b), upper / len(counts), counts
+            )
         else:
             m2_b = abs_dev_b = 0.0
             v = a.reshape(-1)
@@ -174,20 +180,27 @@ class TensorStatistics:
         channel_sum: np.ndarray, ema_constant: float,
     ) -> None:
         """Folds one batch's n, min, max, mean, Σ(x - mean)², Σ|x - mean| and Σx per channel in
-        (Chan et al.'s parallel update for the mean and m2)."""
-        if self.channel_sum is None or self.channel_sum.shape != channel_sum.shape:
-            self.channel_sum = channel_sum if self.count == 0 else None
+        (Chan et al.'s parallel update for the mean and m2). Written for ~1 µs a call (it runs
+        once per tensor and batch: 1,870 times a pass on the zoo ViT): locals, comparisons
+        instead of ``min`` / ``max`` (the same result: a finite batch, ties keep the old value)."""
+        count = self.count
+        previous = self.channel_sum
+        if previous is None or previous.shape != channel_sum.shape:
+            self.channel_sum = channel_sum if count == 0 else None
         else:
-            self.channel_sum = self.channel_sum + channel_sum
-        if self.count == 0:
+            self.channel_sum = previous + channel_sum
+        if count == 0:
             self.ema_min, self.ema_max = lo, hi
         else:
             self.ema_min = (1.0 - ema_constant) * self.ema_min + ema_constant * lo
             self.ema_max = (1.0 - ema_constant) * self.ema_max + ema_constant * hi
-        self.min, self.max = min(self.min, lo), max(self.max, hi)
-        total = self.count + n
+        if lo < self.min:
+            self.min = lo
+        if hi > self.max:
+            self.max = hi
+        total = count + n
         delta = mean_b - self.mean
-        self.m2 += m2_b + delta * delta * self.count * n / total
+        self.m2 += m2_b + delta * delta * count * n / total
         self.mean += delta * n / total
         self.count = total
         self.sum_abs_dev += abs_dev_b
