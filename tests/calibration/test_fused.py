@@ -196,3 +196,81 @@ def test_non_finite_values_anywhere_are_refused(where):
         with pytest.raises(TfquantError, match="NaN/Inf"):
             stats.update(x.reshape(2000, 3))
     assert stats.count == 0
+
+
+# --- the float32 bin index (fused._indices_exact) is the float64 division's, value by value ---
+
+def _division_bins(values: np.ndarray, width: float, bins: int) -> np.ndarray:
+    """The numpy path's bin of each value: min(⌊|x| / w⌋, n - 1), a float64 division."""
+    return np.minimum(np.floor(np.abs(values).astype(np.float64) / width), bins - 1).astype(np.int64)
+
+
+def _float32_bins(values: np.ndarray, width32: np.float32, bins: int) -> np.ndarray:
+    """The compiled float32 index of each value (slot n = the last bin, the 8 zero slots = bin 0)."""
+    fused.kernels()
+    out = np.empty(fused._CHUNK, dtype=np.uint32)
+    result = []
+    recip32 = np.float32(1.0 / np.float64(width32))
+    for start in range(0, values.size, fused._CHUNK):
+        chunk = np.ascontiguousarray(values[start : start + fused._CHUNK], dtype=np.float32)
+        fused._indices_exact_compiled(chunk, width32, recip32, np.uint32(bins + 1), out)
+        result.append(out[: chunk.size].astype(np.int64))
+    j = np.concatenate(result)
+    j[j > bins] = 0  # the spread slots of bin 0
+    return np.minimum(j, bins - 1)
+
+
+def _edges_and_neighbours(width32: np.float32, bins: int) -> np.ndarray:
+    """k·w rounded to float32 for k = 0..n, with both float32 neighbours, all within [0, n·w], ±."""
+    upper = np.float32(np.float64(width32) * bins)
+    edges = (np.arange(bins + 1, dtype=np.float64) * np.float64(width32)).astype(np.float32)
+    v = np.concatenate([edges, np.nextafter(edges, np.float32(0)), np.nextafter(edges, np.float32(np.inf))])
+    v = v[(v >= 0) & (v.astype(np.float64) <= np.float64(width32) * bins)]
+    v = np.concatenate([v, [upper, np.float32(0)]]).astype(np.float32)
+    return np.concatenate([v, -v])
+
+
+@pytest.mark.parametrize("width", [6.0 / 2048, 1.0, 0.1, 3.3e-7, 2.0**-100, 1.7e30, 12345.678])
+@pytest.mark.parametrize("bins", [2048, 100, 7])
+def test_float32_bins_equal_the_float64_division_on_every_edge(width, bins):
+    width32 = np.float32(width)
+    v = _edges_and_neighbours(width32, bins)
+    np.testing.assert_array_equal(_float32_bins(v, width32, bins), _division_bins(v, float(width32), bins))
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.floats(2.0**-100, 2.0**100, width=32), st.integers(1, 4096),
+       st.lists(st.floats(0, 1, width=32), min_size=1, max_size=50), st.lists(st.integers(0, 4096), max_size=20))
+def test_float32_bins_equal_the_float64_division(width, bins, fractions, multiples):
+    width32 = np.float32(width)
+    upper = np.float64(width32) * bins
+    x = [np.float32(f * upper) for f in fractions]
+    for k in multiples:  # k·w rounded and its neighbours, where the rounding of |x|·r matters most
+        e = np.float32(min(k, bins) * np.float64(width32))
+        x += [e, np.nextafter(e, np.float32(0)), np.nextafter(e, np.float32(np.inf))]
+    v = np.array([a for a in x if 0 <= np.float64(a) <= upper], dtype=np.float32)
+    np.testing.assert_array_equal(_float32_bins(v, width32, bins), _division_bins(v, float(width32), bins))
+
+
+@pytest.mark.parametrize("width", [6.0 / 2048, 0.1, 2.0**-120, 2.0**-140])
+def test_the_kernel_bins_as_numpy_with_float32_and_float64_widths(width):
+    """0.1 (not a float32) and the tiny widths take the float64 division; the others the float32 index."""
+    bins = 2048
+    fused_dev = fused.kernels()[1]
+    v = _edges_and_neighbours(np.float32(width), bins)
+    if width == 0.1:  # not a float32 value: any float32 x in [0, n·w]
+        v = np.concatenate([v, (np.arange(bins + 1) * width).astype(np.float32)])
+        v = v[np.abs(v.astype(np.float64)) <= bins * width]
+    else:
+        width = float(np.float32(width))
+    counts = np.zeros(bins, np.int64)
+    fused_dev(v, np.float32(0.0), width, counts)
+    np.testing.assert_array_equal(counts, np.bincount(_division_bins(v, width, bins), minlength=bins))
+
+
+def test_a_histogram_whose_width_is_not_a_float32_value():
+    rng = np.random.default_rng(7)
+    batches = [rng.normal(size=(40, 30)).astype(np.float32) * s for s in (1.0, 3.0, 0.5)]
+    compiled, reference = _both(batches, num_bins=100)  # upper / 100 is not a float32 value
+    assert float(np.float32(compiled.histogram.width)) != compiled.histogram.width
+    _assert_equivalent(compiled, reference)

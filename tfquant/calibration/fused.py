@@ -13,15 +13,38 @@ then loaded from numba's cache):
 2. ``deviations_and_histogram`` (:func:`_deviations_and_histogram`): with the batch mean m (float32, as numpy's
    ``v - np.float32(mean)``) and the histogram's bin width w = upper / n fixed after pass 1,
    Σ(x - m)², Σ|x - m| (float64) and the counts of |x| binned as
-   index = min(⌊|x| / w⌋, n - 1) (the same float64 division as the numpy path, so the same
-   bin for every value). Per chunk of 1024 values a vectorised loop computes the sums and the
-   indices (the quotient is clamped to n - 1 in float64, then truncated to an unsigned index:
-   no int64 min, no negative-index check), and a scalar loop counts them into one int32
-   histogram. Bin 0 is counted in 8 extra slots chosen by position and added back at the end:
-   increments of one bin at irregular distances (the zeros after a ReLU) make the core
-   mispredict which loads depend on which stores. Counting 1024 L1-resident indices, 41% of
-   them random zeros: 0.74 ns a count; with the zeros spread: 0.33; uniform bins: 0.30; one
-   bin only: 0.30.
+   index = min(⌊|x| / w⌋, n - 1), the same integer as the numpy path's float64 division for
+   every value. Per chunk of 1024 values: a vectorised loop for the two sums (|x - m| once,
+   one float32 -> float64 conversion a value), a vectorised loop for the indices, and a scalar
+   loop counting them into one int32 histogram. Bin 0 is counted in 8 extra slots chosen by
+   position and added back at the end: increments of one bin at irregular distances (the
+   zeros after a ReLU) make the core mispredict which loads depend on which stores. Counting
+   1024 L1-resident indices, 41% of them random zeros: 0.74 ns a count; with the zeros spread:
+   0.33; uniform bins: 0.30; one bin only: 0.30. |x| = upper (index n) has its own slot, added
+   to bin n - 1 at the end, so no clamp per value.
+
+   **The index in float32, exactly.** On this CPU (AMD Zen 4, AVX-512 on 256-bit units) the
+   old loop was bound by conversions (float32 -> float64 and float64 -> uint32, ~2 cycles per
+   512-bit conversion, three per 8 values) and the float64 division, not by the arithmetic.
+   When w is a float32 value >= 2⁻¹⁰⁰ (always, for n a power of 2: upper is a float32 batch
+   maximum times powers of 2; else the float64 division is kept) the index is computed in
+   16 float32 lanes with no conversion: with r = fl32(1/w), y = fma(|x|, r, 2²³) holds
+   j' = round(|x|·r) in its low mantissa bits, t = fma(j', w, -|x|), and j = j' - [t > 0].
+   Proof that j = ⌊|x| / w⌋ = ⌊fl64(|x| / w)⌋ (x, w float32, n <= 2²⁰ bins, |x| <= n·w):
+   (i) x and j·w are multiples of the float32 quantum 2^(e-23) of the smaller of |x| and w
+   (e its exponent, subnormals included), so |x| / w is an integer or at least 2⁻²⁵ below the
+   next integer; hence the float64 quotient (error <= n·2⁻⁵³) never rounds up to an integer and
+   ⌊fl64(|x|/w)⌋ = ⌊|x|/w⌋ (the numpy path is exact too). (ii) r = (1/w)(1 + e), |e| <= 2⁻²⁴ +
+   2⁻⁵³ (1/w is rounded to float64, then float32), so |x|·r is within n·2⁻²³·⁹ < 1/2 of |x|/w
+   and j' ∈ {j, j + 1} (the fma rounds |x|·r + 2²³ once, to an integer: float32 spacing 1
+   in [2²³, 2²⁴)). (iii) t is j'·w - |x| rounded once: its sign is the exact sign (the
+   exact value is a multiple of 2⁻¹⁴⁹, never rounded to 0; w >= 2⁻¹⁰⁰ keeps it out of the
+   subnormals, should flush-to-zero be on), so j' - [t > 0] = j. Tested value by value against
+   the float64 division on every edge k·w and its two float32 neighbours, and by hypothesis
+   (tests/calibration/test_fused.py). The index loop is compiled without fast-math and the
+   arithmetic written in LLVM IR (an intrinsic), so nothing folds (y - 2²³) back to |x|·r.
+   (Multiplying by a float64 1/w with ⌊fl64(|x|·(1/w)) + 2⁻³⁰⌋, also exact by (i), saved
+   ~0.08 ns a value; the float32 index ~0.13.)
 
 The float64 sums are accumulated in another order, so they may differ from the reference in
 the last bits; min, max and the histogram counts are the same. (Both square the float32
@@ -67,6 +90,9 @@ gathers no statistics does not pay for it."""
 _CHUNK = 1024  # values whose bin indices are computed (vectorised) before they are counted
 _SPREAD = 8  # extra slots over which bin 0 is counted (runs of zeros), a power of 2
 _PERIOD = 512  # the moments kernel keeps accumulators for ~this many consecutive values
+_MAX_EXACT_BINS = 1 << 20  # float32 binning is exact up to ~2²² bins (module docstring)
+# Set by kernels(): the intrinsic and the compiled loops that the deviations kernel calls.
+_bin_index = _sums_compiled = _indices_exact_compiled = _indices_divide_compiled = None
 MAX_VALUES = 1 << 30
 """Most values one ``deviations_and_histogram`` call takes (its int32 counts cannot overflow)."""
 
@@ -109,48 +135,112 @@ def _moments(columns: np.ndarray, channel_sum: np.ndarray) -> tuple[float, float
     return lo.min(), hi.max(), acc.sum()
 
 
+def _sums(chunk: np.ndarray, mean: np.float32) -> tuple[float, float]:
+    """(Σ(x - mean)², Σ|x - mean|) over a chunk: |x - mean| taken once in float32 (as numpy's
+    ``v - np.float32(mean)``), converted to float64 once, then squared and summed in float64."""
+    sq = 0.0
+    ab = 0.0
+    for k in range(chunk.size):
+        d = np.float64(abs(chunk[k] - mean))
+        sq += d * d
+        ab += d
+    return sq, ab
+
+
+def _bin_index_intrinsic():
+    """``bin_index(x, w, r, k, zero_slot)`` -> uint32: a numba intrinsic, its LLVM IR written here.
+
+    The exact ⌊|x| / w⌋ of float32 x and w in float32 arithmetic, r = fl32(1 / w) (the proof is
+    in the module docstring), or ``zero_slot + k mod _SPREAD`` when that is 0:
+    y = fma(|x|, r, 2²³) holds j' = round(|x|·r) in its low mantissa bits; t = fma(y - 2²³, w,
+    -|x|) is j'·w - |x| rounded once, so its sign is exact; y - 1 when t > 0. In IR, no
+    fast-math flag can fold (y - 2²³) back to |x|·r or split an fma.
+    """
+    from llvmlite import ir
+    from numba import types
+    from numba.core.extending import intrinsic
+
+    @intrinsic
+    def bin_index(typingctx, x, w, r, k, zero_slot):  # noqa: ARG001 (numba's signature)
+        sig = types.uint32(types.float32, types.float32, types.float32, types.uint32, types.uint32)
+
+        def codegen(context, builder, signature, args):  # noqa: ARG001
+            x, w, r, k, zero_slot = args
+            f32, i32 = ir.FloatType(), ir.IntType(32)
+            fabs = builder.module.declare_intrinsic("llvm.fabs", [f32], ir.FunctionType(f32, [f32]))
+            fma = builder.module.declare_intrinsic("llvm.fma", [f32], ir.FunctionType(f32, [f32, f32, f32]))
+            magic = ir.Constant(f32, 8388608.0)  # 2²³: q + 2²³ in [2²³, 2²⁴) keeps round(q) in its low bits
+            ax = builder.call(fabs, [x])
+            y = builder.call(fma, [ax, r, magic])
+            t = builder.call(fma, [builder.fsub(y, magic), w, builder.fneg(ax)])
+            high = builder.fcmp_ordered(">", t, ir.Constant(f32, 0.0))
+            y = builder.select(high, builder.fsub(y, ir.Constant(f32, 1.0)), y)
+            j = builder.sub(builder.bitcast(y, i32), ir.Constant(i32, 0x4B000000))
+            slot = builder.add(zero_slot, builder.and_(k, ir.Constant(i32, _SPREAD - 1)))
+            return builder.select(builder.icmp_unsigned("==", j, ir.Constant(i32, 0)), slot, j)
+
+        return sig, codegen
+
+    return bin_index
+
+
+def _indices_exact(
+    chunk: np.ndarray, width32: np.float32, recip32: np.float32, zero_slot: np.uint32, index: np.ndarray
+) -> None:
+    """``index[k] = bin_index(chunk[k], ...)``: float32 lanes, 16 values a 512-bit vector."""
+    for k in range(chunk.size):
+        index[k] = _bin_index(chunk[k], width32, recip32, np.uint32(k), zero_slot)
+
+
+def _indices_divide(chunk: np.ndarray, width: float, zero_slot: np.uint32, index: np.ndarray) -> None:
+    """⌊|x| / width⌋ by the float64 division (the numpy path's), bin 0 spread as in ``bin_index``."""
+    for k in range(chunk.size):
+        j = np.uint32(np.float64(abs(chunk[k])) / width)
+        index[k] = zero_slot + np.uint32(k & (_SPREAD - 1)) if j == 0 else j
+
+
 def _deviations_and_histogram(
     values: np.ndarray, mean: np.float32, width: float, counts: np.ndarray
 ) -> tuple[float, float]:
     """Returns (Σ(x - mean)², Σ|x - mean|) in float64 and adds the counts of |x| to ``counts``.
 
-    ``values``: flat float32, at most :data:`MAX_VALUES`; x - mean is taken in float32 (as
-    numpy's ``v - np.float32(mean)``), then squared and summed in float64. Bin index =
-    min(⌊|x| / width⌋, n - 1) with a float64 division, as ``AbsHistogram.update``; ``width``
-    must be > 0 (the clamp is taken on the float64 quotient, then truncated to an unsigned
-    index: the same integer for a quotient >= 0). The indices of a chunk are computed in a
-    vectorised loop, then counted in one int32 histogram, except that bin 0 is counted in
-    :data:`_SPREAD` extra slots (slot by position), added to it at the end, so that the zeros
-    after a ReLU, irregularly spaced, do not stall the counting loop (see the module docstring).
-    (Spreading the last bin too, for
-    saturated values, cost ~0.15 ns a value on the zoo's activations and was dropped.)
+    ``values``: flat float32, at most :data:`MAX_VALUES`, |x| <= n·width; x - mean is taken in
+    float32 (as numpy's ``v - np.float32(mean)``), then squared and summed in float64. Bin
+    index = min(⌊|x| / width⌋, n - 1), the same integer as ``AbsHistogram.update``'s float64
+    division: computed exactly in float32 (``bin_index``) when ``width`` is a float32 value
+    >= 2⁻¹⁰⁰ (it always is for n a power of 2: upper is a float32 max times a power of 2), else
+    by the float64 division. Per chunk of :data:`_CHUNK` values three loops: the sums, the
+    indices (both vectorised), the counting into one int32 histogram with a slot n for |x| =
+    upper (added to bin n - 1 at the end, so no clamp per value) and :data:`_SPREAD` slots
+    for bin 0 (slot by position, added to it at the end), so that the zeros after a ReLU,
+    irregularly spaced, do not stall the counting loop (see the module docstring).
     """
     n = values.size
     bins = counts.size
-    last = bins - 1
-    lastf = np.float64(last)
-    low_slot = np.uint32(bins)
+    zero_slot = np.uint32(bins + 1)
+    width32 = np.float32(width)
+    exact = np.float64(width32) == width and width32 >= np.float32(2.0**-100) and bins <= _MAX_EXACT_BINS
+    recip32 = np.float32(1.0 / np.float64(width32)) if exact else np.float32(0.0)
     sq = 0.0
     ab = 0.0
     index = np.empty(_CHUNK, dtype=np.uint32)
-    hist = np.zeros(bins + _SPREAD, dtype=np.int32)
+    hist = np.zeros(bins + 1 + _SPREAD, dtype=np.int32)
     for start in range(0, n, _CHUNK):
         chunk = values[start : min(start + _CHUNK, n)]
-        m = chunk.size
-        for k in range(m):
-            x = chunk[k]
-            d = np.float64(x - mean)
-            sq += d * d
-            ab += abs(d)
-            j = np.uint32(min(np.float64(abs(x)) / width, lastf))
-            lane = np.uint32(k & (_SPREAD - 1))
-            index[k] = low_slot + lane if j == 0 else j
-        for k in range(m):
+        s, a = _sums_compiled(chunk, mean)
+        sq += s
+        ab += a
+        if exact:
+            _indices_exact_compiled(chunk, width32, recip32, zero_slot, index)
+        else:
+            _indices_divide_compiled(chunk, width, zero_slot, index)
+        for k in range(chunk.size):
             hist[index[k]] += 1
     for j in range(bins):
         counts[j] += hist[j]
+    counts[bins - 1] += hist[bins]
     for s in range(_SPREAD):
-        counts[0] += hist[bins + s]
+        counts[0] += hist[bins + 1 + s]
     return sq, ab
 
 
@@ -163,8 +253,16 @@ def kernels() -> tuple[Callable[..., tuple[float, float, float]], Callable[..., 
     """
     import numba
 
+    global _bin_index, _sums_compiled, _indices_exact_compiled, _indices_divide_compiled
     moments = numba.njit(cache=True, nogil=True, fastmath={"nnan", "ninf", "nsz"})(_moments)
-    # reassoc lets the two float64 sums be vectorised (another order of addition); no arcp,
-    # so |x| / width stays a true division and the bin index is the numpy path's.
-    deviations = numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})(_deviations_and_histogram)
+    # The deviations kernel calls three loops, globals that numba compiles into it. reassoc
+    # lets the float64 sums be vectorised (another order of addition), contract fuses d·d + sq.
+    # The index loops set fastmath=False explicitly (numba otherwise gives a callee its
+    # caller's flags): the division stays a true division (no arcp), the float32 index exact.
+    sums_math = {"reassoc", "nsz", "contract"}
+    _bin_index = _bin_index_intrinsic()
+    _sums_compiled = numba.njit(cache=True, nogil=True, fastmath=sums_math)(_sums)
+    _indices_exact_compiled = numba.njit(cache=True, nogil=True, fastmath=False)(_indices_exact)
+    _indices_divide_compiled = numba.njit(cache=True, nogil=True, fastmath=False)(_indices_divide)
+    deviations = numba.njit(cache=True, nogil=True, fastmath=sums_math)(_deviations_and_histogram)
     return moments, deviations
