@@ -91,8 +91,8 @@ _CHUNK = 1024  # values whose bin indices are computed (vectorised) before they 
 _SPREAD = 8  # extra slots over which bin 0 is counted (runs of zeros), a power of 2
 _PERIOD = 512  # the moments kernel keeps accumulators for ~this many consecutive values
 _MAX_EXACT_BINS = 1 << 20  # float32 binning is exact up to ~2²² bins (module docstring)
-# Set by kernels(): the intrinsic and the compiled loops that the deviations kernel calls.
-_bin_index = _sums_compiled = _indices_exact_compiled = _indices_divide_compiled = None
+# Set by kernels(): the intrinsics and the compiled loops that the kernels call.
+_bin_index = _min32 = _max32 = _sums_compiled = _indices_exact_compiled = _indices_divide_compiled = None
 MAX_VALUES = 1 << 30
 """Most values one ``deviations_and_histogram`` call takes (its int32 counts cannot overflow)."""
 
@@ -105,34 +105,37 @@ def _moments(columns: np.ndarray, channel_sum: np.ndarray) -> tuple[float, float
     caller checks that Σx is finite (any of them makes it NaN or infinite). The values are
     read flat, with accumulators for L = C·max(1, ⌊:data:`_PERIOD` / C⌋) consecutive values
     (value i goes to accumulator i mod L, a multiple of C), folded to C channels at the end: a
-    short row no longer makes each accumulator wait on its own previous addition.
+    short row no longer makes each accumulator wait on its own previous addition. min and max
+    are two register reductions (LLVM's minnum / maxnum, which its vectoriser reduces in 16
+    lanes; numba's ``min`` is not vectorised, and arrays of L running minima cost two stores
+    per vector).
     """
     c = columns.shape[1]
     values = columns.ravel()
     n = values.size
     period = c * max(1, _PERIOD // c)
     acc = np.zeros(period, dtype=np.float64)
-    lo = np.full(period, np.inf, dtype=np.float32)
-    hi = np.full(period, -np.inf, dtype=np.float32)
+    lo = np.float32(np.inf)
+    hi = np.float32(-np.inf)
     full = n - n % period
     for start in range(0, full, period):
         row = values[start : start + period]
         for j in range(period):
             v = row[j]
             acc[j] += np.float64(v)
-            lo[j] = min(lo[j], v)
-            hi[j] = max(hi[j], v)
+            lo = _min32(lo, v)
+            hi = _max32(hi, v)
     tail = values[full:]
     for j in range(tail.size):
         v = tail[j]
         acc[j] += np.float64(v)
-        lo[j] = min(lo[j], v)
-        hi[j] = max(hi[j], v)
+        lo = _min32(lo, v)
+        hi = _max32(hi, v)
     for j in range(c):
         channel_sum[j] = acc[j]
     for j in range(c, period):
         channel_sum[j % c] += acc[j]
-    return lo.min(), hi.max(), acc.sum()
+    return lo, hi, acc.sum()
 
 
 def _sums(chunk: np.ndarray, mean: np.float32) -> tuple[float, float]:
@@ -182,6 +185,27 @@ def _bin_index_intrinsic():
         return sig, codegen
 
     return bin_index
+
+
+def _min_max_intrinsics():
+    """(min32, max32): float32 ``llvm.minnum`` / ``llvm.maxnum`` as numba intrinsics."""
+    from llvmlite import ir
+    from numba import types
+    from numba.core.extending import intrinsic
+
+    def make(name: str):
+        @intrinsic
+        def extreme(typingctx, a, b):  # noqa: ARG001 (numba's signature)
+            def codegen(context, builder, signature, args):  # noqa: ARG001
+                f32 = ir.FloatType()
+                fn = builder.module.declare_intrinsic(name, [f32], ir.FunctionType(f32, [f32, f32]))
+                return builder.call(fn, args)
+
+            return types.float32(types.float32, types.float32), codegen
+
+        return extreme
+
+    return make("llvm.minnum"), make("llvm.maxnum")
 
 
 def _indices_exact(
@@ -253,7 +277,8 @@ def kernels() -> tuple[Callable[..., tuple[float, float, float]], Callable[..., 
     """
     import numba
 
-    global _bin_index, _sums_compiled, _indices_exact_compiled, _indices_divide_compiled
+    global _bin_index, _min32, _max32, _sums_compiled, _indices_exact_compiled, _indices_divide_compiled
+    _min32, _max32 = _min_max_intrinsics()
     moments = numba.njit(cache=True, nogil=True, fastmath={"nnan", "ninf", "nsz"})(_moments)
     # The deviations kernel calls three loops, globals that numba compiles into it. reassoc
     # lets the float64 sums be vectorised (another order of addition), contract fuses d·d + sq.
