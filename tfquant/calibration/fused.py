@@ -52,22 +52,35 @@ deviations in float64: a float32 ``dot``, which the numpy path used before, roun
 to ~2e-5 relative on the zoo, enough to move ACIQ's Gaussian ranges by ~1e-5.) Without numba (``TFQUANT_NUMBA=0`` or not installed)
 :data:`AVAILABLE` is False and the statistics use the numpy path.
 
-Cost (CPU ns per value of ``TensorStatistics.update`` inside the statistics pass, median of 5,
-1000 images, batch 100, load 5-6 on 2 cores, side by side with the previous kernels; see
-BUILD_NOTES.md "Statistics pass cost (issue 11)"): mobilenet_v2 1.78 -> 1.18 and 1.52 -> 1.16,
-the ViT 2.01 -> 1.48 and 1.54 -> 1.40, cnn 2.31 -> 1.64, mobilenet_v1 1.93 -> 1.41, resnet
-2.19 -> 1.38. Of the second kernel (~0.7 ns a value on saved zoo activations), the counting is
-~0.3 ns (one load-increment-store per value), the reading and the indices ~0.4 ns; the moments
-kernel ~0.22 ns (was 0.35). Measured and dropped (same results, slower or not faster): one read
-of the batch instead of two (speculative binning with the moments; the work is not
-memory-bound); multiplying by 1/w instead of dividing, either with an exact edge test or,
-when w is a float32 value, with the provably exact ⌊|x|·(1/w) + 2⁻³⁰⌋ (the division is hidden
-behind the counting; also, under ``reassoc`` LLVM folds x·(1/w) back into x / w); 2, 4 or 8
-sub-histograms, int32 or uint16 (slower than one with bin 0 spread); spreading the last bin
-too (+0.15 ns); scalar min/max reductions in the moments (not vectorised by numba).
+Cost, kernels only (CPU ns a value, this clone's kernels side by side with the previous ones
+in one process, medians of 9 alternating runs, on one saved batch of 100 images of every
+gathered tensor, each copied into a buffer just before, as the interpreter writes it; script
+/tmp/kern2/ab.py of helper kern2, load ~2 on 2 cores):
 
-Compile cost: ~4 s on the first call on a machine (both kernels, measured on this 2-core
-box under load), then ~0.4 s to load them from the cache in each new process. numba keeps
+| activations | moments | deviations_and_histogram | total |
+|---|---|---|---|
+| ViT (187 tensors, 16.9M values) | 0.186 -> 0.147 | 0.668 -> 0.542 | 0.854 -> 0.690 |
+| mobilenet_v2 (29 tensors, 9.1M values) | 0.239 -> 0.147 | 0.679 -> 0.594 | 0.918 -> 0.741 |
+
+Inside the ViT's statistics pass (1000 images) ``TensorStatistics.update`` went from
+0.167-0.171 s to 0.140-0.152 s. Where the ViT's ~0.69 ns go now: reading a batch from L3
+twice, ~0.06 ns each (a float32 sum alone); the moments' float64 channel sums ~0.05 more
+(one float32 -> float64 conversion a value, accumulators in L1) and min/max ~0.04; the sums
+~0.07 over the read (one conversion a value); the float32 indices ~0.05; the counting ~0.30
+(one load-increment-store a value, about one a cycle; 2 or 4 sub-histograms by position,
+interleaved or apart, cost 0.03-0.08 more). Measured and dropped (same results, slower or not
+faster): one read of the batch instead of two (speculative binning with the moments; the
+work was not memory-bound); chunks of 64-4096 values (1024 is as good as any, 64 costs +0.19);
+the sums and the indices in one loop (-0.01, within noise, and it needs the index's IR to
+carry flags against the caller's fast-math); the float64 index ⌊fl64(|x|·(1/w)) + 2⁻³⁰⌋ (exact
+by (i), but still two conversions per value: -0.08 where the float32 index gives -0.13); int32
+sortable keys for min/max (+0.03); spreading the last bin too (+0.15 ns); numba's ``min`` /
+select-based reductions (not vectorised: ~0.55 ns).
+
+Compile cost: ~2.8 s on the first call on a machine (both kernels and the loops they call;
+the previous kernels ~4 s, measured on this 2-core box under load), then loaded from the
+cache in each new process (importing numba and this package and loading both kernels: 0.9 s,
+the previous kernels 1.0 s, same box). numba keeps
 the cache in ``__pycache__`` beside this file, or, where that is not writable (an installed
 package), in a per-user cache directory; ``NUMBA_CACHE_DIR`` overrides both.
 """
