@@ -274,3 +274,16 @@ def test_a_histogram_whose_width_is_not_a_float32_value():
     compiled, reference = _both(batches, num_bins=100)  # upper / 100 is not a float32 value
     assert float(np.float32(compiled.histogram.width)) != compiled.histogram.width
     _assert_equivalent(compiled, reference)
+
+
+@pytest.mark.parametrize("width", [0.5, 0.1])
+def test_values_beyond_the_range_are_counted_in_the_last_bin(width):
+    """The kernel clamps (as before: the callers always cover |x|), whichever index path it takes."""
+    counts = np.zeros(16, np.int64)
+    v = np.array([0.0, 0.25, 7.9, 8.0, 100.0, -1e30, 3e38], np.float32)
+    fused.kernels()[1](v, np.float32(0.0), width, counts)
+    expected = np.bincount(np.minimum(np.floor(np.abs(v.astype(np.float64)) / width), 15).astype(np.int64),
+                           minlength=16)
+    np.testing.assert_array_equal(counts, expected)
+    fused.kernels()[1](np.full(40, np.nan, np.float32), np.float32(0.0), width, counts)  # callers refuse NaN
+    assert counts.sum() == v.size + 40  # counted somewhere, nothing written out of bounds

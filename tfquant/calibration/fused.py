@@ -192,6 +192,8 @@ def _bin_index_intrinsic():
             high = builder.fcmp_ordered(">", t, ir.Constant(f32, 0.0))
             y = builder.select(high, builder.fsub(y, ir.Constant(f32, 1.0)), y)
             j = builder.sub(builder.bitcast(y, i32), ir.Constant(i32, 0x4B000000))
+            top = builder.sub(zero_slot, ir.Constant(i32, 1))  # slot n: |x| > n·w (not expected) too
+            j = builder.select(builder.icmp_unsigned(">", j, top), top, j)
             slot = builder.add(zero_slot, builder.and_(k, ir.Constant(i32, _SPREAD - 1)))
             return builder.select(builder.icmp_unsigned("==", j, ir.Constant(i32, 0)), slot, j)
 
@@ -230,9 +232,12 @@ def _indices_exact(
 
 
 def _indices_divide(chunk: np.ndarray, width: float, zero_slot: np.uint32, index: np.ndarray) -> None:
-    """⌊|x| / width⌋ by the float64 division (the numpy path's), bin 0 spread as in ``bin_index``."""
+    """⌊|x| / width⌋ by the float64 division (the numpy path's), bin 0 spread as in ``bin_index``,
+    at most n (slot n, as there)."""
+    top = zero_slot - np.uint32(1)
+    topf = np.float64(top)
     for k in range(chunk.size):
-        j = np.uint32(np.float64(abs(chunk[k])) / width)
+        j = min(np.uint32(min(np.float64(abs(chunk[k])) / width, topf)), top)
         index[k] = zero_slot + np.uint32(k & (_SPREAD - 1)) if j == 0 else j
 
 
@@ -241,7 +246,8 @@ def _deviations_and_histogram(
 ) -> tuple[float, float]:
     """Returns (Σ(x - mean)², Σ|x - mean|) in float64 and adds the counts of |x| to ``counts``.
 
-    ``values``: flat float32, at most :data:`MAX_VALUES`, |x| <= n·width; x - mean is taken in
+    ``values``: flat float32, at most :data:`MAX_VALUES`, |x| <= n·width (a larger |x| is
+    counted in bin n - 1, as the clamp puts it; a NaN in some bin: never out of bounds); x - mean is taken in
     float32 (as numpy's ``v - np.float32(mean)``), then squared and summed in float64. Bin
     index = min(⌊|x| / width⌋, n - 1), the same integer as ``AbsHistogram.update``'s float64
     division: computed exactly in float32 (``bin_index``) when ``width`` is a float32 value
