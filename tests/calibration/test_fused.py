@@ -287,3 +287,41 @@ def test_values_beyond_the_range_are_counted_in_the_last_bin(width):
     np.testing.assert_array_equal(counts, expected)
     fused.kernels()[1](np.full(40, np.nan, np.float32), np.float32(0.0), width, counts)  # callers refuse NaN
     assert counts.sum() == v.size + 40  # counted somewhere, nothing written out of bounds
+
+
+_PIPELINE_SIZES = sorted({0, 1, 15, 16, 17, 63, 64, 65, 16 * fused._LAG - 1, 16 * fused._LAG, 16 * fused._LAG + 1,
+                          16 * fused._RING_BLOCKS + 5, 1000, fused._SUPER - 1, fused._SUPER, fused._SUPER + 17})
+
+
+@pytest.mark.parametrize("size", _PIPELINE_SIZES)
+@pytest.mark.parametrize("width", [8.0 / 2048, 0.1])  # the pipelined loop (float32 width) and the division
+def test_the_kernel_counts_and_sums_every_value_whatever_the_size(size, width):
+    """Blocks of 16 in the pipelined loop (their last _LAG blocks counted after it), the rest in chunks."""
+    rng = np.random.default_rng(size)
+    v = np.maximum(rng.normal(0.5, 2.0, size), -7.9).astype(np.float32)
+    v[rng.random(size) < 0.3] = 0.0  # runs of bin 0 over the spread slots
+    v[: min(size, 3)] = np.float32(8.0)  # |x| = upper: slot n
+    mean = np.float32(v.astype(np.float64).mean()) if size else np.float32(0)
+    counts = np.zeros(2048, np.int64)
+    sq, ab = fused.kernels()[1](v, mean, width, counts)
+    np.testing.assert_array_equal(counts, np.bincount(_division_bins(v, width, 2048), minlength=2048))
+    d = np.abs((v - mean).astype(np.float64))
+    assert sq == pytest.approx(float(np.sum(d * d)), rel=1e-12, abs=1e-300)
+    assert ab == pytest.approx(float(np.sum(d)), rel=1e-12, abs=1e-300)
+
+
+def test_the_pipelined_loop_reads_a_non_contiguous_batch_as_contiguous():
+    v = np.linspace(-3.0, 5.0, 4001, dtype=np.float32)[::3]
+    counts = np.zeros(64, np.int64)
+    fused.kernels()
+    hist = np.zeros(64 + 10, np.int32)
+    ring = np.full(fused._RING_BLOCKS * 16, 64 + 9, np.uint32)
+    n16 = v.size - v.size % 16
+    fused._pipelined_compiled(v, 0, n16, np.float32(0), np.float32(0.125), np.float32(8.0), np.uint32(65), ring, hist)
+    blocks = n16 // 16
+    for b in range(max(0, blocks - fused._LAG), blocks):
+        np.add.at(hist, ring[(b % fused._RING_BLOCKS) * 16 : (b % fused._RING_BLOCKS) * 16 + 16], 1)
+    counts += hist[:64]
+    counts[63] += hist[64]
+    counts[0] += hist[65:73].sum()
+    np.testing.assert_array_equal(counts, np.bincount(_division_bins(v[:n16], 0.125, 64), minlength=64))
