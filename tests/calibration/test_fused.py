@@ -198,7 +198,7 @@ def test_non_finite_values_anywhere_are_refused(where):
     assert stats.count == 0
 
 
-# --- the float32 bin index (fused._indices_exact) is the float64 division's, value by value ---
+# --- the float32 bin index (fused.blocks16) is the float64 division's, value by value ---
 
 def _division_bins(values: np.ndarray, width: float, bins: int) -> np.ndarray:
     """The numpy path's bin of each value: min(⌊|x| / w⌋, n - 1), a float64 division."""
@@ -206,17 +206,23 @@ def _division_bins(values: np.ndarray, width: float, bins: int) -> np.ndarray:
 
 
 def _float32_bins(values: np.ndarray, width32: np.float32, bins: int) -> np.ndarray:
-    """The compiled float32 index of each value (slot n = the last bin, the 8 zero slots = bin 0)."""
+    """The pipelined loop's index of each value, read from its ring (slot n = the last bin, the
+    8 slots after it = bin 0), in groups of as many blocks of 16 as the ring holds."""
     fused.kernels()
-    out = np.empty(fused._CHUNK, dtype=np.uint32)
-    result = []
     recip32 = np.float32(1.0 / np.float64(width32))
-    for start in range(0, values.size, fused._CHUNK):
-        chunk = np.ascontiguousarray(values[start : start + fused._CHUNK], dtype=np.float32)
-        fused._indices_exact_compiled(chunk, width32, recip32, np.uint32(bins + 1), out)
-        result.append(out[: chunk.size].astype(np.int64))
-    j = np.concatenate(result)
-    j[j > bins] = 0  # the spread slots of bin 0
+    group = fused._RING_BLOCKS * 16
+    result = []
+    for start in range(0, values.size, group):
+        part = values[start : start + group]
+        padded = np.zeros(-(-part.size // 16) * 16, np.float32)
+        padded[: part.size] = part
+        ring = np.full(group, bins + 9, np.uint32)
+        hist = np.zeros(bins + 10, np.int32)
+        fused._pipelined_compiled(padded, 0, padded.size, np.float32(0), width32, recip32, np.uint32(bins + 1),
+                                  ring, hist)
+        result.append(ring[: part.size].astype(np.int64))
+    j = np.concatenate(result) if result else np.zeros(0, np.int64)
+    j[(j > bins) & (j <= bins + 8)] = 0  # the spread slots of bin 0
     return np.minimum(j, bins - 1)
 
 

@@ -14,14 +14,22 @@ then loaded from numba's cache):
    ``v - np.float32(mean)``) and the histogram's bin width w = upper / n fixed after pass 1,
    Σ(x - m)², Σ|x - m| (float64) and the counts of |x| binned as
    index = min(⌊|x| / w⌋, n - 1), the same integer as the numpy path's float64 division for
-   every value. Per chunk of 1024 values: a vectorised loop for the two sums (|x - m| once,
-   one float32 -> float64 conversion a value), a vectorised loop for the indices, and a scalar
-   loop counting them into one int32 histogram. Bin 0 is counted in 8 extra slots chosen by
-   position and added back at the end: increments of one bin at irregular distances (the
-   zeros after a ReLU) make the core mispredict which loads depend on which stores. Counting
-   1024 L1-resident indices, 41% of them random zeros: 0.74 ns a count; with the zeros spread:
-   0.33; uniform bins: 0.30; one bin only: 0.30. |x| = upper (index n) has its own slot, added
-   to bin n - 1 at the end, so no clamp per value.
+   every value. When w is a float32 value (below; the usual case) every full block of 16
+   values goes through one software-pipelined loop written in LLVM IR (``blocks16``): the
+   block's |x - m| in 16 float32 lanes, widened once to float64 and added to 4 vector
+   accumulators (d·d by fma); its 16 bin indices in float32; the indices stored into a ring
+   of 8 blocks; then the indices of the block made 4 blocks earlier counted into one int32
+   histogram, so that the vector work of one block runs while an older block is counted
+   (counting the block just stored stalls on its 64-byte store: 0.91 ns a value with a lag of
+   0, 0.58 with 1, 0.48 with 2, 0.41 with 4 or 8). The rest (the last < 16 values; every value
+   when w is not a float32) goes in chunks of 1024: a vectorised loop for the sums, one for the
+   indices (the float64 division: the same integers), a scalar loop counting them. Bin 0 is counted
+   in 8 extra slots chosen by position and added back at the end: increments of one bin at
+   irregular distances (the zeros after a ReLU) make the core mispredict which loads depend on
+   which stores. Counting 1024 L1-resident indices, 41% of them random zeros: 0.74 ns a count;
+   with the zeros spread: 0.33; uniform bins: 0.30; one bin only: 0.30. |x| = upper (index n)
+   has its own slot, added to bin n - 1 at the end, so no clamp to n - 1 per value (indices
+   are clamped to n, so that nothing is ever written out of bounds).
 
    **The index in float32, exactly.** On this CPU (AMD Zen 4, AVX-512 on 256-bit units) the
    old loop was bound by conversions (float32 -> float64 and float64 -> uint32, ~2 cycles per
@@ -41,8 +49,9 @@ then loaded from numba's cache):
    exact value is a multiple of 2⁻¹⁴⁹, never rounded to 0; w >= 2⁻¹⁰⁰ keeps it out of the
    subnormals, should flush-to-zero be on), so j' - [t > 0] = j. Tested value by value against
    the float64 division on every edge k·w and its two float32 neighbours, and by hypothesis
-   (tests/calibration/test_fused.py). The index loop is compiled without fast-math and the
-   arithmetic written in LLVM IR (an intrinsic), so nothing folds (y - 2²³) back to |x|·r.
+   (tests/calibration/test_fused.py). The index loops are compiled without fast-math (set
+   explicitly: numba otherwise gives a callee its caller's flags) and the arithmetic written
+   in LLVM IR (intrinsics), so nothing folds (y - 2²³) back to |x|·r.
    (Multiplying by a float64 1/w with ⌊fl64(|x|·(1/w)) + 2⁻³⁰⌋, also exact by (i), saved
    ~0.08 ns a value; the float32 index ~0.13.)
 
@@ -52,30 +61,37 @@ deviations in float64: a float32 ``dot``, which the numpy path used before, roun
 to ~2e-5 relative on the zoo, enough to move ACIQ's Gaussian ranges by ~1e-5.) Without numba (``TFQUANT_NUMBA=0`` or not installed)
 :data:`AVAILABLE` is False and the statistics use the numpy path.
 
-Cost, kernels only (CPU ns a value, this clone's kernels side by side with the previous ones
-in one process, medians of 9 alternating runs, on one saved batch of 100 images of every
-gathered tensor, each copied into a buffer just before, as the interpreter writes it; script
-/tmp/kern2/ab.py of helper kern2, load ~2 on 2 cores):
+Cost, kernels only (CPU ns a value, the previous kernels (git 0ff6f0f) and these side by
+side in one process, medians of 9 alternating runs, two rounds, on one saved batch of 100
+images of every gathered tensor, each copied into a buffer just before the call, as the
+interpreter writes it; helper kern2's /tmp/kern2/ab.py, load ~2 on the 2 cores):
 
 | activations | moments | deviations_and_histogram | total |
 |---|---|---|---|
-| ViT (187 tensors, 16.9M values) | 0.186 -> 0.147 | 0.668 -> 0.542 | 0.854 -> 0.690 |
-| mobilenet_v2 (29 tensors, 9.1M values) | 0.239 -> 0.147 | 0.679 -> 0.594 | 0.918 -> 0.741 |
+| ViT (187 tensors, 16.9M values) | 0.191 -> 0.148 | 0.695-0.728 -> 0.388-0.398 | 0.886-0.919 -> 0.535-0.545 |
+| mobilenet_v2 (29 tensors, 9.1M values) | 0.163-0.170 -> 0.127-0.128 | 0.649-0.658 -> 0.387-0.392 | 0.819-0.821 -> 0.515-0.519 |
 
-Inside the ViT's statistics pass (1000 images) ``TensorStatistics.update`` went from
-0.167-0.171 s to 0.140-0.152 s. Where the ViT's ~0.69 ns go now: reading a batch from L3
-twice, ~0.06 ns each (a float32 sum alone); the moments' float64 channel sums ~0.05 more
-(one float32 -> float64 conversion a value, accumulators in L1) and min/max ~0.04; the sums
-~0.07 over the read (one conversion a value); the float32 indices ~0.05; the counting ~0.30
-(one load-increment-store a value, about one a cycle; 2 or 4 sub-histograms by position,
-interleaved or apart, cost 0.03-0.08 more). Measured and dropped (same results, slower or not
-faster): one read of the batch instead of two (speculative binning with the moments; the
-work was not memory-bound); chunks of 64-4096 values (1024 is as good as any, 64 costs +0.19);
-the sums and the indices in one loop (-0.01, within noise, and it needs the index's IR to
-carry flags against the caller's fast-math); the float64 index ⌊fl64(|x|·(1/w)) + 2⁻³⁰⌋ (exact
-by (i), but still two conversions per value: -0.08 where the float32 index gives -0.13); int32
-sortable keys for min/max (+0.03); spreading the last bin too (+0.15 ns); numba's ``min`` /
-select-based reductions (not vectorised: ~0.55 ns).
+Step by step on the ViT (deviations kernel): 0.67 -> 0.55 (float32 index, sums in their own
+loop, no clamp) -> 0.41 (pipelined blocks); moments 0.19 -> 0.15 (min/max in registers). In
+the statistics pass (1000 images, CPU s inside ``TensorStatistics.update``, 5 runs, two
+rounds): ViT 0.171-0.173 -> 0.113, mobilenet_v2 0.079-0.080 -> 0.048-0.049, mobilenet_v1
+0.028 -> 0.017, cnn 0.026-0.027 -> 0.016, resnet 0.034 -> 0.022-0.026.
+
+Where the ViT's ~0.54 ns go now: the counting ~0.30 (one load-increment-store a value, about
+one a cycle), now overlapping most of the deviations' vector work; reading a batch that does
+not fit the 2 MB L2 from L3, ~0.06 ns per pass (a float32 sum alone); in the moments the
+float64 channel sums (one conversion a value, accumulators in L1) ~0.05 and min/max ~0.04.
+Measured and dropped (same results, slower or not faster): one read of the batch instead of
+two (speculative binning with the moments; the work was not memory-bound); chunks of 64-4096
+values (1024 is as good as any, 64 costs +0.19); the sums and the indices in one loop before
+the pipelining (-0.01); the float64 index ⌊fl64(|x|·(1/w)) + 2⁻³⁰⌋ (exact by (i), but still two
+conversions a value: -0.08 where the float32 index gave -0.13); 2 or 4 sub-histograms by
+position, interleaved or apart (+0.03-0.08); uint16 indices (same); counting the ReLU zeros
+by compaction (AVX-512 ``vpcompressd`` to a register, then a store): mobilenet_v2 -0.08 but
+the ViT +0.20, and to memory +1.7; counting straight from the index vector's lanes
+(``extractelement``) instead of the ring: 8.9 ns; int32 sortable keys for min/max (+0.03);
+spreading the last bin too (+0.15); numba's ``min`` or select-based reductions (not
+vectorised: ~0.55).
 
 Compile cost: ~2.8 s on the first call on a machine (both kernels and the loops they call;
 the previous kernels ~4 s, measured on this 2-core box under load), then loaded from the
@@ -108,8 +124,7 @@ _LAG = 4  # the pipelined loop counts the indices of the block of 16 values it m
 _RING_BLOCKS = 8  # blocks of 16 indices it keeps (a power of 2, > _LAG)
 _SUPER = 1 << 16  # values per call of the pipelined loop (its float64 sums are added per call)
 # Set by kernels(): the intrinsics and the compiled loops that the kernels call.
-_bin_index = _min32 = _max32 = _blocks16 = None
-_sums_compiled = _indices_exact_compiled = _indices_divide_compiled = _pipelined_compiled = None
+_min32 = _max32 = _blocks16 = _sums_compiled = _indices_divide_compiled = _pipelined_compiled = None
 MAX_VALUES = 1 << 30
 """Most values one ``deviations_and_histogram`` call takes (its int32 counts cannot overflow)."""
 
@@ -167,45 +182,6 @@ def _sums(chunk: np.ndarray, mean: np.float32) -> tuple[float, float]:
     return sq, ab
 
 
-def _bin_index_intrinsic():
-    """``bin_index(x, w, r, k, zero_slot)`` -> uint32: a numba intrinsic, its LLVM IR written here.
-
-    The exact ⌊|x| / w⌋ of float32 x and w in float32 arithmetic, r = fl32(1 / w) (the proof is
-    in the module docstring), or ``zero_slot + k mod _SPREAD`` when that is 0:
-    y = fma(|x|, r, 2²³) holds j' = round(|x|·r) in its low mantissa bits; t = fma(y - 2²³, w,
-    -|x|) is j'·w - |x| rounded once, so its sign is exact; y - 1 when t > 0. In IR, no
-    fast-math flag can fold (y - 2²³) back to |x|·r or split an fma.
-    """
-    from llvmlite import ir
-    from numba import types
-    from numba.core.extending import intrinsic
-
-    @intrinsic
-    def bin_index(typingctx, x, w, r, k, zero_slot):  # noqa: ARG001 (numba's signature)
-        sig = types.uint32(types.float32, types.float32, types.float32, types.uint32, types.uint32)
-
-        def codegen(context, builder, signature, args):  # noqa: ARG001
-            x, w, r, k, zero_slot = args
-            f32, i32 = ir.FloatType(), ir.IntType(32)
-            fabs = builder.module.declare_intrinsic("llvm.fabs", [f32], ir.FunctionType(f32, [f32]))
-            fma = builder.module.declare_intrinsic("llvm.fma", [f32], ir.FunctionType(f32, [f32, f32, f32]))
-            magic = ir.Constant(f32, 8388608.0)  # 2²³: q + 2²³ in [2²³, 2²⁴) keeps round(q) in its low bits
-            ax = builder.call(fabs, [x])
-            y = builder.call(fma, [ax, r, magic])
-            t = builder.call(fma, [builder.fsub(y, magic), w, builder.fneg(ax)])
-            high = builder.fcmp_ordered(">", t, ir.Constant(f32, 0.0))
-            y = builder.select(high, builder.fsub(y, ir.Constant(f32, 1.0)), y)
-            j = builder.sub(builder.bitcast(y, i32), ir.Constant(i32, 0x4B000000))
-            top = builder.sub(zero_slot, ir.Constant(i32, 1))  # slot n: |x| > n·w (not expected) too
-            j = builder.select(builder.icmp_unsigned(">", j, top), top, j)
-            slot = builder.add(zero_slot, builder.and_(k, ir.Constant(i32, _SPREAD - 1)))
-            return builder.select(builder.icmp_unsigned("==", j, ir.Constant(i32, 0)), slot, j)
-
-        return sig, codegen
-
-    return bin_index
-
-
 def _min_max_intrinsics():
     """(min32, max32): float32 ``llvm.minnum`` / ``llvm.maxnum`` as numba intrinsics."""
     from llvmlite import ir
@@ -233,8 +209,11 @@ def _blocks_intrinsic():
 
     For each block of 16 values from ``start`` to ``stop`` (multiples of 16): |x - mean| in 16
     float32 lanes, widened to two 8-lane float64 vectors added to four vector accumulators (d·d
-    by fma); the 16 bin indices as ``bin_index`` computes them (same IR, with the clamp to slot
-    n and bin 0 spread over 8 slots by lane), stored into block b mod :data:`_RING_BLOCKS` of
+    by fma); the 16 bin indices in float32 (module docstring: y = fma(|x|, r, 2²³) holds
+    j' = round(|x|·r) in its low mantissa bits, t = fma(y - 2²³, w, -|x|) = j'·w - |x| rounded
+    once, y - 1 when t > 0; then clamped to slot n, and bin 0 spread over :data:`_SPREAD` slots
+    by lane); in IR, no fast-math flag can fold (y - 2²³) back to |x|·r or split an fma. They
+    are stored into block b mod :data:`_RING_BLOCKS` of
     ``ring``; then the 16 indices of block b - :data:`_LAG` are read back from ``ring`` and
     counted into ``hist``. Counting a block just stored stalls (16 scalar loads from one 64-byte
     store in flight: +0.35 ns a value); a few blocks later the store has retired, and the
@@ -350,17 +329,9 @@ def _pipelined(
     return _blocks16(np.ascontiguousarray(values), start, stop, mean, width32, recip32, zero_slot, ring, hist)
 
 
-def _indices_exact(
-    chunk: np.ndarray, width32: np.float32, recip32: np.float32, zero_slot: np.uint32, index: np.ndarray
-) -> None:
-    """``index[k] = bin_index(chunk[k], ...)``: float32 lanes, 16 values a 512-bit vector."""
-    for k in range(chunk.size):
-        index[k] = _bin_index(chunk[k], width32, recip32, np.uint32(k), zero_slot)
-
-
 def _indices_divide(chunk: np.ndarray, width: float, zero_slot: np.uint32, index: np.ndarray) -> None:
-    """⌊|x| / width⌋ by the float64 division (the numpy path's), bin 0 spread as in ``bin_index``,
-    at most n (slot n, as there)."""
+    """⌊|x| / width⌋ by the float64 division (the numpy path's; for a float32 width the same
+    integer as ``blocks16``'s), at most n (slot n), bin 0 spread over the slots after it."""
     top = zero_slot - np.uint32(1)
     topf = np.float64(top)
     for k in range(chunk.size):
@@ -374,16 +345,17 @@ def _deviations_and_histogram(
     """Returns (Σ(x - mean)², Σ|x - mean|) in float64 and adds the counts of |x| to ``counts``.
 
     ``values``: flat float32, at most :data:`MAX_VALUES`, |x| <= n·width (a larger |x| is
-    counted in bin n - 1, as the clamp puts it; a NaN in some bin: never out of bounds); x - mean is taken in
-    float32 (as numpy's ``v - np.float32(mean)``), then squared and summed in float64. Bin
-    index = min(⌊|x| / width⌋, n - 1), the same integer as ``AbsHistogram.update``'s float64
-    division: computed exactly in float32 (``bin_index``) when ``width`` is a float32 value
-    >= 2⁻¹⁰⁰ (it always is for n a power of 2: upper is a float32 max times a power of 2), else
-    by the float64 division. Per chunk of :data:`_CHUNK` values three loops: the sums, the
-    indices (both vectorised), the counting into one int32 histogram with a slot n for |x| =
-    upper (added to bin n - 1 at the end, so no clamp per value) and :data:`_SPREAD` slots
-    for bin 0 (slot by position, added to it at the end), so that the zeros after a ReLU,
-    irregularly spaced, do not stall the counting loop (see the module docstring).
+    counted in bin n - 1, as the clamp puts it; a NaN in some bin: never out of bounds);
+    x - mean is taken in float32 (as numpy's ``v - np.float32(mean)``), then squared and summed
+    in float64. Bin index = min(⌊|x| / width⌋, n - 1), the same integer as
+    ``AbsHistogram.update``'s float64 division. When ``width`` is a float32 value >= 2⁻¹⁰⁰ (it
+    always is for n a power of 2: upper is a float32 max times a power of 2), the full blocks
+    of 16 values go through the pipelined loop (``blocks16``, float32 indices; its last
+    :data:`_LAG` blocks are counted here); the rest in chunks of :data:`_CHUNK` values, three
+    loops each: the sums, the indices by the float64 division (both vectorised), the counting.
+    One int32 histogram, with a slot n for |x| = upper (added to bin n - 1 at the end) and
+    :data:`_SPREAD` slots for bin 0 (by position, added to it at the end), so that the zeros
+    after a ReLU, irregularly spaced, do not stall the counting (see the module docstring).
     """
     n = values.size
     bins = counts.size
@@ -413,10 +385,7 @@ def _deviations_and_histogram(
         s, a = _sums_compiled(chunk, mean)
         sq += s
         ab += a
-        if exact:
-            _indices_exact_compiled(chunk, width32, recip32, zero_slot, index)
-        else:
-            _indices_divide_compiled(chunk, width, zero_slot, index)
+        _indices_divide_compiled(chunk, width, zero_slot, index)
         for k in range(chunk.size):
             hist[index[k]] += 1
     for j in range(bins):
@@ -436,19 +405,17 @@ def kernels() -> tuple[Callable[..., tuple[float, float, float]], Callable[..., 
     """
     import numba
 
-    global _bin_index, _min32, _max32, _blocks16
-    global _sums_compiled, _indices_exact_compiled, _indices_divide_compiled, _pipelined_compiled
+    global _min32, _max32, _blocks16, _sums_compiled, _indices_divide_compiled, _pipelined_compiled
     _min32, _max32 = _min_max_intrinsics()
     _blocks16 = _blocks_intrinsic()
     moments = numba.njit(cache=True, nogil=True, fastmath={"nnan", "ninf", "nsz"})(_moments)
     # The deviations kernel calls three loops, globals that numba compiles into it. reassoc
     # lets the float64 sums be vectorised (another order of addition), contract fuses d·d + sq.
     # The index loops set fastmath=False explicitly (numba otherwise gives a callee its
-    # caller's flags): the division stays a true division (no arcp), the float32 index exact.
+    # caller's flags): the division stays a true division (no arcp), the float32 index exact
+    # (the IR in blocks16 carries no flags, and numba adds its flags only to scalar calls).
     sums_math = {"reassoc", "nsz", "contract"}
-    _bin_index = _bin_index_intrinsic()
     _sums_compiled = numba.njit(cache=True, nogil=True, fastmath=sums_math)(_sums)
-    _indices_exact_compiled = numba.njit(cache=True, nogil=True, fastmath=False)(_indices_exact)
     _indices_divide_compiled = numba.njit(cache=True, nogil=True, fastmath=False)(_indices_divide)
     _pipelined_compiled = numba.njit(cache=True, nogil=True, fastmath=False)(_pipelined)
     deviations = numba.njit(cache=True, nogil=True, fastmath=sums_math)(_deviations_and_histogram)
