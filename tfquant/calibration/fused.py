@@ -62,14 +62,14 @@ to ~2e-5 relative on the zoo, enough to move ACIQ's Gaussian ranges by ~1e-5.) W
 :data:`AVAILABLE` is False and the statistics use the numpy path.
 
 Cost, kernels only (CPU ns a value, the previous kernels (git 0ff6f0f) and these side by
-side in one process, medians of 9 alternating runs, two rounds, on one saved batch of 100
+side in one process, medians of 9 alternating runs, three rounds, on one saved batch of 100
 images of every gathered tensor, each copied into a buffer just before the call, as the
 interpreter writes it; helper kern2's /tmp/kern2/ab.py, load ~2 on the 2 cores):
 
 | activations | moments | deviations_and_histogram | total |
 |---|---|---|---|
-| ViT (187 tensors, 16.9M values) | 0.191 -> 0.148 | 0.695-0.728 -> 0.388-0.398 | 0.886-0.919 -> 0.535-0.545 |
-| mobilenet_v2 (29 tensors, 9.1M values) | 0.163-0.170 -> 0.127-0.128 | 0.649-0.658 -> 0.387-0.392 | 0.819-0.821 -> 0.515-0.519 |
+| ViT (187 tensors, 16.9M values) | 0.191-0.196 -> 0.145-0.148 | 0.667-0.728 -> 0.386-0.398 | 0.864-0.919 -> 0.531-0.545 |
+| mobilenet_v2 (29 tensors, 9.1M values) | 0.163-0.170 -> 0.125-0.128 | 0.647-0.658 -> 0.383-0.392 | 0.814-0.821 -> 0.508-0.519 |
 
 Step by step on the ViT (deviations kernel): 0.67 -> 0.55 (float32 index, sums in their own
 loop, no clamp) -> 0.41 (pipelined blocks); moments 0.19 -> 0.15 (min/max in registers). In
@@ -77,7 +77,7 @@ the statistics pass (1000 images, CPU s inside ``TensorStatistics.update``, 5 ru
 rounds): ViT 0.171-0.173 -> 0.113, mobilenet_v2 0.079-0.080 -> 0.048-0.049, mobilenet_v1
 0.028 -> 0.017, cnn 0.026-0.027 -> 0.016, resnet 0.034 -> 0.022-0.026.
 
-Where the ViT's ~0.54 ns go now: the counting ~0.30 (one load-increment-store a value, about
+Where the ViT's ~0.53-0.55 ns go now: the counting ~0.30 (one load-increment-store a value, about
 one a cycle), now overlapping most of the deviations' vector work; reading a batch that does
 not fit the 2 MB L2 from L3, ~0.06 ns per pass (a float32 sum alone); in the moments the
 float64 channel sums (one conversion a value, accumulators in L1) ~0.05 and min/max ~0.04.
@@ -93,10 +93,10 @@ the ViT +0.20, and to memory +1.7; counting straight from the index vector's lan
 spreading the last bin too (+0.15); numba's ``min`` or select-based reductions (not
 vectorised: ~0.55).
 
-Compile cost: ~2.8 s on the first call on a machine (both kernels and the loops they call;
-the previous kernels ~4 s, measured on this 2-core box under load), then loaded from the
-cache in each new process (importing numba and this package and loading both kernels: 0.9 s,
-the previous kernels 1.0 s, same box). numba keeps
+Compile cost: ~2.7 s on the first call on a machine (importing numba, compiling both kernels
+and the loops they call; the previous kernels ~4 s, measured on this 2-core box under load
+~2), then loaded from the cache in each new process (importing numba and this package and
+loading both kernels: 0.9 s, the previous kernels 1.0 s, same box). numba keeps
 the cache in ``__pycache__`` beside this file, or, where that is not writable (an installed
 package), in a per-user cache directory; ``NUMBA_CACHE_DIR`` overrides both.
 """
