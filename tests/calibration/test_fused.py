@@ -196,3 +196,138 @@ def test_non_finite_values_anywhere_are_refused(where):
         with pytest.raises(TfquantError, match="NaN/Inf"):
             stats.update(x.reshape(2000, 3))
     assert stats.count == 0
+
+
+# --- the float32 bin index (fused.blocks16) is the float64 division's, value by value ---
+
+def _division_bins(values: np.ndarray, width: float, bins: int) -> np.ndarray:
+    """The numpy path's bin of each value: min(⌊|x| / w⌋, n - 1), a float64 division."""
+    return np.minimum(np.floor(np.abs(values).astype(np.float64) / width), bins - 1).astype(np.int64)
+
+
+def _float32_bins(values: np.ndarray, width32: np.float32, bins: int) -> np.ndarray:
+    """The pipelined loop's index of each value, read from its ring (slot n = the last bin, the
+    8 slots after it = bin 0), in groups of as many blocks of 16 as the ring holds."""
+    fused.kernels()
+    recip32 = np.float32(1.0 / np.float64(width32))
+    group = fused._RING_BLOCKS * 16
+    result = []
+    for start in range(0, values.size, group):
+        part = values[start : start + group]
+        padded = np.zeros(-(-part.size // 16) * 16, np.float32)
+        padded[: part.size] = part
+        ring = np.full(group, bins + 9, np.uint32)
+        hist = np.zeros(bins + 10, np.int32)
+        fused._pipelined_compiled(padded, 0, padded.size, np.float32(0), width32, recip32, np.uint32(bins + 1),
+                                  ring, hist)
+        result.append(ring[: part.size].astype(np.int64))
+    j = np.concatenate(result) if result else np.zeros(0, np.int64)
+    j[(j > bins) & (j <= bins + 8)] = 0  # the spread slots of bin 0
+    return np.minimum(j, bins - 1)
+
+
+def _edges_and_neighbours(width32: np.float32, bins: int) -> np.ndarray:
+    """k·w rounded to float32 for k = 0..n, with both float32 neighbours, all within [0, n·w], ±."""
+    upper = np.float32(np.float64(width32) * bins)
+    edges = (np.arange(bins + 1, dtype=np.float64) * np.float64(width32)).astype(np.float32)
+    v = np.concatenate([edges, np.nextafter(edges, np.float32(0)), np.nextafter(edges, np.float32(np.inf))])
+    v = v[(v >= 0) & (v.astype(np.float64) <= np.float64(width32) * bins)]
+    v = np.concatenate([v, [upper, np.float32(0)]]).astype(np.float32)
+    return np.concatenate([v, -v])
+
+
+@pytest.mark.parametrize("width", [6.0 / 2048, 1.0, 0.1, 3.3e-7, 2.0**-100, 1.7e30, 12345.678])
+@pytest.mark.parametrize("bins", [2048, 100, 7])
+def test_float32_bins_equal_the_float64_division_on_every_edge(width, bins):
+    width32 = np.float32(width)
+    v = _edges_and_neighbours(width32, bins)
+    np.testing.assert_array_equal(_float32_bins(v, width32, bins), _division_bins(v, float(width32), bins))
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.floats(2.0**-100, 2.0**100, width=32), st.integers(1, 4096),
+       st.lists(st.floats(0, 1, width=32), min_size=1, max_size=50), st.lists(st.integers(0, 4096), max_size=20))
+def test_float32_bins_equal_the_float64_division(width, bins, fractions, multiples):
+    width32 = np.float32(width)
+    upper = np.float64(width32) * bins
+    x = [np.float32(f * upper) for f in fractions]
+    for k in multiples:  # k·w rounded and its neighbours, where the rounding of |x|·r matters most
+        e = np.float32(min(k, bins) * np.float64(width32))
+        x += [e, np.nextafter(e, np.float32(0)), np.nextafter(e, np.float32(np.inf))]
+    v = np.array([a for a in x if 0 <= np.float64(a) <= upper], dtype=np.float32)
+    np.testing.assert_array_equal(_float32_bins(v, width32, bins), _division_bins(v, float(width32), bins))
+
+
+@pytest.mark.parametrize("width", [6.0 / 2048, 0.1, 2.0**-120, 2.0**-140])
+def test_the_kernel_bins_as_numpy_with_float32_and_float64_widths(width):
+    """0.1 (not a float32) and the tiny widths take the float64 division; the others the float32 index."""
+    bins = 2048
+    fused_dev = fused.kernels()[1]
+    v = _edges_and_neighbours(np.float32(width), bins)
+    if width == 0.1:  # not a float32 value: any float32 x in [0, n·w]
+        v = np.concatenate([v, (np.arange(bins + 1) * width).astype(np.float32)])
+        v = v[np.abs(v.astype(np.float64)) <= bins * width]
+    else:
+        width = float(np.float32(width))
+    counts = np.zeros(bins, np.int64)
+    fused_dev(v, np.float32(0.0), width, counts)
+    np.testing.assert_array_equal(counts, np.bincount(_division_bins(v, width, bins), minlength=bins))
+
+
+def test_a_histogram_whose_width_is_not_a_float32_value():
+    rng = np.random.default_rng(7)
+    batches = [rng.normal(size=(40, 30)).astype(np.float32) * s for s in (1.0, 3.0, 0.5)]
+    compiled, reference = _both(batches, num_bins=100)  # upper / 100 is not a float32 value
+    assert float(np.float32(compiled.histogram.width)) != compiled.histogram.width
+    _assert_equivalent(compiled, reference)
+
+
+@pytest.mark.parametrize("width", [0.5, 0.1])
+def test_values_beyond_the_range_are_counted_in_the_last_bin(width):
+    """The kernel clamps (as before: the callers always cover |x|), whichever index path it takes."""
+    counts = np.zeros(16, np.int64)
+    v = np.array([0.0, 0.25, 7.9, 8.0, 100.0, -1e30, 3e38], np.float32)
+    fused.kernels()[1](v, np.float32(0.0), width, counts)
+    expected = np.bincount(np.minimum(np.floor(np.abs(v.astype(np.float64)) / width), 15).astype(np.int64),
+                           minlength=16)
+    np.testing.assert_array_equal(counts, expected)
+    fused.kernels()[1](np.full(40, np.nan, np.float32), np.float32(0.0), width, counts)  # callers refuse NaN
+    assert counts.sum() == v.size + 40  # counted somewhere, nothing written out of bounds
+
+
+_PIPELINE_SIZES = sorted({0, 1, 15, 16, 17, 63, 64, 65, 16 * fused._LAG - 1, 16 * fused._LAG, 16 * fused._LAG + 1,
+                          16 * fused._RING_BLOCKS + 5, 1000, fused._SUPER - 1, fused._SUPER, fused._SUPER + 17})
+
+
+@pytest.mark.parametrize("size", _PIPELINE_SIZES)
+@pytest.mark.parametrize("width", [8.0 / 2048, 0.1])  # the pipelined loop (float32 width) and the division
+def test_the_kernel_counts_and_sums_every_value_whatever_the_size(size, width):
+    """Blocks of 16 in the pipelined loop (their last _LAG blocks counted after it), the rest in chunks."""
+    rng = np.random.default_rng(size)
+    v = np.maximum(rng.normal(0.5, 2.0, size), -7.9).astype(np.float32)
+    v[rng.random(size) < 0.3] = 0.0  # runs of bin 0 over the spread slots
+    v[: min(size, 3)] = np.float32(8.0)  # |x| = upper: slot n
+    mean = np.float32(v.astype(np.float64).mean()) if size else np.float32(0)
+    counts = np.zeros(2048, np.int64)
+    sq, ab = fused.kernels()[1](v, mean, width, counts)
+    np.testing.assert_array_equal(counts, np.bincount(_division_bins(v, width, 2048), minlength=2048))
+    d = np.abs((v - mean).astype(np.float64))
+    assert sq == pytest.approx(float(np.sum(d * d)), rel=1e-12, abs=1e-300)
+    assert ab == pytest.approx(float(np.sum(d)), rel=1e-12, abs=1e-300)
+
+
+def test_the_pipelined_loop_reads_a_non_contiguous_batch_as_contiguous():
+    v = np.linspace(-3.0, 5.0, 4001, dtype=np.float32)[::3]
+    counts = np.zeros(64, np.int64)
+    fused.kernels()
+    hist = np.zeros(64 + 10, np.int32)
+    ring = np.full(fused._RING_BLOCKS * 16, 64 + 9, np.uint32)
+    n16 = v.size - v.size % 16
+    fused._pipelined_compiled(v, 0, n16, np.float32(0), np.float32(0.125), np.float32(8.0), np.uint32(65), ring, hist)
+    blocks = n16 // 16
+    for b in range(max(0, blocks - fused._LAG), blocks):
+        np.add.at(hist, ring[(b % fused._RING_BLOCKS) * 16 : (b % fused._RING_BLOCKS) * 16 + 16], 1)
+    counts += hist[:64]
+    counts[63] += hist[64]
+    counts[0] += hist[65:73].sum()
+    np.testing.assert_array_equal(counts, np.bincount(_division_bins(v[:n16], 0.125, 64), minlength=64))
