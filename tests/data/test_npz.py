@@ -65,6 +65,7 @@ def test_load_pipeline_from_npz(tmp_path: Path) -> None:
         ({"x_test": _x(2), "x": _x(2), "y": np.arange(2)}, "has 'x_test' but no labels 'y_test'"),
         ({"x": np.zeros(2, np.float32), "y": np.arange(2)}, "expected one model input per row"),
         ({"x": (_x(2) * 255).astype(np.uint8), "y": np.arange(2)}, "expected preprocessed float32"),
+        ({"x": (_x(2) * 255).astype(np.int32), "y": np.arange(2)}, "expected preprocessed float32"),  # int pixels
         ({"x": _x(3), "y": np.arange(2)}, "x has 3 examples but y has 2"),
         ({"x": _x(2), "y": np.array([0.0, 1.0])}, "expected integer class labels"),
         ({"x": _x(2), "y": np.eye(2, dtype=np.int64)}, "expected 1-D labels"),

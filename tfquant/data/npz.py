@@ -144,7 +144,9 @@ def _check_x(x: np.ndarray, where: str) -> np.ndarray:
             f"{where}: x has shape {x.shape}, expected one model input per row: (N, H, W, C) "
             "images, or (N, ...) for other inputs; use x.reshape(N, 1) for one feature per example"
         )
-    if x.dtype.kind in "iu" and x.dtype.itemsize >= 2:  # token ids (an Embedding's input)
+    if x.dtype.kind in "iu" and x.dtype.itemsize >= 2 and x.ndim == 2:  # (N, T) token ids
+        # (integer images, rank 4, stay refused: raw pixels given to a model that expects
+        # [0, 1] would calibrate silently on the wrong scale)
         if x.size and max(abs(int(x.min())), abs(int(x.max()))) >= 1 << 24:
             raise TfquantError(
                 f"{where}: x holds integers up to {max(abs(int(x.min())), abs(int(x.max())))}, beyond "
@@ -153,7 +155,7 @@ def _check_x(x: np.ndarray, where: str) -> np.ndarray:
         return x.astype(np.float32)  # exact; fed back as the model's integer type
     if x.dtype.kind != "f":
         raise TfquantError(
-            f"{where}: x has dtype {x.dtype}, expected preprocessed float32 (or integer token ids); "
+            f"{where}: x has dtype {x.dtype}, expected preprocessed float32 (or integer token ids shaped (N, T)); "
             "convert it, e.g. x.astype(np.float32) / 255 for uint8 pixels"
         )
     return x.astype(np.float32, copy=False)

@@ -293,18 +293,13 @@ def _split_held_out(
     return x[fit], y[fit], x[held], y[held]
 
 
-def _check_skip_layers(skip_layers: Sequence[str], bit_budget: float | None) -> tuple[str, ...]:
-    """``skip_layers`` as a tuple of names (the names themselves are checked against the model
-    by :func:`~tfquant.qat.quantize_for_training`)."""
-    if isinstance(skip_layers, str):
-        raise TfquantError(f"skip_layers must be a list of layer names, got the string {skip_layers!r}; "
-                           f"pass [{skip_layers!r}]")
-    names = tuple(str(n) for n in skip_layers)
-    if names and bit_budget is not None:
+def _check_skip_layers(skip_layers: Sequence[str], bit_budget: float | None) -> None:
+    """Refuses ``skip_layers`` with ``bit_budget`` (the names themselves, and a string
+    passed instead of a list, are checked by :func:`~tfquant.qat.quantize_for_training`)."""
+    if len(skip_layers) and bit_budget is not None:
         raise TfquantError(
             "--skip_layers and --bit_budget cannot be combined (the per-layer bit allocation "
             "assumes every Conv/Dense kernel is quantized); drop one of them")
-    return names
 
 
 def run_qat(
@@ -381,7 +376,7 @@ def run_qat(
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise TfquantError(f"epochs must be a positive integer, got {epochs!r}; e.g. 2")
     outputs.check_classifier(model)
-    skip_layers = _check_skip_layers(skip_layers, bit_budget)
+    _check_skip_layers(skip_layers, bit_budget)
     orig = original_training(learning_rate, original, model_path, batch_size)
     plan = None
     if bit_budget is not None:
@@ -471,7 +466,7 @@ def run_qat(
         accuracy_data=check_what,
         warnings=tuple(warnings),
         fidelity=json_ready(fidelity) if fidelity is not None else None,
-        skip_layers=skip_layers,
+        skip_layers=tuple(skip_layers),  # a list of names: quantize_for_training refused a string
     )
     if plan is not None:
         record = record.replace(**plan.record_fields(qat_model))
